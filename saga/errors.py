@@ -1,0 +1,91 @@
+"""The whole error tree of saga-coordinator.
+
+    SagaError                      root: everything the library raises on purpose
+    ├── DefinitionError            a saga definition is invalid (raised when it is declared)
+    ├── ProtocolError              a wire message is malformed, missing headers, or too large
+    ├── UnknownSagaError           no registered definition for a name (and version)
+    ├── SagaNotFoundError          no saga with that id in the log
+    ├── StateError                 an action that does not fit the saga's current state
+    ├── LogError                   the saga log failed (driver errors are wrapped here)
+    │   └── ConcurrencyError       another writer appended to the same saga (sequence clash)
+    ├── TransportError             the transport could not send (broker down, closed)
+    └── StepError                  raised by participant handlers
+        ├── Rejected               a business "no": the step had no effect; never retried
+        └── (any other exception)  transient: the outcome is unknown and the step is retried
+
+Errors carry structured fields (saga id, step, attempt) rather than only a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SagaError(Exception):
+    """Root of every error raised on purpose by saga-coordinator."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        saga_id: str | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.saga_id = saga_id
+        self.step = step
+        self.attempt = attempt
+
+
+class DefinitionError(SagaError):
+    """A saga definition is invalid; raised when the saga is declared or registered."""
+
+
+class ProtocolError(SagaError):
+    """A message on the wire is malformed, misses a header, or exceeds the size limit."""
+
+
+class UnknownSagaError(SagaError):
+    """No definition is registered under that saga name (and version)."""
+
+
+class SagaNotFoundError(SagaError):
+    """No saga with that id exists in the log."""
+
+
+class StateError(SagaError):
+    """The requested action does not fit the saga's current state."""
+
+
+class LogError(SagaError):
+    """The saga log failed; the driver's error is the ``__cause__``."""
+
+
+class ConcurrencyError(LogError):
+    """Another writer appended to the same saga: the expected sequence number was taken."""
+
+
+class TransportError(SagaError):
+    """The transport could not send a message (broker unreachable, connection closed)."""
+
+
+class StepError(SagaError):
+    """Base for errors a participant handler raises to shape its reply."""
+
+
+class Rejected(StepError):
+    """A business "no" from a participant (insufficient credit, out of stock).
+
+    The step had no effect, so it is never retried and never compensated; the coordinator
+    compensates the steps before it. ``code`` is a short machine-readable reason and
+    ``details`` any JSON-serialisable context for operators.
+    """
+
+    def __init__(
+        self, message: str, *, code: str = "rejected", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or {}

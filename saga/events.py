@@ -1,0 +1,74 @@
+"""The saga log's vocabulary: saga statuses and event types. Stored values never change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class SagaStatus(StrEnum):
+    """A saga's current status, as stored in the saga table."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    STUCK = "stuck"
+    """Cannot progress without an operator; the reason is in the log. Resumable."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+
+
+class EventType(StrEnum):
+    """The kinds of entry in a saga's append-only log."""
+
+    SAGA_STARTED = "saga_started"
+    """data: name, version, input, deadline_at_ms (or null)."""
+    STEP_SENT = "step_sent"
+    """data: step, direction, attempt, service, command, payload, timeout_at_ms.
+    Written before the command is sent (write-ahead)."""
+    STEP_SUCCEEDED = "step_succeeded"
+    """data: step, direction, attempt, result."""
+    STEP_REJECTED = "step_rejected"
+    """data: step, direction, attempt, error {code, message, details}."""
+    STEP_FAILED = "step_failed"
+    """data: step, direction, attempt, error. Outcome unknown (timeout, transient)."""
+    RETRY_SCHEDULED = "retry_scheduled"
+    """data: step, direction, attempt (the next one), retry_at_ms."""
+    COMPENSATION_STARTED = "compensation_started"
+    """data: reason, steps (names to compensate, in order)."""
+    CANCEL_REQUESTED = "cancel_requested"
+    """data: reason."""
+    SAGA_STUCK = "saga_stuck"
+    """data: reason, code, step, direction, attempts, error."""
+    SAGA_RESUMED = "saga_resumed"
+    """data: reason. Clears stuck; the current step gets a fresh attempt budget."""
+    SAGA_COMPLETED = "saga_completed"
+    """data: results."""
+    SAGA_COMPENSATED = "saga_compensated"
+    """data: compensated (step names, in the order they were compensated)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEvent:
+    """An event about to be appended; the log assigns nothing, the caller numbers it."""
+
+    type: EventType
+    data: JsonObject = field(default_factory=dict)
+    at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """An event as stored: ``seq`` is 1-based and contiguous per saga."""
+
+    saga_id: str
+    seq: int
+    type: EventType
+    data: JsonObject
+    at_ms: int

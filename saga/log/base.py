@@ -1,0 +1,118 @@
+"""The SagaLog port: the append-only event log and the saga table, the only source of truth."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from saga.events import Event, JsonObject, NewEvent, SagaStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class SagaRecord:
+    """One row of the saga table: current status and what queries filter on."""
+
+    saga_id: str
+    name: str
+    version: int
+    status: SagaStatus
+    input: JsonObject
+    created_ms: int
+    updated_ms: int
+    last_seq: int
+    current_step: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewSaga:
+    """What ``SagaLog.create`` writes: the saga row and its first event (``saga_started``)."""
+
+    saga_id: str
+    name: str
+    version: int
+    input: JsonObject
+    started: NewEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Append:
+    """Events for one saga, appended after ``expected_seq`` (the last seq the writer saw).
+
+    The events get seq ``expected_seq + 1, + 2, ...``; the saga row takes ``status`` and
+    ``current_step``. If another writer already appended past ``expected_seq`` the whole
+    batch fails with ConcurrencyError.
+    """
+
+    saga_id: str
+    expected_seq: int
+    events: Sequence[NewEvent]
+    status: SagaStatus
+    current_step: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Page:
+    """A page of sagas, newest first, and the cursor for the next page (None at the end)."""
+
+    sagas: list[SagaRecord]
+    next_cursor: str | None
+
+
+class SagaLog(ABC):
+    """Where sagas and their events live. Implementations: InMemorySagaLog, SqlSagaLog."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abstractmethod
+    async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
+        """Insert a saga with status running and its first event at seq 1.
+
+        Returns ``(record, True)``; if a saga with that id exists already, nothing is written
+        and ``(existing record, False)`` is returned, so starting the same id twice is safe.
+        """
+
+    @abstractmethod
+    async def append(self, batch: Sequence[Append]) -> None:
+        """Append events for one or more sagas in one transaction: all or nothing.
+
+        Raises ConcurrencyError if any saga's ``expected_seq`` is not its last seq, and
+        SagaNotFoundError if a saga does not exist.
+        """
+
+    @abstractmethod
+    async def get(self, saga_id: str) -> SagaRecord | None:
+        """The saga row, or None."""
+
+    @abstractmethod
+    async def events(self, saga_id: str, after_seq: int = 0) -> list[Event]:
+        """The saga's events with seq > after_seq, in order (empty for an unknown id)."""
+
+    @abstractmethod
+    async def find(
+        self,
+        *,
+        statuses: Sequence[SagaStatus] | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Sagas filtered by status and name, newest (created) first, cursor-paginated."""
+
+    async def unfinished(self) -> list[SagaRecord]:
+        """Every saga that is running, compensating or stuck (what recovery resumes)."""
+        found: list[SagaRecord] = []
+        cursor: str | None = None
+        statuses = [SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.STUCK]
+        while True:
+            page = await self.find(statuses=statuses, limit=1000, cursor=cursor)
+            found.extend(page.sagas)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor

@@ -1,0 +1,253 @@
+"""Wire envelopes between coordinator and participants: commands, replies, headers, encoding.
+
+A command is a NATS request on subject ``<service>.<command>`` whose body is the JSON request
+and whose headers say which saga, step, direction and attempt it belongs to, with an
+idempotency key derived from (saga id, step, direction) that never changes across retries and
+restarts. A reply is a JSON object ``{"outcome": ..., "result": ... | "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from saga.errors import ProtocolError
+
+JsonObject = dict[str, Any]
+
+MAX_PAYLOAD_BYTES = 512 * 1024
+"""Default limit on a command or reply body; NATS' own default max_payload is 1 MiB."""
+
+HEADER_SAGA_ID = "Saga-Id"
+HEADER_SAGA_NAME = "Saga-Name"
+HEADER_STEP = "Saga-Step"
+HEADER_DIRECTION = "Saga-Direction"
+HEADER_ATTEMPT = "Saga-Attempt"
+HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
+HEADER_STATUS = "Status"
+"""Set by the NATS server itself, e.g. ``503`` when a request has no responders."""
+
+
+class Direction(StrEnum):
+    """Which way a command moves the saga. Stored values never change."""
+
+    FORWARD = "forward"
+    COMPENSATE = "compensate"
+
+
+class Outcome(StrEnum):
+    """The three outcomes of an attempt. Stored values never change."""
+
+    SUCCEEDED = "succeeded"
+    REJECTED = "rejected"
+    """A business "no": the step had no effect."""
+    FAILED = "failed"
+    """Unknown: a timeout, no responder, a transport or transient handler error. Retried."""
+
+
+def idempotency_key(saga_id: str, step: str, direction: Direction) -> str:
+    """The key a participant deduplicates on: stable across retries and restarts."""
+    return f"{saga_id}/{step}/{direction.value}"
+
+
+def subject_for(service: str, command: str) -> str:
+    return f"{service}.{command}"
+
+
+def _json_object(body: bytes, what: str, max_bytes: int) -> JsonObject:
+    if len(body) > max_bytes:
+        raise ProtocolError(f"{what} body is {len(body)} bytes, over the {max_bytes} byte limit")
+    try:
+        value = json.loads(body) if body else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"{what} body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def encode_json(value: Mapping[str, Any], max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """Compact JSON bytes; raises ProtocolError when not serialisable or too large."""
+    try:
+        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"payload is not JSON-serialisable: {exc}") from exc
+    if len(body) > max_bytes:
+        raise ProtocolError(f"payload is {len(body)} bytes, over the {max_bytes} byte limit")
+    return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """One attempt at a step or compensation, as sent to a participant."""
+
+    saga_id: str
+    saga_name: str
+    step: str
+    direction: Direction
+    attempt: int
+    service: str
+    command: str
+    payload: JsonObject = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.saga_id, self.step, self.direction)
+
+    @property
+    def subject(self) -> str:
+        return subject_for(self.service, self.command)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            HEADER_SAGA_ID: self.saga_id,
+            HEADER_SAGA_NAME: self.saga_name,
+            HEADER_STEP: self.step,
+            HEADER_DIRECTION: self.direction.value,
+            HEADER_ATTEMPT: str(self.attempt),
+            HEADER_IDEMPOTENCY_KEY: self.idempotency_key,
+        }
+
+    def body(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+        return encode_json(self.payload, max_bytes)
+
+    @classmethod
+    def decode(
+        cls,
+        *,
+        service: str,
+        command: str,
+        headers: Mapping[str, str] | None,
+        body: bytes,
+        max_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> Command:
+        """Parse a received command; raises ProtocolError naming what is wrong."""
+        headers = headers or {}
+        missing = [
+            h
+            for h in (HEADER_SAGA_ID, HEADER_STEP, HEADER_DIRECTION, HEADER_ATTEMPT)
+            if not headers.get(h)
+        ]
+        if missing:
+            raise ProtocolError(f"command is missing headers: {', '.join(missing)}")
+        try:
+            direction = Direction(headers[HEADER_DIRECTION])
+        except ValueError as exc:
+            raise ProtocolError(
+                f"header {HEADER_DIRECTION} must be 'forward' or 'compensate',"
+                f" not {headers[HEADER_DIRECTION]!r}"
+            ) from exc
+        try:
+            attempt = int(headers[HEADER_ATTEMPT])
+        except ValueError as exc:
+            raise ProtocolError(f"header {HEADER_ATTEMPT} must be an integer") from exc
+        if attempt < 1:
+            raise ProtocolError(f"header {HEADER_ATTEMPT} must be >= 1")
+        decoded = cls(
+            saga_id=headers[HEADER_SAGA_ID],
+            saga_name=headers.get(HEADER_SAGA_NAME, ""),
+            step=headers[HEADER_STEP],
+            direction=direction,
+            attempt=attempt,
+            service=service,
+            command=command,
+            payload=_json_object(body, "command", max_bytes),
+        )
+        key = headers.get(HEADER_IDEMPOTENCY_KEY)
+        if key is not None and key != decoded.idempotency_key:
+            raise ProtocolError(
+                f"header {HEADER_IDEMPOTENCY_KEY} {key!r} does not match saga, step and direction"
+            )
+        return decoded
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorInfo:
+    """Why an attempt did not succeed."""
+
+    code: str
+    message: str
+    details: JsonObject = field(default_factory=dict)
+
+    def to_json(self) -> JsonObject:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+    @classmethod
+    def from_json(cls, value: Any) -> ErrorInfo:
+        if not isinstance(value, dict):
+            raise ProtocolError("reply error must be a JSON object")
+        code, message = value.get("code"), value.get("message")
+        details = value.get("details", {})
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise ProtocolError("reply error needs string 'code' and 'message'")
+        if not isinstance(details, dict):
+            raise ProtocolError("reply error 'details' must be a JSON object")
+        return cls(code=code, message=message, details=details)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """A participant's answer to one command."""
+
+    outcome: Outcome
+    result: JsonObject | None = None
+    error: ErrorInfo | None = None
+
+    @classmethod
+    def succeeded(cls, result: JsonObject | None = None) -> Reply:
+        return cls(outcome=Outcome.SUCCEEDED, result=result or {})
+
+    @classmethod
+    def rejected(cls, code: str, message: str, details: JsonObject | None = None) -> Reply:
+        return cls(
+            outcome=Outcome.REJECTED,
+            error=ErrorInfo(code=code, message=message, details=details or {}),
+        )
+
+    @classmethod
+    def failed(cls, code: str, message: str, details: JsonObject | None = None) -> Reply:
+        return cls(
+            outcome=Outcome.FAILED,
+            error=ErrorInfo(code=code, message=message, details=details or {}),
+        )
+
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {"outcome": self.outcome.value}
+        if self.outcome is Outcome.SUCCEEDED:
+            value["result"] = self.result or {}
+        else:
+            value["error"] = (self.error or ErrorInfo(code="unknown", message="")).to_json()
+        return value
+
+    def encode(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+        return encode_json(self.to_json(), max_bytes)
+
+    @classmethod
+    def from_json(cls, value: JsonObject) -> Reply:
+        try:
+            outcome = Outcome(value.get("outcome"))
+        except ValueError as exc:
+            raise ProtocolError(f"reply outcome {value.get('outcome')!r} is not known") from exc
+        if outcome is Outcome.SUCCEEDED:
+            result = value.get("result", {})
+            if not isinstance(result, dict):
+                raise ProtocolError("reply result must be a JSON object")
+            return cls(outcome=outcome, result=result)
+        return cls(outcome=outcome, error=ErrorInfo.from_json(value.get("error")))
+
+    @classmethod
+    def decode(
+        cls,
+        *,
+        headers: Mapping[str, str] | None,
+        body: bytes,
+        max_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> Reply:
+        """Parse a received reply. A NATS ``503`` status (no responders) is a failed outcome."""
+        status = (headers or {}).get(HEADER_STATUS)
+        if status == "503":
+            return cls.failed("no_responders", "no participant is listening on the subject")
+        return cls.from_json(_json_object(body, "reply", max_bytes))
