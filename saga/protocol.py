@@ -228,7 +228,7 @@ class Reply:
     @classmethod
     def from_json(cls, value: JsonObject) -> Reply:
         try:
-            outcome = Outcome(value.get("outcome"))
+            outcome = Outcome(str(value.get("outcome")))
         except ValueError as exc:
             raise ProtocolError(f"reply outcome {value.get('outcome')!r} is not known") from exc
         if outcome is Outcome.SUCCEEDED:

@@ -67,7 +67,9 @@ class Step:
         if not isinstance(self.command, str) or not _NAME.match(self.command):
             raise DefinitionError(f"invalid command name {self.command!r}", step=self.name)
         if self.compensation is not None and not _NAME.match(self.compensation):
-            raise DefinitionError(f"invalid compensation name {self.compensation!r}", step=self.name)
+            raise DefinitionError(
+                f"invalid compensation name {self.compensation!r}", step=self.name
+            )
         if not isinstance(self.kind, StepKind):
             raise DefinitionError(f"kind must be a StepKind, not {self.kind!r}", step=self.name)
         if not callable(self.request):

@@ -1,0 +1,63 @@
+"""saga-coordinator: declare sagas in Python, run them over NATS with a SQL log.
+
+The public API. Adapters (``SqlSagaLog``, ``NatsTransport``) and the test kit
+(``saga.testing``) are imported from here or from their modules.
+"""
+
+from saga.coordinator import Coordinator, SagaHandle, SagaResult
+from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
+from saga.errors import (
+    ConcurrencyError,
+    DefinitionError,
+    LogError,
+    ProtocolError,
+    Rejected,
+    SagaError,
+    SagaNotFoundError,
+    StateError,
+    StepError,
+    TransportError,
+    UnknownSagaError,
+)
+from saga.events import SagaStatus
+from saga.log.base import SagaLog
+from saga.log.sql import SqlSagaLog
+from saga.participant import CommandContext, Participant, SqlIdempotencyStore
+from saga.protocol import Direction, Outcome
+from saga.transport.base import Transport
+from saga.transport.nats import NatsTransport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FOREVER",
+    "CommandContext",
+    "ConcurrencyError",
+    "Coordinator",
+    "DefinitionError",
+    "Direction",
+    "LogError",
+    "NatsTransport",
+    "Outcome",
+    "Participant",
+    "ProtocolError",
+    "Rejected",
+    "RetryPolicy",
+    "Saga",
+    "SagaError",
+    "SagaHandle",
+    "SagaLog",
+    "SagaNotFoundError",
+    "SagaResult",
+    "SagaStatus",
+    "SqlIdempotencyStore",
+    "SqlSagaLog",
+    "StateError",
+    "Step",
+    "StepError",
+    "StepKind",
+    "Transport",
+    "TransportError",
+    "UnknownSagaError",
+    "__version__",
+]

@@ -1,0 +1,135 @@
+"""The ``saga`` command: the composition root that wires logs, transports and coordinators."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+from saga.coordinator import Coordinator
+from saga.definition import Saga
+from saga.errors import SagaError
+from saga.log.sql import SqlSagaLog
+from saga.transport.nats import NatsTransport
+
+DEFAULT_DB = "sqlite:///saga.db"
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+
+
+def load_sagas(spec: str) -> list[Saga]:
+    """Load definitions from ``module`` or ``module:attribute`` (as uvicorn and celery do).
+
+    The attribute may be a Saga or an iterable of Sagas; a bare module contributes every Saga
+    defined at its top level.
+    """
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    if attribute:
+        try:
+            value: Any = getattr(module, attribute)
+        except AttributeError as exc:
+            raise click.BadParameter(f"{module_name!r} has no attribute {attribute!r}") from exc
+        found = [value] if isinstance(value, Saga) else list(value)
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, Saga)]
+    sagas = [s for s in found if isinstance(s, Saga)]
+    if not sagas or len(sagas) != len(found):
+        raise click.BadParameter(f"{spec!r} does not name saga definitions")
+    return sagas
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """saga-coordinator: sagas over NATS with a SQL log."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def demo() -> None:
+    """Run a small demo: NATS from the wheel, SQLite, three services, two order sagas."""
+    from saga.demo import run_demo
+
+    results = asyncio.run(run_demo(click.echo))
+    statuses = sorted(r.status.value for r in results)
+    if statuses != ["compensated", "completed"]:
+        raise SystemExit(f"demo ended unexpectedly: {statuses}")
+
+
+@main.command()
+@click.option("--nats", "nats_url", default=DEFAULT_NATS, show_default=True, help="NATS URL.")
+@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, help="SQLite or PG URL.")
+@click.option("--sagas", "saga_specs", multiple=True, required=True,
+              help="module or module:attribute holding saga definitions (repeatable).")
+def coordinator(nats_url: str, db_url: str, saga_specs: tuple[str, ...]) -> None:
+    """Run a coordinator until SIGINT or SIGTERM."""
+    sys.path.insert(0, "")
+    sagas = [s for spec in saga_specs for s in load_sagas(spec)]
+    try:
+        asyncio.run(_serve(nats_url, db_url, sagas))
+    except SagaError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _serve(nats_url: str, db_url: str, sagas: list[Saga]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    coordinator = Coordinator(SqlSagaLog(db_url), NatsTransport(nats_url), sagas=sagas)
+    async with coordinator:
+        names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
+        click.echo(f"coordinator running: nats {nats_url}, log {db_url}, sagas {names}")
+        click.echo(f"resumed {coordinator.active_count} unfinished sagas", err=True)
+        await stop.wait()
+    click.echo("coordinator stopped")
+
+
+@main.command()
+@click.argument("saga_id")
+@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, help="SQLite or PG URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(saga_id: str, db_url: str, as_json: bool) -> None:
+    """Show one saga's status and log, read straight from the database."""
+
+    async def read() -> None:
+        log = SqlSagaLog(db_url)
+        await log.open()
+        try:
+            record = await log.get(saga_id)
+            if record is None:
+                raise click.ClickException(f"no saga {saga_id!r} in {db_url}")
+            events = await log.events(saga_id)
+        finally:
+            await log.close()
+        if as_json:
+            click.echo(json.dumps({
+                "saga_id": record.saga_id, "name": record.name, "version": record.version,
+                "status": record.status.value, "input": record.input,
+                "events": [{"seq": e.seq, "type": e.type.value, "at_ms": e.at_ms,
+                            "data": e.data} for e in events],
+            }, indent=2))
+            return
+        from saga.demo import describe
+
+        click.echo(f"saga {record.saga_id}  {record.name} v{record.version}  {record.status.value}")
+        for event in events:
+            click.echo(describe(event))
+
+    asyncio.run(read())
+
+
+if __name__ == "__main__":
+    main()

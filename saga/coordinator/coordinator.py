@@ -1,0 +1,399 @@
+"""The coordinator: runs the engine for every saga, doing the I/O on its behalf.
+
+For each input (a start, a reply, a timer, a cancel) it asks the engine what follows, appends
+that to the log (write-ahead), and only then sends commands and sets timers. At open it
+resumes every unfinished saga from the log and re-sends what was in flight, with the same
+idempotency keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from saga import engine
+from saga.clock import Clock, SystemClock
+from saga.coordinator.registry import Registry
+from saga.coordinator.result import SagaResult, result_of
+from saga.coordinator.timers import TimerWheel
+from saga.coordinator.writer import GroupWriter
+from saga.definition import Saga
+from saga.engine import SagaState
+from saga.errors import (
+    ConcurrencyError,
+    ProtocolError,
+    SagaNotFoundError,
+    StateError,
+    TransportError,
+)
+from saga.events import EventType, JsonObject, NewEvent, SagaStatus
+from saga.log.base import Append, NewSaga, SagaLog
+from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
+from saga.transport.base import Transport
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_LOG_ERROR_MS = 1000
+"""When the log cannot be written, the saga's decision is dropped and re-made this much later."""
+
+
+@dataclass
+class _Active:
+    """A saga this coordinator is driving: its state and the lock serialising its inputs."""
+
+    defn: Saga
+    state: SagaState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiters: list[asyncio.Future[SagaResult]] = field(default_factory=list)
+
+
+class SagaHandle:
+    """A started saga: its id, and a way to await its outcome (``start`` returns one)."""
+
+    def __init__(self, coordinator: Coordinator, saga_id: str, created: bool) -> None:
+        self._coordinator = coordinator
+        self.saga_id = saga_id
+        self.created = created
+        """False when a saga with this id existed already and nothing new was started."""
+
+    async def result(self) -> SagaResult:
+        """Wait until the saga is completed, compensated or stuck (bound it: asyncio.timeout)."""
+        return await self._coordinator.wait(self.saga_id)
+
+    async def status(self) -> SagaResult:
+        return await self._coordinator.get(self.saga_id)
+
+    def __repr__(self) -> str:
+        return f"SagaHandle({self.saga_id!r})"
+
+
+class Coordinator:
+    """Drives sagas to completion or compensation: ``Coordinator(log, transport, sagas=[...])``.
+
+    Use as ``async with Coordinator(...) as coordinator:``, or call ``open()`` and ``close()``.
+    """
+
+    def __init__(
+        self,
+        log: SagaLog,
+        transport: Transport,
+        *,
+        sagas: Sequence[Saga],
+        clock: Clock | None = None,
+        max_input_bytes: int = MAX_PAYLOAD_BYTES,
+        max_batch: int = 512,
+    ) -> None:
+        self.log = log
+        self.transport = transport
+        self.registry = Registry(sagas)
+        self.clock: Clock = clock or SystemClock()
+        self.max_input_bytes = max_input_bytes
+        self._writer = GroupWriter(log, max_batch=max_batch)
+        self._timers = TimerWheel(self.clock, self._on_timer)
+        self._active: dict[str, _Active] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the log and transport, then resume every unfinished saga."""
+        await self.log.open()
+        self._writer.start()
+        self._timers.start()
+        await self.transport.open(self._on_reply)
+        self._open = True
+        await self.recover()
+
+    async def close(self) -> None:
+        """Stop taking inputs, finish what is being written, and disconnect."""
+        if not self._open:
+            return
+        self._open = False
+        await self.transport.close()
+        await self._timers.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._writer.stop()
+        for active in self._active.values():
+            for waiter in active.waiters:
+                waiter.cancel()
+        self._active.clear()
+        await self.log.close()
+
+    async def __aenter__(self) -> Coordinator:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the public API --------------------------------------------------------------------
+
+    async def start(
+        self,
+        saga: Saga | str,
+        input: JsonObject | None = None,
+        *,
+        saga_id: str | None = None,
+        version: int | None = None,
+    ) -> SagaHandle:
+        """Start a saga and return its handle at once.
+
+        With a caller-chosen ``saga_id`` the start is idempotent: if that id exists already,
+        nothing is started and the existing saga's handle is returned (``created`` False).
+        """
+        defn = self.registry.resolve(saga, version)
+        saga_input = {} if input is None else input
+        if not isinstance(saga_input, dict):
+            raise ProtocolError(f"saga input must be a JSON object, not {type(input).__name__}")
+        encode_json(saga_input, self.max_input_bytes)
+        if saga_id is not None and (not isinstance(saga_id, str) or not 0 < len(saga_id) <= 200):
+            raise ProtocolError("saga_id must be a non-empty string of at most 200 characters")
+        saga_id = saga_id or uuid.uuid4().hex
+        now = self.clock.now_ms()
+        deadline = defn.deadline_ms
+        started = NewEvent(
+            type=EventType.SAGA_STARTED,
+            data={
+                "name": defn.name,
+                "version": defn.version,
+                "input": saga_input,
+                "deadline_at_ms": None if deadline is None else now + deadline,
+            },
+            at_ms=now,
+        )
+        new = NewSaga(
+            saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
+        )
+        _, created = await self.log.create(new)
+        if created:
+            self._active[saga_id] = _Active(defn=defn, state=engine.new_state(saga_id, started))
+            await self._advance(saga_id)
+        return SagaHandle(self, saga_id, created)
+
+    async def execute(
+        self,
+        saga: Saga | str,
+        input: JsonObject | None = None,
+        *,
+        saga_id: str | None = None,
+    ) -> SagaResult:
+        """Start a saga and wait for its outcome."""
+        handle = await self.start(saga, input, saga_id=saga_id)
+        return await handle.result()
+
+    def handle(self, saga_id: str) -> SagaHandle:
+        return SagaHandle(self, saga_id, created=False)
+
+    async def get(self, saga_id: str) -> SagaResult:
+        """The saga's current status and results, from the log."""
+        events = await self.log.events(saga_id)
+        if not events:
+            raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
+        return result_of(engine.replay(events))
+
+    async def wait(self, saga_id: str) -> SagaResult:
+        """Wait until the saga is completed, compensated or stuck."""
+        active = self._active.get(saga_id)
+        if active is None or active.state.is_final or active.state.stuck is not None:
+            return await self.get(saga_id)
+        future: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
+        active.waiters.append(future)
+        return await future
+
+    async def cancel(self, saga_id: str, reason: str) -> None:
+        """Compensate a saga that has not passed its pivot; StateError otherwise."""
+        await self._activate(saga_id)
+        now = self.clock.now_ms()
+        await self._advance(saga_id, lambda state: engine.on_cancel(state, reason, now))
+
+    async def resume(self, saga_id: str, reason: str) -> None:
+        """Give a stuck saga's current step a fresh attempt budget and go on."""
+        await self._activate(saga_id)
+        now = self.clock.now_ms()
+        await self._advance(saga_id, lambda state: engine.on_resume(state, reason, now))
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Resume every unfinished saga in the log; returns how many are being driven."""
+        resumed = 0
+        for record in await self.log.unfinished():
+            if record.saga_id in self._active:
+                continue
+            try:
+                if await self._recover_one(record.saga_id):
+                    resumed += 1
+            except Exception:
+                log.exception("could not recover saga %s", record.saga_id)
+        if resumed:
+            log.info("recovered %d unfinished sagas", resumed)
+        return resumed
+
+    async def _recover_one(self, saga_id: str) -> bool:
+        state = engine.replay(await self.log.events(saga_id))
+        defn = self.registry.get(state.name, state.version)
+        now = self.clock.now_ms()
+        if defn is None:
+            if state.stuck is None:
+                reason = f"definition {state.name!r} version {state.version} is not registered"
+                event = NewEvent(
+                    type=EventType.SAGA_STUCK,
+                    data={"code": "unknown_version", "reason": reason},
+                    at_ms=now,
+                )
+                await self._writer.write(
+                    Append(
+                        saga_id=saga_id,
+                        expected_seq=state.seq,
+                        events=[event],
+                        status=SagaStatus.STUCK,
+                        current_step=state.cursor.step if state.cursor else None,
+                    )
+                )
+                log.warning("saga %s is stuck: %s", saga_id, reason)
+            return False
+        if state.stuck is not None and state.stuck.get("code") != "unknown_version":
+            return False  # waits for an operator; resume() activates it
+        self._active[saga_id] = _Active(defn=defn, state=state)
+        make = None
+        if state.stuck is not None:
+            reason = "definition version is registered again"
+            make = lambda st: engine.on_resume(st, reason, now)  # noqa: E731
+        await self._advance(saga_id, make, resend=True)
+        return True
+
+    async def _activate(self, saga_id: str) -> _Active:
+        active = self._active.get(saga_id)
+        if active is not None:
+            return active
+        events = await self.log.events(saga_id)
+        if not events:
+            raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
+        state = engine.replay(events)
+        if state.is_final:
+            raise StateError(f"saga is already {state.status.value}", saga_id=saga_id)
+        defn = self.registry.get(state.name, state.version)
+        if defn is None:
+            raise StateError(
+                f"definition {state.name!r} version {state.version} is not registered",
+                saga_id=saga_id,
+            )
+        return self._active.setdefault(saga_id, _Active(defn=defn, state=state))
+
+    # -- the loop of one saga --------------------------------------------------------------
+
+    async def _advance(
+        self,
+        saga_id: str,
+        make_events: Callable[[SagaState], list[NewEvent]] | None = None,
+        *,
+        resend: bool = False,
+    ) -> None:
+        """Apply an input (if any), decide, append, then send and schedule."""
+        active = self._active.get(saga_id)
+        if active is None:
+            return
+        async with active.lock:
+            if self._active.get(saga_id) is not active:
+                return
+            work = active.state.copy()
+            now = self.clock.now_ms()
+            events = make_events(work) if make_events is not None else []
+            decision = engine.decide(active.defn, work, now)
+            events.extend(decision.events)
+            if events:
+                append = Append(
+                    saga_id=saga_id,
+                    expected_seq=active.state.seq,
+                    events=events,
+                    status=work.status,
+                    current_step=work.cursor.step if work.cursor else None,
+                )
+                try:
+                    await self._writer.write(append)
+                except ConcurrencyError:
+                    log.warning("saga %s was written by someone else; reloading it", saga_id)
+                    self._active.pop(saga_id, None)
+                    self._spawn(self._reload(saga_id))
+                    return
+                except Exception:
+                    log.exception("could not record the next step of saga %s", saga_id)
+                    self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
+                    return
+            active.state = work
+            commands = list(decision.commands)
+            if resend and not commands:
+                pending = engine.in_flight(work)
+                if pending is not None:
+                    commands.append(pending)
+            for command in commands:
+                await self._send(command)
+            self._timers.schedule(saga_id, decision.wake_at_ms)
+            if work.is_final or work.stuck is not None:
+                self._settle(saga_id, active)
+
+    def _settle(self, saga_id: str, active: _Active) -> None:
+        result = result_of(active.state)
+        for waiter in active.waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+        active.waiters.clear()
+        self._active.pop(saga_id, None)
+        self._timers.schedule(saga_id, None)
+        if result.status is SagaStatus.STUCK:
+            log.warning("saga %s is stuck: %s", saga_id, (result.stuck or {}).get("reason"))
+
+    async def _reload(self, saga_id: str) -> None:
+        await self._recover_one(saga_id)
+
+    async def _send(self, command: Command) -> None:
+        try:
+            await self.transport.send(command)
+        except (TransportError, ProtocolError) as exc:
+            # Recorded as sent already: the step's timeout makes it a retry later.
+            log.warning("could not send %s for saga %s: %s", command.subject, command.saga_id, exc)
+
+    # -- inputs from the transport and the timers -----------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("saga task failed", exc_info=task.exception())
+
+    async def _on_reply(self, command: Command, reply: Reply) -> None:
+        if command.saga_id not in self._active:
+            log.debug("reply for saga %s, which is not active here", command.saga_id)
+            return
+        now = self.clock.now_ms()
+        self._spawn(
+            self._advance(command.saga_id, lambda st: engine.on_reply(st, command, reply, now))
+        )
+
+    def _on_timer(self, saga_id: str) -> None:
+        if saga_id in self._active:
+            self._spawn(self._advance(saga_id))

@@ -1,0 +1,42 @@
+"""SagaResult: what a caller learns about a saga's outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from saga.engine import SagaState
+from saga.events import JsonObject, SagaStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class SagaResult:
+    """A saga's status, the results of its steps, and what was compensated or why it is stuck."""
+
+    saga_id: str
+    name: str
+    version: int
+    status: SagaStatus
+    results: dict[str, JsonObject] = field(default_factory=dict)
+    compensated: list[str] = field(default_factory=list)
+    """Steps compensated so far, in the order they were compensated."""
+    compensation_reason: str | None = None
+    stuck: JsonObject | None = None
+    """For a stuck saga: code, reason, step, direction, attempts, last error."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is SagaStatus.COMPLETED
+
+
+def result_of(state: SagaState) -> SagaResult:
+    compensated = [name for name in state.plan if state.steps[name].compensated]
+    return SagaResult(
+        saga_id=state.saga_id,
+        name=state.name,
+        version=state.version,
+        status=state.status,
+        results=state.results(),
+        compensated=compensated,
+        compensation_reason=state.compensation_reason,
+        stuck=state.stuck,
+    )

@@ -1,0 +1,393 @@
+"""The decision logic: given a definition, a saga's state and the time, what happens next.
+
+Pure functions, no I/O: ``decide`` returns the events to append (write-ahead) and the
+commands to send once they are stored, and when to wake up next. Inputs from outside (a
+reply, a cancel request, an operator's resume) first become events through ``on_reply``,
+``on_cancel`` and ``on_resume``; then ``decide`` runs on the new state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga.definition import Saga, Step, StepKind
+from saga.engine.state import Cursor, Phase, SagaState, apply
+from saga.errors import StateError
+from saga.events import EventType, JsonObject, NewEvent
+from saga.protocol import Command, Direction, Outcome, Reply, encode_json
+
+
+@dataclass
+class Decision:
+    """What to do next: append ``events``, then send ``commands``, then sleep to ``wake_at_ms``."""
+
+    events: list[NewEvent] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    wake_at_ms: int | None = None
+
+
+def _error(code: str, message: str, details: JsonObject | None = None) -> JsonObject:
+    return {"code": code, "message": message, "details": details or {}}
+
+
+def _emit(
+    state: SagaState, decision: Decision, type_: EventType, data: JsonObject, now: int
+) -> None:
+    event = NewEvent(type=type_, data=data, at_ms=now)
+    apply(state, event)
+    decision.events.append(event)
+
+
+def command_for(state: SagaState, cursor: Cursor) -> Command:
+    return Command(
+        saga_id=state.saga_id,
+        saga_name=state.name,
+        step=cursor.step,
+        direction=cursor.direction,
+        attempt=cursor.attempts,
+        service=cursor.service,
+        command=cursor.command,
+        payload=cursor.payload,
+    )
+
+
+def in_flight(state: SagaState) -> Command | None:
+    """The command awaiting a reply, if any: what recovery re-sends with the same key."""
+    cursor = state.cursor
+    if state.is_final or state.stuck is not None or cursor is None:
+        return None
+    return command_for(state, cursor) if cursor.phase is Phase.IN_FLIGHT else None
+
+
+def _send(
+    state: SagaState,
+    decision: Decision,
+    step: Step,
+    direction: Direction,
+    attempt: int,
+    payload: JsonObject,
+    now: int,
+) -> None:
+    command = step.command if direction is Direction.FORWARD else step.compensation
+    assert command is not None
+    _emit(
+        state,
+        decision,
+        EventType.STEP_SENT,
+        {
+            "step": step.name,
+            "direction": direction.value,
+            "attempt": attempt,
+            "kind": step.kind.value,
+            "service": step.service,
+            "command": command,
+            "payload": payload,
+            "timeout_at_ms": now + step.timeout_ms,
+        },
+        now,
+    )
+    assert state.cursor is not None
+    decision.commands.append(command_for(state, state.cursor))
+
+
+def _build(builder: Any, state: SagaState) -> JsonObject:
+    """Run a user's request builder; the body must be a JSON object (checked by encoding)."""
+    body = builder(dict(state.input), state.results())
+    if not isinstance(body, dict):
+        raise TypeError(f"request builder returned {type(body).__name__}, not a dict")
+    encode_json(body)
+    return body
+
+
+def _stick(state: SagaState, decision: Decision, code: str, reason: str, now: int) -> None:
+    cursor = state.cursor
+    data: JsonObject = {"code": code, "reason": reason}
+    if cursor is not None:
+        data |= {
+            "step": cursor.step,
+            "direction": cursor.direction.value,
+            "attempts": cursor.attempts,
+            "error": cursor.last_error,
+        }
+    _emit(state, decision, EventType.SAGA_STUCK, data, now)
+
+
+def compensation_plan(defn: Saga, state: SagaState) -> list[str]:
+    """Every compensatable step that was sent and not rejected, latest first."""
+    plan = []
+    for step in reversed(defn.steps):
+        progress = state.steps.get(step.name)
+        if step.kind is not StepKind.COMPENSATABLE or progress is None:
+            continue
+        if progress.sent and not progress.rejected:
+            plan.append(step.name)
+    return plan
+
+
+def _start_compensation(
+    defn: Saga, state: SagaState, decision: Decision, reason: str, now: int
+) -> None:
+    plan = compensation_plan(defn, state)
+    _emit(state, decision, EventType.COMPENSATION_STARTED, {"reason": reason, "steps": plan}, now)
+
+
+def _pivot_pending(defn: Saga, state: SagaState) -> bool:
+    """The pivot was sent and its outcome is not yet known: cancel and deadline must wait."""
+    cursor = state.cursor
+    return (
+        cursor is not None
+        and cursor.direction is Direction.FORWARD
+        and defn.steps[defn.index(cursor.step)].kind is StepKind.PIVOT
+        and cursor.phase is not Phase.REJECTED
+    )
+
+
+def _step_after_failure(
+    defn: Saga, state: SagaState, decision: Decision, step: Step, now: int
+) -> None:
+    """The cursor's attempt failed (unknown outcome): retry within policy, else give up."""
+    cursor = state.cursor
+    assert cursor is not None
+    forward = cursor.direction is Direction.FORWARD
+    policy = step.policy if forward else step.compensation_retry
+    retry_at = now + policy.delay_ms(cursor.attempts_in_budget)
+    if policy.allows_another(cursor.attempts_in_budget, cursor.budget_started_ms, retry_at):
+        _emit(
+            state,
+            decision,
+            EventType.RETRY_SCHEDULED,
+            {
+                "step": cursor.step,
+                "direction": cursor.direction.value,
+                "attempt": cursor.attempts + 1,
+                "retry_at_ms": retry_at,
+            },
+            now,
+        )
+    elif forward and step.kind is StepKind.COMPENSATABLE:
+        _start_compensation(defn, state, decision, f"step {step.name!r} exhausted its retries", now)
+    elif forward and step.kind is StepKind.PIVOT:
+        _stick(state, decision, "pivot_unknown", f"pivot {step.name!r} outcome unknown", now)
+    elif forward:
+        _stick(state, decision, "retries_exhausted", f"step {step.name!r} keeps failing", now)
+    else:
+        _stick(
+            state,
+            decision,
+            "compensation_failed",
+            f"compensation of {step.name!r} keeps failing",
+            now,
+        )
+
+
+def _next_forward(defn: Saga, state: SagaState, decision: Decision, now: int) -> None:
+    """Send the first step that has not succeeded yet, or complete the saga."""
+    for step in defn.steps:
+        if state.steps.get(step.name) is None or not state.steps[step.name].succeeded:
+            break
+    else:
+        _emit(state, decision, EventType.SAGA_COMPLETED, {"results": state.results()}, now)
+        return
+    try:
+        payload = _build(step.request, state)
+    except Exception as exc:  # user code: any failure is a definition bug, recorded
+        reason = f"request builder of {step.name!r} failed: {exc!r}"
+        if state.pivot_passed:
+            _stick(state, decision, "request_error", reason, now)
+        else:
+            _start_compensation(defn, state, decision, reason, now)
+        return
+    _send(state, decision, step, Direction.FORWARD, 1, payload, now)
+
+
+def _next_compensation(defn: Saga, state: SagaState, decision: Decision, now: int) -> None:
+    for name in state.plan:
+        if not state.steps[name].compensated:
+            break
+    else:
+        _emit(state, decision, EventType.SAGA_COMPENSATED, {"compensated": state.plan}, now)
+        return
+    step = defn.steps[defn.index(name)]
+    progress = state.steps[name]
+    try:
+        if step.compensation_request is not None:
+            payload = _build(step.compensation_request, state)
+        else:
+            payload = dict(progress.payload or {})
+    except Exception as exc:  # user code
+        state.cursor = None
+        _stick(state, decision, "request_error", f"compensation request of {name!r}: {exc!r}", now)
+        return
+    _send(state, decision, step, Direction.COMPENSATE, 1, payload, now)
+
+
+def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> bool:
+    """Take at most one decision; True if one was taken (an event was emitted)."""
+    before = len(decision.events)
+    cursor = state.cursor
+    if not state.compensating and not state.pivot_passed and not _pivot_pending(defn, state):
+        if state.cancel_reason is not None:
+            _start_compensation(defn, state, decision, f"cancelled: {state.cancel_reason}", now)
+            return True
+        if state.deadline_at_ms is not None and now >= state.deadline_at_ms:
+            _start_compensation(defn, state, decision, "saga deadline passed", now)
+            return True
+    if cursor is None:
+        if state.compensating:
+            _next_compensation(defn, state, decision, now)
+        else:
+            _next_forward(defn, state, decision, now)
+        return len(decision.events) > before
+    step = defn.steps[defn.index(cursor.step)]
+    forward = cursor.direction is Direction.FORWARD
+    if cursor.phase is Phase.IN_FLIGHT:
+        assert cursor.timeout_at_ms is not None
+        if now < cursor.timeout_at_ms:
+            return False
+        _emit(
+            state,
+            decision,
+            EventType.STEP_FAILED,
+            {
+                "step": cursor.step,
+                "direction": cursor.direction.value,
+                "attempt": cursor.attempts,
+                "error": _error("timeout", f"no reply within {step.timeout}"),
+            },
+            now,
+        )
+    elif cursor.phase is Phase.FAILED:
+        _step_after_failure(defn, state, decision, step, now)
+    elif cursor.phase is Phase.WAITING:
+        assert cursor.retry_at_ms is not None
+        if now < cursor.retry_at_ms:
+            return False
+        _send(state, decision, step, cursor.direction, cursor.attempts + 1, cursor.payload, now)
+    elif cursor.phase is Phase.REJECTED:
+        if not forward:
+            _stick(
+                state,
+                decision,
+                "compensation_rejected",
+                f"compensation of {step.name!r} was rejected",
+                now,
+            )
+        elif step.kind is StepKind.RETRIABLE:
+            _stick(
+                state,
+                decision,
+                "rejected_after_pivot",
+                f"step {step.name!r} was rejected after the pivot",
+                now,
+            )
+        else:
+            _start_compensation(defn, state, decision, f"step {step.name!r} was rejected", now)
+    else:  # succeeded
+        state.cursor = None
+        if forward:
+            _next_forward(defn, state, decision, now)
+        else:
+            _next_compensation(defn, state, decision, now)
+    return len(decision.events) > before
+
+
+def _wake_at(defn: Saga, state: SagaState) -> int | None:
+    if state.is_final or state.stuck is not None:
+        return None
+    times: list[int] = []
+    cursor = state.cursor
+    if cursor is not None and cursor.phase is Phase.IN_FLIGHT and cursor.timeout_at_ms:
+        times.append(cursor.timeout_at_ms)
+    if cursor is not None and cursor.phase is Phase.WAITING and cursor.retry_at_ms is not None:
+        times.append(cursor.retry_at_ms)
+    deadline = state.deadline_at_ms
+    if deadline is not None and not state.compensating and not state.pivot_passed:
+        times.append(deadline)
+    return min(times) if times else None
+
+
+def decide(defn: Saga, state: SagaState, now_ms: int) -> Decision:
+    """Everything that follows from ``state`` at ``now_ms``; ``state`` is updated in place.
+
+    The same (definition, log, time) always gives the same decision: recovery replays the log
+    and calls this again.
+    """
+    decision = Decision()
+    if defn.key != (state.name, state.version):
+        raise StateError(f"definition {defn.key} does not match saga {state.name} v{state.version}")
+    while not state.is_final and state.stuck is None:
+        if not _decide_once(defn, state, decision, now_ms):
+            break
+    decision.wake_at_ms = _wake_at(defn, state)
+    return decision
+
+
+def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> list[NewEvent]:
+    """The event a reply makes, or nothing if it is stale (duplicate, late, other direction).
+
+    A success or rejection for the current step is accepted even from an earlier attempt or
+    after a timeout (the idempotency key is the same, so it describes the same effect); a
+    failure counts only for the attempt in flight.
+    """
+    cursor = state.cursor
+    if state.is_final or state.stuck is not None or cursor is None:
+        return []
+    if (cursor.step, cursor.direction) != (command.step, command.direction):
+        return []
+    data: JsonObject = {
+        "step": command.step,
+        "direction": command.direction.value,
+        "attempt": command.attempt,
+    }
+    if reply.outcome is Outcome.FAILED:
+        if cursor.phase is not Phase.IN_FLIGHT or command.attempt != cursor.attempts:
+            return []
+        assert reply.error is not None
+        event_type = EventType.STEP_FAILED
+        data["error"] = reply.error.to_json()
+    else:
+        if cursor.phase not in (Phase.IN_FLIGHT, Phase.FAILED, Phase.WAITING):
+            return []
+        if reply.outcome is Outcome.SUCCEEDED:
+            event_type = EventType.STEP_SUCCEEDED
+            data["result"] = reply.result or {}
+        else:
+            assert reply.error is not None
+            event_type = EventType.STEP_REJECTED
+            data["error"] = reply.error.to_json()
+    event = NewEvent(type=event_type, data=data, at_ms=now_ms)
+    apply(state, event)
+    return [event]
+
+
+def can_cancel(state: SagaState) -> str | None:
+    """None if a cancel request fits the saga's state, else why not."""
+    if state.is_final:
+        return f"saga is already {state.status.value}"
+    if state.compensating:
+        return "saga is already compensating"
+    if state.pivot_passed:
+        return "saga is past its pivot; it can only move forward"
+    if state.cancel_reason is not None:
+        return "a cancel was already requested"
+    return None
+
+
+def on_cancel(state: SagaState, reason: str, now_ms: int) -> list[NewEvent]:
+    """Record a cancel request; raises StateError when it does not fit the state."""
+    refusal = can_cancel(state)
+    if refusal is not None:
+        raise StateError(refusal, saga_id=state.saga_id)
+    event = NewEvent(type=EventType.CANCEL_REQUESTED, data={"reason": reason}, at_ms=now_ms)
+    apply(state, event)
+    return [event]
+
+
+def on_resume(state: SagaState, reason: str, now_ms: int) -> list[NewEvent]:
+    """Resume a stuck saga: its current step gets a fresh attempt budget, starting now."""
+    if state.stuck is None:
+        raise StateError(f"saga is {state.status.value}, not stuck", saga_id=state.saga_id)
+    event = NewEvent(type=EventType.SAGA_RESUMED, data={"reason": reason}, at_ms=now_ms)
+    apply(state, event)
+    return [event]
