@@ -70,8 +70,13 @@ def demo() -> None:
 @main.command()
 @click.option("--nats", "nats_url", default=DEFAULT_NATS, show_default=True, help="NATS URL.")
 @click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, help="SQLite or PG URL.")
-@click.option("--sagas", "saga_specs", multiple=True, required=True,
-              help="module or module:attribute holding saga definitions (repeatable).")
+@click.option(
+    "--sagas",
+    "saga_specs",
+    multiple=True,
+    required=True,
+    help="module or module:attribute holding saga definitions (repeatable).",
+)
 def coordinator(nats_url: str, db_url: str, saga_specs: tuple[str, ...]) -> None:
     """Run a coordinator until SIGINT or SIGTERM."""
     sys.path.insert(0, "")
@@ -115,12 +120,22 @@ def show(saga_id: str, db_url: str, as_json: bool) -> None:
         finally:
             await log.close()
         if as_json:
-            click.echo(json.dumps({
-                "saga_id": record.saga_id, "name": record.name, "version": record.version,
-                "status": record.status.value, "input": record.input,
-                "events": [{"seq": e.seq, "type": e.type.value, "at_ms": e.at_ms,
-                            "data": e.data} for e in events],
-            }, indent=2))
+            click.echo(
+                json.dumps(
+                    {
+                        "saga_id": record.saga_id,
+                        "name": record.name,
+                        "version": record.version,
+                        "status": record.status.value,
+                        "input": record.input,
+                        "events": [
+                            {"seq": e.seq, "type": e.type.value, "at_ms": e.at_ms, "data": e.data}
+                            for e in events
+                        ],
+                    },
+                    indent=2,
+                )
+            )
             return
         from saga.demo import describe
 

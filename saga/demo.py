@@ -112,16 +112,16 @@ def describe(event: Event) -> str:
     data = event.data
     where = f"{data.get('step', '')} {data.get('direction', '')}".strip()
     extra = ""
-    if "error" in data and data["error"]:
+    if data.get("error"):
         extra = f" ({data['error'].get('code')}: {data['error'].get('message')})"
     elif "reason" in data:
         extra = f" ({data['reason']})"
     return f"  {event.seq:>2}  {event.type.value:<22} {where}{extra}"
 
 
-async def run_demo(echo: Callable[[str], None] = print, workdir: Path | None = None) -> list[
-    SagaResult
-]:
+async def run_demo(
+    echo: Callable[[str], None] = print, workdir: Path | None = None
+) -> list[SagaResult]:
     """Run the demo and return the two sagas' results."""
     with tempfile.TemporaryDirectory(prefix="saga-demo-") as tmp:
         folder = workdir or Path(tmp)

@@ -75,7 +75,7 @@ class StepError(SagaError):
     """Base for errors a participant handler raises to shape its reply."""
 
 
-class Rejected(StepError):
+class Rejected(StepError):  # noqa: N818 - a business answer, not a failure
     """A business "no" from a participant (insufficient credit, out of stock).
 
     The step had no effect, so it is never retried and never compensated; the coordinator

@@ -19,6 +19,7 @@ from typing import Any
 
 from saga import engine
 from saga.clock import Clock, SystemClock
+from saga.coordinator.failpoints import crash_if
 from saga.coordinator.registry import Registry
 from saga.coordinator.result import SagaResult, result_of
 from saga.coordinator.timers import TimerWheel
@@ -51,6 +52,24 @@ class _Active:
     state: SagaState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiters: list[asyncio.Future[SagaResult]] = field(default_factory=list)
+
+
+def new_saga(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) -> NewSaga:
+    """The saga row and first event that start ``defn``; any coordinator resumes it from there."""
+    deadline = defn.deadline_ms
+    started = NewEvent(
+        type=EventType.SAGA_STARTED,
+        data={
+            "name": defn.name,
+            "version": defn.version,
+            "input": saga_input,
+            "deadline_at_ms": None if deadline is None else now_ms + deadline,
+        },
+        at_ms=now_ms,
+    )
+    return NewSaga(
+        saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
+    )
 
 
 class SagaHandle:
@@ -164,25 +183,12 @@ class Coordinator:
         encode_json(saga_input, self.max_input_bytes)
         if saga_id is not None and (not isinstance(saga_id, str) or not 0 < len(saga_id) <= 200):
             raise ProtocolError("saga_id must be a non-empty string of at most 200 characters")
-        saga_id = saga_id or uuid.uuid4().hex
-        now = self.clock.now_ms()
-        deadline = defn.deadline_ms
-        started = NewEvent(
-            type=EventType.SAGA_STARTED,
-            data={
-                "name": defn.name,
-                "version": defn.version,
-                "input": saga_input,
-                "deadline_at_ms": None if deadline is None else now + deadline,
-            },
-            at_ms=now,
-        )
-        new = NewSaga(
-            saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
-        )
+        new = new_saga(defn, saga_input, saga_id or uuid.uuid4().hex, self.clock.now_ms())
+        saga_id = new.saga_id
         _, created = await self.log.create(new)
         if created:
-            self._active[saga_id] = _Active(defn=defn, state=engine.new_state(saga_id, started))
+            state = engine.new_state(saga_id, new.started)
+            self._active[saga_id] = _Active(defn=defn, state=state)
             await self._advance(saga_id)
         return SagaHandle(self, saga_id, created)
 
@@ -341,6 +347,9 @@ class Coordinator:
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
             active.state = work
+            for event in events:
+                if event.type in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED):
+                    crash_if("after_record", event.data["step"], event.data["direction"])
             commands = list(decision.commands)
             if resend and not commands:
                 pending = engine.in_flight(work)
@@ -348,6 +357,7 @@ class Coordinator:
                     commands.append(pending)
             for command in commands:
                 await self._send(command)
+                crash_if("after_send", command.step, command.direction.value)
             self._timers.schedule(saga_id, decision.wake_at_ms)
             if work.is_final or work.stuck is not None:
                 self._settle(saga_id, active)
@@ -389,6 +399,7 @@ class Coordinator:
         if command.saga_id not in self._active:
             log.debug("reply for saga %s, which is not active here", command.saga_id)
             return
+        crash_if("on_reply", command.step, command.direction.value)
         now = self.clock.now_ms()
         self._spawn(
             self._advance(command.saga_id, lambda st: engine.on_reply(st, command, reply, now))

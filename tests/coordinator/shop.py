@@ -46,12 +46,33 @@ def order_saga(version: int = 1, **step_kw: Any) -> Saga:
         name="order",
         version=version,
         steps=(
-            Step(name="create", service="orders", command="create", compensation="cancel",
-                 retry=FAST, compensation_retry=FAST, **step_kw),
-            Step(name="credit", service="payments", command="reserve", compensation="release",
-                 retry=FAST, compensation_retry=FAST, **step_kw),
-            Step(name="stock", service="inventory", command="reserve", compensation="release",
-                 retry=FAST, compensation_retry=FAST, **step_kw),
+            Step(
+                name="create",
+                service="orders",
+                command="create",
+                compensation="cancel",
+                retry=FAST,
+                compensation_retry=FAST,
+                **step_kw,
+            ),
+            Step(
+                name="credit",
+                service="payments",
+                command="reserve",
+                compensation="release",
+                retry=FAST,
+                compensation_retry=FAST,
+                **step_kw,
+            ),
+            Step(
+                name="stock",
+                service="inventory",
+                command="reserve",
+                compensation="release",
+                retry=FAST,
+                compensation_retry=FAST,
+                **step_kw,
+            ),
         ),
     )
 
@@ -60,11 +81,18 @@ def pivot_saga() -> Saga:
     return Saga(
         name="ship",
         steps=(
-            Step(name="create", service="orders", command="create", compensation="cancel",
-                 retry=FAST),
-            Step(name="approve", service="orders", command="approve", kind=StepKind.PIVOT,
-                 retry=FAST),
-            Step(name="ship", service="inventory", command="ship", kind=StepKind.RETRIABLE,
-                 retry=RetryPolicy(initial_interval=timedelta(milliseconds=5), max_attempts=3)),
+            Step(
+                name="create", service="orders", command="create", compensation="cancel", retry=FAST
+            ),
+            Step(
+                name="approve", service="orders", command="approve", kind=StepKind.PIVOT, retry=FAST
+            ),
+            Step(
+                name="ship",
+                service="inventory",
+                command="ship",
+                kind=StepKind.RETRIABLE,
+                retry=RetryPolicy(initial_interval=timedelta(milliseconds=5), max_attempts=3),
+            ),
         ),
     )

@@ -44,11 +44,10 @@ async def test_third_step_rejected_compensates_step_two_then_one() -> None:
         events = await log.events(result.saga_id)
     assert result.status is SagaStatus.COMPENSATED
     assert result.compensated == ["credit", "create"]
-    assert shop.order == [
-        "orders.create", "payments.reserve", "payments.release", "orders.cancel"
-    ]
+    assert shop.order == ["orders.create", "payments.reserve", "payments.release", "orders.cancel"]
     compensations = [
-        e.data["step"] for e in events
+        e.data["step"]
+        for e in events
         if e.type is EventType.STEP_SUCCEEDED and e.data["direction"] == "compensate"
     ]
     assert compensations == ["credit", "create"]
@@ -61,7 +60,8 @@ async def test_start_with_same_id_twice_runs_once() -> None:
     async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga]) as coord:
         first = await coord.start(saga, {"n": 1}, saga_id="order-42")
         second = await coord.start(saga, {"n": 2}, saga_id="order-42")
-        assert first.created and not second.created
+        assert first.created
+        assert not second.created
         result = await asyncio.wait_for(second.result(), 10)
         assert result.status is SagaStatus.COMPLETED
         again = await coord.start(saga, {"n": 3}, saga_id="order-42")
@@ -164,23 +164,28 @@ async def test_saga_finishes_on_the_version_it_started_with() -> None:
         handle = await first.start(v1, {})
         await lose.settle()
 
-    v2 = Saga(name="order", version=2, steps=(
-        Step(name="only", service="orders", command="create", compensation="cancel"),
-    ))
+    v2 = Saga(
+        name="order",
+        version=2,
+        steps=(Step(name="only", service="orders", command="create", compensation="cancel"),),
+    )
     # Only v2 registered: the v1 saga cannot go on, and says so.
     async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[v2]) as second:
         stuck = await second.get(handle.saga_id)
     assert stuck.status is SagaStatus.STUCK
-    assert stuck.stuck is not None and stuck.stuck["code"] == "unknown_version"
+    assert stuck.stuck is not None
+    assert stuck.stuck["code"] == "unknown_version"
 
     # Both registered: it resumes, and finishes on v1's steps.
     transport = InMemoryTransport(shop.participants)
     async with Coordinator(log, transport, sagas=[v1, v2]) as third:
         result = await asyncio.wait_for(third.wait(handle.saga_id), 10)
         fresh = await third.execute("order", {})
-    assert result.status is SagaStatus.COMPLETED and result.version == 1
+    assert result.status is SagaStatus.COMPLETED
+    assert result.version == 1
     assert set(result.results) == {"create", "credit", "stock"}
-    assert fresh.version == 2 and set(fresh.results) == {"only"}
+    assert fresh.version == 2
+    assert set(fresh.results) == {"only"}
 
 
 async def test_cancel_compensates_and_refuses_when_finished() -> None:
@@ -188,9 +193,11 @@ async def test_cancel_compensates_and_refuses_when_finished() -> None:
     saga = order_saga()
     transport = InMemoryTransport(
         shop.participants,
-        intercept=lambda c: Fault.LOSE_REPLY
-        if (c.step, c.direction) == ("credit", Direction.FORWARD)
-        else Fault.DELIVER,
+        intercept=lambda c: (
+            Fault.LOSE_REPLY
+            if (c.step, c.direction) == ("credit", Direction.FORWARD)
+            else Fault.DELIVER
+        ),
     )
     async with Coordinator(log, transport, sagas=[saga], clock=clock) as coord:
         handle = await coord.start(saga, {})
@@ -216,10 +223,12 @@ async def test_stuck_compensation_is_visible_and_resumable() -> None:
         assert result.status is SagaStatus.STUCK
         assert result.stuck is not None
         assert result.stuck["code"] == "compensation_failed"
-        assert result.stuck["step"] == "credit" and result.stuck["attempts"] == 3
+        assert result.stuck["step"] == "credit"
+        assert result.stuck["attempts"] == 3
         assert "payments.release is down" in result.stuck["error"]["message"]
         record = await log.get(result.saga_id)
-        assert record is not None and record.status is SagaStatus.STUCK
+        assert record is not None
+        assert record.status is SagaStatus.STUCK
         await coord.resume(result.saga_id, "payments fixed")
         final = await asyncio.wait_for(coord.wait(result.saga_id), 10)
     assert final.status is SagaStatus.COMPENSATED
@@ -233,7 +242,8 @@ async def test_post_pivot_step_retries_then_sticks_never_compensates() -> None:
     async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga]) as coord:
         result = await asyncio.wait_for(coord.execute(saga, {}), 10)
         assert result.status is SagaStatus.STUCK
-        assert result.stuck is not None and result.stuck["code"] == "retries_exhausted"
+        assert result.stuck is not None
+        assert result.stuck["code"] == "retries_exhausted"
         with pytest.raises(StateError, match="pivot"):
             await coord.cancel(result.saga_id, "no")
     assert "orders.cancel" not in shop.order
@@ -259,8 +269,9 @@ async def test_duplicate_replies_and_commands_do_not_double_effects() -> None:
     saga = order_saga()
     transport = InMemoryTransport(
         shop.participants,
-        intercept=lambda c: Fault.DUPLICATE_REPLY if c.step == "create" else
-        Fault.DUPLICATE_COMMAND,
+        intercept=lambda c: (
+            Fault.DUPLICATE_REPLY if c.step == "create" else Fault.DUPLICATE_COMMAND
+        ),
     )
     async with Coordinator(log, transport, sagas=[saga]) as coord:
         result = await asyncio.wait_for(coord.execute(saga, {}), 10)
@@ -274,9 +285,11 @@ async def test_compensation_for_a_never_run_step_is_fenced() -> None:
     saga = order_saga()
     transport = InMemoryTransport(
         shop.participants,
-        intercept=lambda c: Fault.LOSE_COMMAND
-        if c.step == "credit" and c.direction is Direction.FORWARD
-        else Fault.DELIVER,
+        intercept=lambda c: (
+            Fault.LOSE_COMMAND
+            if c.step == "credit" and c.direction is Direction.FORWARD
+            else Fault.DELIVER
+        ),
     )
     async with Coordinator(log, transport, sagas=[saga]) as coord:
         handle = await coord.start(saga, {})

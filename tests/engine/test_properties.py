@@ -113,7 +113,8 @@ def _check_invariants(defn: Saga, run: Run) -> None:
         assert comp_effects == list(reversed(undone_effects))
         assert set(forward_effects) <= set(sent)
     if state.status is SagaStatus.STUCK:
-        assert state.stuck is not None and state.stuck["reason"]
+        assert state.stuck is not None
+        assert state.stuck["reason"]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -143,4 +144,5 @@ def test_replaying_the_log_gives_the_same_state(defn: Saga, rng: random.Random) 
     assert final.status == run.state.status
     assert final.steps == run.state.steps
     again = engine.decide(defn, final, run.log[-1].at_ms)
-    assert again.events == [] and again.commands == []
+    assert again.events == []
+    assert again.commands == []

@@ -120,7 +120,8 @@ def test_timeout_retries_with_same_idempotency_key_then_compensates() -> None:
     assert decision.commands == []
     decision = engine.decide(defn, state, decision.wake_at_ms or 0)
     (second,) = decision.commands
-    assert second.attempt == 2 and second.idempotency_key == first.idempotency_key
+    assert second.attempt == 2
+    assert second.idempotency_key == first.idempotency_key
     now = decision.wake_at_ms or 0
     decision = engine.decide(defn, state, now)
     decision = engine.decide(defn, state, decision.wake_at_ms or 0)
@@ -217,12 +218,14 @@ def test_retriable_step_exhausting_policy_is_stuck_then_resumable() -> None:
         defn, [Reply.succeeded(), Reply.failed("x", "down"), Reply.failed("x", "down")]
     )
     assert state.status is SagaStatus.STUCK
-    assert state.stuck is not None and state.stuck["code"] == "retries_exhausted"
+    assert state.stuck is not None
+    assert state.stuck["code"] == "retries_exhausted"
     assert state.stuck["attempts"] == 2
     engine.on_resume(state, "service fixed", T0 + 5)
     decision = engine.decide(defn, state, T0 + 5)
     (again,) = decision.commands
-    assert again.attempt == 3 and state.status is SagaStatus.RUNNING
+    assert again.attempt == 3
+    assert state.status is SagaStatus.RUNNING
     reply(state, again, Reply.succeeded(), T0 + 6)
     assert state.status is SagaStatus.COMPLETED
 
@@ -241,7 +244,7 @@ def test_compensation_exhausting_policy_is_stuck_with_reason() -> None:
             Step(name="b", service="x", command="b", compensation="ub"),
         ),
     )
-    state, sent = run_script(
+    state, _sent = run_script(
         defn,
         [
             Reply.succeeded(),
@@ -253,7 +256,8 @@ def test_compensation_exhausting_policy_is_stuck_with_reason() -> None:
     assert state.status is SagaStatus.STUCK
     assert state.stuck is not None
     assert state.stuck["code"] == "compensation_failed"
-    assert state.stuck["step"] == "a" and state.stuck["direction"] == "compensate"
+    assert state.stuck["step"] == "a"
+    assert state.stuck["direction"] == "compensate"
     assert state.stuck["error"]["code"] == "db"
 
 
@@ -283,7 +287,7 @@ def test_request_builder_error_compensates_before_pivot() -> None:
             ),
         ),
     )
-    state, sent = run_script(defn, [Reply.succeeded(), Reply.succeeded()])
+    state, _sent = run_script(defn, [Reply.succeeded(), Reply.succeeded()])
     assert state.status is SagaStatus.COMPENSATED
     assert state.plan == ["a"]
     assert "request builder" in (state.compensation_reason or "")
