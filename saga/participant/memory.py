@@ -1,0 +1,78 @@
+"""InMemoryIdempotencyStore: the IdempotencyStore in a dict, for tests and single-process use."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
+from saga.protocol import Reply
+
+
+class InMemoryIdempotencyStore(IdempotencyStore):
+    """Records live in this process only; every method is atomic (no awaits inside)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, IdempotencyRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def open(self) -> None:
+        """Nothing to prepare."""
+
+    async def close(self) -> None:
+        """Records stay until the object is dropped, so a reopened store still dedups."""
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        return self._records.get(key)
+
+    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
+        existing = self._records.get(key)
+        stale = (
+            existing is not None
+            and existing.state is RecordState.IN_PROGRESS
+            and existing.claimed_at_ms < stale_before_ms
+        )
+        if existing is not None and not stale:
+            return Claim(won=False, record=existing)
+        return self._put(key, RecordState.IN_PROGRESS, owner, now_ms, replaced=existing)
+
+    async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
+        existing = self._records.get(key)
+        if existing is not None:
+            return Claim(won=False, record=existing)
+        return self._put(key, RecordState.FENCED, owner, now_ms, replaced=None)
+
+    def _put(
+        self,
+        key: str,
+        state: RecordState,
+        owner: str,
+        now_ms: int,
+        replaced: IdempotencyRecord | None,
+    ) -> Claim:
+        record = IdempotencyRecord(
+            key=key, state=state, owner=owner, claimed_at_ms=now_ms, updated_ms=now_ms
+        )
+        self._records[key] = record
+        return Claim(won=True, record=record, replaced=replaced)
+
+    async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
+        existing = self._records.get(key)
+        if not _held(existing, owner):
+            return False
+        assert existing is not None
+        self._records[key] = replace(
+            existing, state=RecordState.DONE, reply=reply, updated_ms=now_ms
+        )
+        return True
+
+    async def release(self, key: str, *, owner: str) -> bool:
+        if not _held(self._records.get(key), owner):
+            return False
+        del self._records[key]
+        return True
+
+
+def _held(record: IdempotencyRecord | None, owner: str) -> bool:
+    return record is not None and record.state is RecordState.IN_PROGRESS and record.owner == owner

@@ -1,0 +1,226 @@
+"""ParticipantServer: serves a Participant's commands as a ``nats.micro`` service.
+
+One micro endpoint per command on ``<service>.<command>``, all in the queue group named after
+the participant so replicas share load; ``nats micro ls/info/stats`` discover it. Each request
+runs in its own task (a micro endpoint's callback is sequential), bounded by the participant's
+``max_concurrency``, and in-flight requests finish before ``stop()`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+from nats import micro
+from nats.aio.client import Client
+from nats.micro.request import Handler, Request
+from nats.micro.service import EndpointStats, Service
+
+from saga.errors import DefinitionError, ProtocolError
+from saga.protocol import Command, Outcome, Reply, subject_for
+from saga.transport.nats import connect_nats, flush_pending
+
+if TYPE_CHECKING:
+    from saga.participant.service import Participant
+
+logger = logging.getLogger(__name__)
+
+_MAX_HEADER_CHARS = 256
+_STOP_TIMEOUT_S = 30.0
+_UNSUBSCRIBE_TIMEOUT_S = 10.0
+
+
+def _micro_code(reply: Reply) -> str:
+    """An HTTP-like status for the micro error header, as NATS tooling expects."""
+    code = reply.error.code if reply.error is not None else ""
+    if code == "bad_request":
+        return "400"
+    if code == "unknown_command":
+        return "404"
+    return "422" if reply.outcome is Outcome.REJECTED else "500"
+
+
+def _header_text(text: str) -> str:
+    # Header values must stay on one line and short.
+    return " ".join(text.split())[:_MAX_HEADER_CHARS]
+
+
+class ParticipantServer:
+    """A running micro service for one Participant; ``await stop()`` ends it."""
+
+    def __init__(self, participant: Participant, client: Client, *, owns_client: bool) -> None:
+        self.participant = participant
+        self._client = client
+        self._owns_client = owns_client
+        self._service: Service | None = None
+        self._slots = asyncio.Semaphore(participant.max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in participant.commands}
+        """Replies sent per command, by outcome (plus ``bad_request``); also in micro stats."""
+        self.bad_requests = 0
+        """Requests that could not be decoded and got a ``bad_request`` rejection."""
+
+    @classmethod
+    async def start(
+        cls,
+        participant: Participant,
+        nats: str | Client,
+        *,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> ParticipantServer:
+        """Connect (if given a URL), register the micro service and its endpoints."""
+        if not participant.commands:
+            raise DefinitionError(f"participant {participant.name!r} has no commands to serve")
+        if isinstance(nats, str):
+            client = await connect_nats(nats, name=participant.name, options=connect_options)
+            server = cls(participant, client, owns_client=True)
+        else:
+            server = cls(participant, nats, owns_client=False)
+        try:
+            await server._start()
+        except BaseException:
+            await server.stop()
+            raise
+        return server
+
+    async def _start(self) -> None:
+        participant = self.participant
+        service = await micro.add_service(
+            self._client,
+            name=participant.name,
+            version=participant.version,
+            description=participant.description,
+            queue_group=participant.name,
+            stats_handler=self._endpoint_data,
+        )
+        self._service = service
+        for name in participant.commands:
+            await service.add_endpoint(
+                name=name,
+                subject=subject_for(participant.name, name),
+                queue_group=participant.name,
+                handler=self._endpoint(name),
+            )
+        await flush_pending(self._client)
+
+    @property
+    def service_id(self) -> str:
+        """This replica's micro service id (``$SRV.INFO.<name>.<id>``)."""
+        return self._service.id if self._service is not None else ""
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def info(self) -> dict[str, Any]:
+        """The micro INFO document this replica answers with."""
+        if self._service is None:
+            return {}
+        info: dict[str, Any] = self._service.info().to_dict()
+        return info
+
+    def _endpoint_data(self, stats: EndpointStats) -> dict[str, int]:
+        return dict(self.outcomes.get(stats.name, Counter()))
+
+    def _endpoint(self, command: str) -> Handler:
+        async def on_request(request: Request) -> None:
+            # Waiting here holds back this endpoint's subscription: that is the back-pressure.
+            await self._slots.acquire()
+            task = asyncio.create_task(self._process(command, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+        return on_request
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _process(self, command: str, request: Request) -> None:
+        participant = self.participant
+        try:
+            await self._answer(command, request)
+        except Exception:
+            logger.exception(
+                "serving a request on %s failed", subject_for(participant.name, command)
+            )
+
+    async def _answer(self, command: str, request: Request) -> None:
+        participant = self.participant
+        try:
+            decoded = Command.decode(
+                service=participant.name,
+                command=command,
+                headers=request.headers,
+                body=request.data,
+                max_bytes=participant.max_payload_bytes,
+            )
+        except ProtocolError as exc:
+            self.bad_requests += 1
+            logger.warning(
+                "bad request on %s: %s", subject_for(participant.name, command), exc.message
+            )
+            await self._respond(command, request, Reply.rejected("bad_request", exc.message))
+            return
+        reply = await participant.handle(decoded)
+        await self._respond(command, request, reply)
+
+    async def _respond(self, command: str, request: Request, reply: Reply) -> None:
+        subject = subject_for(self.participant.name, command)
+        try:
+            body = reply.encode(self.participant.max_payload_bytes)
+        except ProtocolError as exc:
+            reply = Reply.failed("reply_too_large", exc.message)
+            body = reply.encode(self.participant.max_payload_bytes)
+        label = reply.error.code if reply.error and reply.error.code == "bad_request" else None
+        self.outcomes.setdefault(command, Counter())[label or reply.outcome.value] += 1
+        try:
+            if reply.outcome is Outcome.SUCCEEDED or reply.error is None:
+                await request.respond(body)
+            else:
+                description = _header_text(f"{reply.error.code}: {reply.error.message}")
+                await request.respond_error(_micro_code(reply), description, data=body)
+        except ValueError:
+            logger.warning("request on %s has no reply subject; nobody gets the reply", subject)
+        except (OSError, nats.errors.Error) as exc:
+            logger.warning("could not reply on %s: %s", subject, exc)
+
+    async def stop(self) -> None:
+        """Stop taking requests, finish the ones in flight, disconnect if we connected."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._service is not None:
+            try:
+                await asyncio.wait_for(self._service.stop(), _UNSUBSCRIBE_TIMEOUT_S)
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                logger.warning("stopping the micro service failed: %s", exc)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=_STOP_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._owns_client and not self._client.is_closed:
+            if self._client.is_connected:
+                try:
+                    await self._client.drain()
+                except (OSError, TimeoutError, nats.errors.Error) as exc:
+                    logger.warning("draining the NATS connection failed: %s", exc)
+            if not self._client.is_closed:
+                await self._client.close()
+
+    async def __aenter__(self) -> ParticipantServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "serving"
+        return f"<ParticipantServer {self.participant.name} {self.service_id} {state}>"

@@ -1,0 +1,353 @@
+"""Participant: a service's saga commands, made idempotent and fenced, independent of transport.
+
+``Participant.handle`` holds every semantic (dedup, rejection, transient failure, fencing); the
+NATS server in ``saga.participant.nats`` and the in-memory transport only carry bytes to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from saga.clock import Clock, SystemClock
+from saga.errors import DefinitionError, ProtocolError, Rejected
+from saga.participant.context import CommandContext, Handler, JsonObject
+from saga.participant.locks import KeyedLocks
+from saga.participant.memory import InMemoryIdempotencyStore
+from saga.participant.store import IdempotencyRecord, IdempotencyStore, RecordState
+from saga.protocol import (
+    MAX_PAYLOAD_BYTES,
+    Command,
+    Direction,
+    Outcome,
+    Reply,
+    encode_json,
+    idempotency_key,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+
+    from saga.participant.nats import ParticipantServer
+
+logger = logging.getLogger(__name__)
+
+H = TypeVar("H", bound=Handler)
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+)
+_MAX_ERROR_MESSAGE = 2000
+FENCED_RESULT: JsonObject = {"fenced": True}
+"""The result of a compensation whose forward command never ran here."""
+ABANDONED_FORWARD = Reply.failed(
+    "forward_abandoned",
+    "the forward command's handler died mid-way and its compensation has started;"
+    " it will not run again",
+)
+"""Recorded for a forward command whose effect is unknown when its compensation starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What the forward key says about a compensation: answer now, or run with a result."""
+
+    reply: Reply | None = None
+    final: bool = True
+    forward_result: JsonObject | None = None
+
+
+class Participant:
+    """One service's saga commands: register handlers, then ``handle`` or ``serve`` them."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        store: IdempotencyStore | None = None,
+        version: str = "1.0.0",
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        max_concurrency: int = 64,
+        stale_claim_after: timedelta = timedelta(minutes=5),
+        description: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise DefinitionError(
+                f"participant name {name!r} must be letters, digits, '_' or '-' only"
+            )
+        if not _SEMVER.match(version):
+            raise DefinitionError(f"participant version {version!r} is not a semantic version")
+        if max_payload_bytes < 1:
+            raise DefinitionError("max_payload_bytes must be positive")
+        if max_concurrency < 1:
+            raise DefinitionError("max_concurrency must be >= 1")
+        if stale_claim_after <= timedelta(0):
+            raise DefinitionError("stale_claim_after must be positive")
+        self.name = name
+        self.version = version
+        self.description = description
+        self.store: IdempotencyStore = store if store is not None else InMemoryIdempotencyStore()
+        self.max_payload_bytes = max_payload_bytes
+        self.max_concurrency = max_concurrency
+        self.stale_claim_after = stale_claim_after
+        self._clock: Clock = clock or SystemClock()
+        self._handlers: dict[str, Handler] = {}
+        self._locks = KeyedLocks()
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """Registered command names, in registration order."""
+        return tuple(self._handlers)
+
+    def command(self, name: str) -> Callable[[H], H]:
+        """Register ``async def handler(ctx, request)`` as command ``name``."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise DefinitionError(f"command name {name!r} must be letters, digits, '_' or '-' only")
+
+        def register(handler: H) -> H:
+            if not _is_async_function(handler):
+                raise DefinitionError(
+                    f"handler for {self.name}.{name} must be an 'async def' function,"
+                    f" not {handler!r}"
+                )
+            if name in self._handlers:
+                raise DefinitionError(f"command {self.name}.{name} is already registered")
+            self._handlers[name] = handler
+            return handler
+
+        return register
+
+    async def handle(self, command: Command) -> Reply:
+        """Answer one command: run its handler at most once per idempotency key. Never raises."""
+        handler = self._handlers.get(command.command)
+        if handler is None or command.service != self.name:
+            return Reply.rejected(
+                "unknown_command",
+                f"service {self.name!r} has no command {command.service}.{command.command}",
+                {"known_commands": list(self._handlers)},
+            )
+        key = self._store_key(command.idempotency_key)
+        async with self._locks.hold(key):
+            try:
+                return await self._handle_held(command, handler, key)
+            except Exception as exc:
+                logger.exception(
+                    "idempotency store failed for %s (saga %s step %s)",
+                    command.subject,
+                    command.saga_id,
+                    command.step,
+                )
+                return Reply.failed("store_error", _message(exc))
+
+    async def serve(
+        self, nats: str | NatsClient, *, connect_options: Mapping[str, Any] | None = None
+    ) -> ParticipantServer:
+        """Serve every command as a ``nats.micro`` endpoint; ``await server.stop()`` to end.
+
+        ``nats`` is a server URL (a connection is made and closed by the server handle) or a
+        connected nats-py client (left open). Replicas share load through a queue group
+        named after the participant.
+        """
+        from saga.participant.nats import ParticipantServer
+
+        return await ParticipantServer.start(self, nats, connect_options=connect_options)
+
+    @asynccontextmanager
+    async def serving(
+        self, nats: str | NatsClient, *, connect_options: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[ParticipantServer]:
+        """``async with participant.serving(url) as server:`` serves until the block ends."""
+        server = await self.serve(nats, connect_options=connect_options)
+        try:
+            yield server
+        finally:
+            await server.stop()
+
+    def _store_key(self, key: str) -> str:
+        # Namespaced so several services may share one store database.
+        return f"{self.name}:{key}"
+
+    async def _handle_held(self, command: Command, handler: Handler, key: str) -> Reply:
+        now_ms = self._clock.now_ms()
+        stale_before_ms = now_ms - int(self.stale_claim_after.total_seconds() * 1000)
+        owner = uuid.uuid4().hex
+        claim = await self.store.claim(
+            key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
+        )
+        if not claim.won:
+            return _existing_answer(claim.record)
+        if claim.replaced is not None:
+            logger.warning("re-claiming %s: its claim by %s went stale", key, claim.replaced.owner)
+        try:
+            forward_result: JsonObject | None = None
+            if command.direction is Direction.COMPENSATE:
+                verdict = await self._check_forward(command, owner, now_ms, stale_before_ms)
+                if verdict.reply is not None:
+                    return await self._settle(key, owner, verdict.reply, final=verdict.final)
+                forward_result = verdict.forward_result
+            reply = await self._run(handler, command, forward_result)
+        except BaseException:
+            # Cancelled or the store failed: the outcome is unknown, so let a retry run again.
+            await asyncio.shield(self._release_quietly(key, owner))
+            raise
+        return await self._settle(key, owner, reply, final=reply.outcome is not Outcome.FAILED)
+
+    async def _check_forward(
+        self, command: Command, owner: str, now_ms: int, stale_before_ms: int
+    ) -> _Verdict:
+        forward_key = self._store_key(
+            idempotency_key(command.saga_id, command.step, Direction.FORWARD)
+        )
+        fence = await self.store.fence(forward_key, owner=owner, now_ms=now_ms)
+        if fence.won:
+            logger.info("fenced %s: its compensation arrived first", forward_key)
+            return _Verdict(reply=Reply.succeeded(dict(FENCED_RESULT)))
+        record = fence.record
+        if record.state is RecordState.IN_PROGRESS:
+            claim = await self.store.claim(
+                forward_key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
+            )
+            if claim.won:
+                return await self._abandon_forward(forward_key, owner, now_ms, claim.replaced)
+            record = claim.record
+            if record.state is RecordState.IN_PROGRESS:
+                return _Verdict(
+                    reply=Reply.failed(
+                        "forward_in_progress",
+                        "the forward command of this step is still running; retry the compensation",
+                    ),
+                    final=False,
+                )
+        if record.state is RecordState.FENCED:
+            return _Verdict(reply=Reply.succeeded(dict(FENCED_RESULT)))
+        forward = record.reply
+        if forward is not None and forward.outcome is Outcome.REJECTED:
+            # A rejected forward command had no effect: there is nothing to undo.
+            return _Verdict(reply=Reply.succeeded({"forward_rejected": True}))
+        if forward is not None and forward.outcome is Outcome.SUCCEEDED:
+            return _Verdict(forward_result=dict(forward.result or {}))
+        # Abandoned (see below): the forward effect is unknown, so compensate without a result.
+        return _Verdict()
+
+    async def _abandon_forward(
+        self, forward_key: str, owner: str, now_ms: int, replaced: IdempotencyRecord | None
+    ) -> _Verdict:
+        # The forward handler died mid-way (stale claim) or just failed and released its
+        # claim: either way its effect is unknown. Record it as abandoned, so a redelivery
+        # never runs it, and compensate regardless.
+        if replaced is not None:
+            logger.warning("forward %s was abandoned mid-way; compensating anyway", forward_key)
+        await self.store.complete(forward_key, owner=owner, reply=ABANDONED_FORWARD, now_ms=now_ms)
+        return _Verdict()
+
+    async def _run(
+        self, handler: Handler, command: Command, forward_result: JsonObject | None
+    ) -> Reply:
+        ctx = CommandContext(
+            saga_id=command.saga_id,
+            saga_name=command.saga_name,
+            step=command.step,
+            direction=command.direction,
+            attempt=command.attempt,
+            idempotency_key=command.idempotency_key,
+            service=command.service,
+            command=command.command,
+            forward_result=forward_result,
+        )
+        where = f"{command.subject} (saga {command.saga_id} step {command.step}"
+        where += f" {command.direction.value} attempt {command.attempt})"
+        try:
+            result: object = await handler(ctx, dict(command.payload))
+        except Rejected as exc:
+            return self._rejection(exc, where)
+        except Exception as exc:
+            logger.exception("handler %s raised; the step will be retried", where)
+            return Reply.failed("handler_error", _message(exc))
+        if result is None:
+            result = {}
+        if not isinstance(result, dict):
+            logger.error("handler %s returned %s, not a dict", where, type(result).__name__)
+            return Reply.failed(
+                "bad_result",
+                f"handler returned {type(result).__name__}; it must return a dict or None",
+            )
+        try:
+            # Round-trip through JSON: what is recorded is exactly what a repeat will get.
+            normalised = json.loads(encode_json(result, self.max_payload_bytes))
+            reply = Reply.succeeded(normalised)
+            reply.encode(self.max_payload_bytes)
+        except ProtocolError as exc:
+            logger.error("handler %s returned an unusable result: %s", where, exc.message)
+            return Reply.failed("bad_result", f"handler result: {exc.message}")
+        return reply
+
+    def _rejection(self, exc: Rejected, where: str) -> Reply:
+        reply = Reply.rejected(str(exc.code), exc.message, exc.details)
+        try:
+            normalised = json.loads(reply.encode(self.max_payload_bytes))
+            return Reply.from_json(normalised)
+        except ProtocolError as error:
+            logger.warning("rejection from %s dropped its details: %s", where, error.message)
+            return Reply.rejected(
+                str(exc.code)[:200],
+                exc.message[:_MAX_ERROR_MESSAGE],
+                {"details_error": error.message[:_MAX_ERROR_MESSAGE]},
+            )
+
+    async def _settle(self, key: str, owner: str, reply: Reply, *, final: bool) -> Reply:
+        if not final:
+            await self.store.release(key, owner=owner)
+            return reply
+        try:
+            recorded = await self.store.complete(
+                key, owner=owner, reply=reply, now_ms=self._clock.now_ms()
+            )
+        except Exception:
+            # The effect happened; answer truthfully. The claim goes stale and a repeat after
+            # that runs the handler again, which is the best an unreachable store allows.
+            logger.exception("could not record the reply for %s", key)
+            return reply
+        if not recorded:
+            logger.warning("the claim on %s was taken over before its reply was recorded", key)
+        return reply
+
+    async def _release_quietly(self, key: str, owner: str) -> None:
+        try:
+            await self.store.release(key, owner=owner)
+        except Exception:
+            logger.exception("could not release the claim on %s", key)
+
+    def __repr__(self) -> str:
+        return f"<Participant {self.name} {self.version} commands={list(self._handlers)}>"
+
+
+def _is_async_function(value: object) -> bool:
+    return inspect.iscoroutinefunction(value)
+
+
+def _existing_answer(record: IdempotencyRecord) -> Reply:
+    if record.state is RecordState.DONE and record.reply is not None:
+        return record.reply
+    if record.state is RecordState.FENCED:
+        return Reply.rejected(
+            "fenced",
+            "this step's compensation already arrived here; the forward command will not run",
+        )
+    return Reply.failed("in_progress", "another replica is handling this command; retry later")
+
+
+def _message(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:_MAX_ERROR_MESSAGE]

@@ -1,0 +1,243 @@
+"""SqlIdempotencyStore: the IdempotencyStore on SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
+
+One table, ``saga_idempotency``, created at ``open()``. A claim is a primary-key insert
+(``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so exactly one of several processes wins a
+key; a stale claim is taken over with a compare-and-set ``UPDATE`` on its owner and claim time.
+Independent of the saga log's schema: a participant's database is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
+from saga.protocol import Reply
+
+metadata = sa.MetaData()
+
+idempotency_table = sa.Table(
+    "saga_idempotency",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("reply", sa.Text, nullable=True),
+    sa.Column("claimed_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+)
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+)
+_TAKE_RETRIES = 5
+
+
+def async_database_url(url: str | URL) -> URL:
+    """``sqlite:///...`` and ``postgresql://...`` (or ``postgres://``) with their async drivers."""
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = _ASYNC_DRIVERS.get(backend)
+    if driver is None:
+        raise ValueError(f"SqlIdempotencyStore supports SQLite and PostgreSQL, not {backend!r}")
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError(
+            "SqlIdempotencyStore needs a SQLite file (each pooled connection would see its own"
+            " in-memory database); use InMemoryIdempotencyStore instead"
+        )
+    return parsed.set(drivername=driver)
+
+
+class SqlIdempotencyStore(IdempotencyStore):
+    """Idempotency records in a SQL table; safe to share between replicas of one service."""
+
+    def __init__(self, url: str | URL, *, engine_options: dict[str, Any] | None = None) -> None:
+        self.url = async_database_url(url)
+        self._engine_options = dict(engine_options or {})
+        self._engine: AsyncEngine | None = None
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the engine and the table if missing. Idempotent; called lazily on first use."""
+        async with self._open_lock:
+            if self._engine is not None:
+                return
+            engine = create_async_engine(self.url, **self._engine_options)
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            try:
+                await _create_schema(engine)
+            except BaseException:
+                await engine.dispose()
+                raise
+            self._engine = engine
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.dispose()
+
+    async def _ready(self) -> AsyncEngine:
+        if self._engine is None:
+            await self.open()
+        assert self._engine is not None
+        return self._engine
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        engine = await self._ready()
+        async with engine.connect() as conn:
+            return await _select(conn, key)
+
+    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
+        engine = await self._ready()
+        t = idempotency_table
+        mine, values = _new_record(key, RecordState.IN_PROGRESS, owner, now_ms)
+        for _ in range(_TAKE_RETRIES):
+            async with engine.begin() as conn:
+                # The insert comes first so SQLite takes its write lock before any read.
+                inserted = await conn.execute(_insert_if_absent(engine, values))
+                if inserted.first() is not None:
+                    return Claim(won=True, record=mine)
+                existing = await _select(conn, key)
+                if existing is None:
+                    continue  # released between our insert and select: try again
+                if existing.state is not RecordState.IN_PROGRESS or (
+                    existing.claimed_at_ms >= stale_before_ms
+                ):
+                    return Claim(won=False, record=existing)
+                # Compare-and-set on the stale claim: of several takers, one matches.
+                taken = await conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.key == key,
+                        t.c.state == RecordState.IN_PROGRESS.value,
+                        t.c.owner == existing.owner,
+                        t.c.claimed_at_ms == existing.claimed_at_ms,
+                    )
+                    .values(values)
+                    .returning(t.c.key)
+                )
+                if taken.first() is not None:
+                    return Claim(won=True, record=mine, replaced=existing)
+                current = await _select(conn, key)
+                if current is not None:
+                    return Claim(won=False, record=current)
+        raise RuntimeError(f"could not claim idempotency key {key!r}: it keeps changing")
+
+    async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
+        engine = await self._ready()
+        mine, values = _new_record(key, RecordState.FENCED, owner, now_ms)
+        for _ in range(_TAKE_RETRIES):
+            async with engine.begin() as conn:
+                inserted = await conn.execute(_insert_if_absent(engine, values))
+                if inserted.first() is not None:
+                    return Claim(won=True, record=mine)
+                existing = await _select(conn, key)
+                if existing is not None:
+                    return Claim(won=False, record=existing)
+        raise RuntimeError(f"could not fence idempotency key {key!r}: it keeps changing")
+
+    async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
+        engine = await self._ready()
+        t = idempotency_table
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(t)
+                .where(*_held_by(key, owner))
+                .values(
+                    state=RecordState.DONE.value,
+                    reply=json.dumps(reply.to_json(), separators=(",", ":")),
+                    updated_ms=now_ms,
+                )
+                .returning(t.c.key)
+            )
+            return result.first() is not None
+
+    async def release(self, key: str, *, owner: str) -> bool:
+        engine = await self._ready()
+        t = idempotency_table
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                sa.delete(t).where(*_held_by(key, owner)).returning(t.c.key)
+            )
+            return result.first() is not None
+
+
+def _new_record(
+    key: str, state: RecordState, owner: str, now_ms: int
+) -> tuple[IdempotencyRecord, dict[str, Any]]:
+    record = IdempotencyRecord(
+        key=key, state=state, owner=owner, claimed_at_ms=now_ms, updated_ms=now_ms
+    )
+    values: dict[str, Any] = {
+        "key": key,
+        "state": state.value,
+        "owner": owner,
+        "reply": None,
+        "claimed_at_ms": now_ms,
+        "updated_ms": now_ms,
+    }
+    return record, values
+
+
+def _held_by(key: str, owner: str) -> tuple[sa.ColumnElement[bool], ...]:
+    t = idempotency_table
+    return (t.c.key == key, t.c.state == RecordState.IN_PROGRESS.value, t.c.owner == owner)
+
+
+def _insert_if_absent(engine: AsyncEngine, values: dict[str, Any]) -> sa.Executable:
+    t = idempotency_table
+    if engine.dialect.name == "postgresql":
+        pg = postgresql.insert(t).values(values)
+        return pg.on_conflict_do_nothing(index_elements=[t.c.key]).returning(t.c.key)
+    lite = sqlite.insert(t).values(values)
+    return lite.on_conflict_do_nothing(index_elements=[t.c.key]).returning(t.c.key)
+
+
+async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
+    t = idempotency_table
+    row = (await conn.execute(sa.select(t).where(t.c.key == key))).first()
+    if row is None:
+        return None
+    reply_text: str | None = row.reply
+    return IdempotencyRecord(
+        key=row.key,
+        state=RecordState(row.state),
+        owner=row.owner,
+        claimed_at_ms=row.claimed_at_ms,
+        updated_ms=row.updated_ms,
+        reply=Reply.from_json(json.loads(reply_text)) if reply_text is not None else None,
+    )
+
+
+async def _create_schema(engine: AsyncEngine) -> None:
+    for attempt in range(2):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            return
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # Two processes creating the table at once on PostgreSQL: the loser retries and
+            # finds it there.
+            if attempt:
+                raise
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()

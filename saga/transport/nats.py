@@ -1,0 +1,293 @@
+"""NatsTransport: commands as NATS publishes, replies on one per-instance wildcard subscription.
+
+Each command is published to ``<service>.<command>`` with a reply subject
+``_SAGA_REPLY.<nuid>.<token>``; one subscription on ``_SAGA_REPLY.<nuid>.*`` receives every
+reply, and the token maps it back to its command. No per-request inbox, no timers: step
+timeouts are durable and belong to the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.nuid import NUID
+
+from saga.errors import ProtocolError, TransportError
+from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply
+from saga.transport.base import ReplyHandler, Transport
+
+logger = logging.getLogger(__name__)
+
+REPLY_PREFIX = "_SAGA_REPLY"
+PENDING_REPLY_TTL_S = 3600.0
+"""A command with no reply after this long is forgotten; a later reply counts as unmatched."""
+INITIAL_CONNECT_ATTEMPTS = 2
+"""Attempts per server on the first connect; after that the client reconnects forever."""
+MAX_CONCURRENT_REPLIES = 256
+"""Replies handed to ``on_reply`` at once; more wait, which slows the subscription down."""
+_CLOSE_TIMEOUT_S = 10.0
+_FLUSH_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    command: Command
+    sent_at: float
+
+
+async def flush_pending(nc: Client) -> None:
+    """Wait until the server has processed everything sent so far, subscriptions included.
+
+    nats-py 2.16's ``flush()`` writes its PING straight to the socket, ahead of commands still
+    buffered for the flusher task (a fresh SUB, say), so its PONG proves nothing about them.
+    By the time that PONG is back the flusher has written the buffer, so a second round trip
+    does prove it.
+    """
+    await nc.flush(timeout=_FLUSH_TIMEOUT_S)
+    await nc.flush(timeout=_FLUSH_TIMEOUT_S)
+
+
+def _redact(url: str) -> str:
+    """The URL without its user info, for error messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+async def _log_error(exc: Exception) -> None:
+    logger.warning("NATS connection error: %r", exc)
+
+
+async def _log_disconnected() -> None:
+    logger.info("disconnected from NATS")
+
+
+async def _log_reconnected() -> None:
+    logger.info("reconnected to NATS")
+
+
+async def connect_nats(
+    servers: str | Sequence[str], *, name: str, options: Mapping[str, Any] | None = None
+) -> Client:
+    """A nats-py client that fails fast on the first connect, then reconnects forever.
+
+    ``options`` are passed to ``Client.connect``; ``max_reconnect_attempts`` in them applies
+    after the first connect. Raises TransportError if no server answers at first.
+    """
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    merged: dict[str, Any] = {
+        "name": name,
+        "reconnect_time_wait": 1,
+        "connect_timeout": 2,
+        "error_cb": _log_error,
+        "disconnected_cb": _log_disconnected,
+        "reconnected_cb": _log_reconnected,
+        **(options or {}),
+    }
+    reconnect_attempts = merged.pop("max_reconnect_attempts", -1)
+    nc = Client()
+    try:
+        await nc.connect(urls, max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS, **merged)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        where = ", ".join(_redact(url) for url in urls)
+        raise TransportError(f"cannot connect to NATS at {where}: {exc}") from exc
+    # Bounded attempts for the first connect only; once up, reconnect as configured.
+    nc.options["max_reconnect_attempts"] = reconnect_attempts
+    return nc
+
+
+class NatsTransport(Transport):
+    """The Transport over NATS core request/reply, with reconnect-forever semantics."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        *,
+        name: str = "saga-coordinator",
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.servers: list[str] = [servers] if isinstance(servers, str) else list(servers)
+        if not self.servers:
+            raise TransportError("NatsTransport needs at least one server URL")
+        self.name = name
+        self.max_payload_bytes = max_payload_bytes
+        self._connect_options: dict[str, Any] = dict(connect_options or {})
+        self._nc: Client | None = None
+        self._subscription: Subscription | None = None
+        self._on_reply: ReplyHandler | None = None
+        self._prefix = ""
+        self._tokens = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REPLIES)
+        self.malformed_replies = 0
+        """Replies that could not be decoded (logged, dropped)."""
+        self.unmatched_replies = 0
+        """Replies whose token is unknown: duplicates, late, or not ours (logged, dropped)."""
+        self.expired_commands = 0
+        """Commands forgotten after PENDING_REPLY_TTL_S without a reply."""
+        self.reply_handler_errors = 0
+        """Exceptions raised by ``on_reply`` (logged, not re-raised)."""
+
+    @property
+    def reply_prefix(self) -> str:
+        """The subject prefix this instance receives replies on (empty before ``open``)."""
+        return self._prefix
+
+    @property
+    def pending_replies(self) -> int:
+        """Commands sent and not yet answered (and not yet expired)."""
+        return len(self._pending)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and bool(self._nc.is_connected)
+
+    async def open(self, on_reply: ReplyHandler) -> None:
+        """Connect, subscribe for replies; raises TransportError if no server answers."""
+        if self._nc is not None:
+            raise TransportError("NatsTransport is already open")
+        options: dict[str, Any] = {
+            "disconnected_cb": self._on_disconnected,
+            **self._connect_options,
+        }
+        nc = await connect_nats(self.servers, name=self.name, options=options)
+        self._prefix = f"{REPLY_PREFIX}.{NUID().next().decode()}"
+        self._on_reply = on_reply
+        self._nc = nc
+        try:
+            self._subscription = await nc.subscribe(f"{self._prefix}.*", cb=self._on_message)
+            await flush_pending(nc)
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            await self.close()
+            raise TransportError(f"cannot subscribe for replies: {exc}") from exc
+
+    async def send(self, command: Command) -> None:
+        """Publish one command; raises TransportError when closed, ProtocolError when oversize.
+
+        While the client reconnects, nats-py buffers the publish and sends it on reconnect.
+        """
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise TransportError(
+                f"cannot send {command.subject}: the NATS transport is closed",
+                saga_id=command.saga_id,
+                step=command.step,
+                attempt=command.attempt,
+            )
+        body = command.body(self.max_payload_bytes)
+        token = str(next(self._tokens))
+        self._expire_pending()
+        self._pending[token] = _Pending(command, time.monotonic())
+        try:
+            await nc.publish(
+                command.subject,
+                body,
+                reply=f"{self._prefix}.{token}",
+                headers=command.headers(),
+            )
+        except (OSError, nats.errors.Error) as exc:
+            self._pending.pop(token, None)
+            raise TransportError(
+                f"cannot send {command.subject}: {exc}",
+                saga_id=command.saga_id,
+                step=command.step,
+                attempt=command.attempt,
+            ) from exc
+
+    async def flush(self) -> None:
+        """Wait (up to 10 s) until the server has received everything published so far."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise TransportError("cannot flush: the NATS transport is closed")
+        try:
+            await flush_pending(nc)
+        except (OSError, nats.errors.Error) as exc:
+            raise TransportError(f"flush failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Drain the reply subscription, wait for ``on_reply`` calls, disconnect. Idempotent."""
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        if nc.is_connected:
+            try:
+                await asyncio.wait_for(nc.drain(), _CLOSE_TIMEOUT_S)
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                logger.warning("draining the NATS connection failed: %s", exc)
+        if not nc.is_closed:
+            await nc.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._subscription = None
+        self._pending.clear()
+
+    def _expire_pending(self) -> None:
+        # Tokens are issued in time order and dicts keep insertion order: the oldest come first.
+        cutoff = time.monotonic() - PENDING_REPLY_TTL_S
+        while self._pending:
+            token, pending = next(iter(self._pending.items()))
+            if pending.sent_at >= cutoff:
+                break
+            del self._pending[token]
+            self.expired_commands += 1
+
+    async def _on_message(self, msg: Msg) -> None:
+        subject: str = msg.subject
+        headers: dict[str, str] | None = msg.headers
+        data: bytes = msg.data
+        token = subject.rpartition(".")[2]
+        try:
+            reply = Reply.decode(headers=headers, body=data, max_bytes=self.max_payload_bytes)
+        except ProtocolError as exc:
+            self.malformed_replies += 1
+            logger.warning("dropping a malformed reply on %s: %s", subject, exc.message)
+            return
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            self.unmatched_replies += 1
+            logger.info("dropping a reply on %s: no command waits for it", subject)
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._deliver(pending.command, reply))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _deliver(self, command: Command, reply: Reply) -> None:
+        on_reply = self._on_reply
+        if on_reply is None:
+            return
+        try:
+            await on_reply(command, reply)
+        except Exception:
+            self.reply_handler_errors += 1
+            logger.exception(
+                "on_reply failed for saga %s step %s (%s)",
+                command.saga_id,
+                command.step,
+                command.direction.value,
+            )
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:
+            logger.warning("disconnected from NATS; reconnecting")

@@ -1,0 +1,220 @@
+"""The IdempotencyStore contract, run against memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from saga.participant import (
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    RecordState,
+    SqlIdempotencyStore,
+)
+from saga.participant.sql import async_database_url
+from saga.protocol import Reply
+
+T0 = 1_700_000_000_000
+NEVER_STALE = 0
+DONE = Reply.succeeded({"reservation": "r-1", "nested": {"qty": [1, 2]}})
+
+
+class IdempotencyStoreContract:
+    """Every adapter must pass these; subclasses provide the ``store`` fixture."""
+
+    async def test_the_first_claim_wins_and_later_ones_see_it(
+        self, store: IdempotencyStore
+    ) -> None:
+        first = await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+        assert first.won
+        assert first.replaced is None
+        assert first.record.state is RecordState.IN_PROGRESS
+        second = await store.claim("k", owner="b", now_ms=T0 + 1, stale_before_ms=NEVER_STALE)
+        assert not second.won
+        assert second.record.owner == "a"
+        assert second.record.state is RecordState.IN_PROGRESS
+        assert second.record.claimed_at_ms == T0
+        assert await store.get("missing") is None
+
+    async def test_complete_records_the_reply(self, store: IdempotencyStore) -> None:
+        await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+        assert await store.complete("k", owner="a", reply=DONE, now_ms=T0 + 5)
+        record = await store.get("k")
+        assert record is not None
+        assert record.state is RecordState.DONE
+        assert record.reply == DONE
+        assert record.updated_ms == T0 + 5
+        later = await store.claim("k", owner="b", now_ms=T0 + 10**9, stale_before_ms=T0 + 10**8)
+        assert not later.won, "a done record is never stale"
+        assert later.record.reply == DONE
+
+    async def test_a_rejection_round_trips(self, store: IdempotencyStore) -> None:
+        rejected = Reply.rejected("out_of_stock", "only 1 left", {"left": 1, "sku": "A"})
+        await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+        await store.complete("k", owner="a", reply=rejected, now_ms=T0)
+        record = await store.get("k")
+        assert record is not None
+        assert record.reply == rejected
+
+    async def test_only_the_owner_completes_or_releases(self, store: IdempotencyStore) -> None:
+        await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+        assert not await store.complete("k", owner="b", reply=DONE, now_ms=T0)
+        assert not await store.release("k", owner="b")
+        assert not await store.complete("nope", owner="a", reply=DONE, now_ms=T0)
+        record = await store.get("k")
+        assert record is not None
+        assert record.state is RecordState.IN_PROGRESS
+
+    async def test_release_lets_a_retry_claim_again(self, store: IdempotencyStore) -> None:
+        await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+        assert await store.release("k", owner="a")
+        assert await store.get("k") is None
+        assert (await store.claim("k", owner="b", now_ms=T0, stale_before_ms=NEVER_STALE)).won
+        await store.complete("k", owner="b", reply=DONE, now_ms=T0)
+        assert not await store.release("k", owner="b"), "a done record is never released"
+
+    async def test_a_stale_claim_is_taken_over_once(self, store: IdempotencyStore) -> None:
+        await store.claim("k", owner="dead", now_ms=T0, stale_before_ms=NEVER_STALE)
+        fresh = await store.claim("k", owner="b", now_ms=T0 + 10, stale_before_ms=T0)
+        assert not fresh.won, "claimed at exactly the boundary is not stale"
+        taken = await store.claim("k", owner="b", now_ms=T0 + 20, stale_before_ms=T0 + 1)
+        assert taken.won
+        assert taken.replaced is not None
+        assert taken.replaced.owner == "dead"
+        assert taken.record.claimed_at_ms == T0 + 20
+        again = await store.claim("k", owner="c", now_ms=T0 + 30, stale_before_ms=T0 + 1)
+        assert not again.won
+        assert again.record.owner == "b"
+        assert not await store.complete("k", owner="dead", reply=DONE, now_ms=T0 + 40)
+        assert await store.complete("k", owner="b", reply=DONE, now_ms=T0 + 40)
+
+    async def test_fence_marks_an_absent_key_only(self, store: IdempotencyStore) -> None:
+        fenced = await store.fence("f", owner="comp", now_ms=T0)
+        assert fenced.won
+        assert fenced.record.state is RecordState.FENCED
+        claim = await store.claim("f", owner="fwd", now_ms=T0 + 10**9, stale_before_ms=T0 + 1)
+        assert not claim.won, "a fenced record is never stale"
+        assert claim.record.state is RecordState.FENCED
+        assert not (await store.fence("f", owner="other", now_ms=T0)).won
+
+        await store.claim("g", owner="fwd", now_ms=T0, stale_before_ms=NEVER_STALE)
+        busy = await store.fence("g", owner="comp", now_ms=T0 + 10**9)
+        assert not busy.won
+        assert busy.record.state is RecordState.IN_PROGRESS
+
+    async def test_concurrent_claims_have_one_winner(self, store: IdempotencyStore) -> None:
+        claims = await asyncio.gather(
+            *(
+                store.claim("k", owner=f"o{n}", now_ms=T0, stale_before_ms=NEVER_STALE)
+                for n in range(20)
+            )
+        )
+        winners = [c.record.owner for c in claims if c.won]
+        assert len(winners) == 1
+        assert all(c.record.owner == winners[0] for c in claims)
+
+    async def test_long_keys(self, store: IdempotencyStore) -> None:
+        key = "svc:" + "s" * 600 + "/step/forward"
+        assert (await store.claim(key, owner="a", now_ms=T0, stale_before_ms=0)).won
+        record = await store.get(key)
+        assert record is not None
+        assert record.key == key
+
+
+class TestInMemoryIdempotencyStore(IdempotencyStoreContract):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[IdempotencyStore]:
+        async with InMemoryIdempotencyStore() as store:
+            yield store
+
+
+class SqlRaces:
+    """Two stores (two processes, in effect) on one database."""
+
+    async def test_two_stores_racing_for_keys_have_one_winner_each(self, url: str) -> None:
+        async with SqlIdempotencyStore(url) as one, SqlIdempotencyStore(url) as two:
+            keys = [f"k{n}" for n in range(25)]
+            results = await asyncio.gather(
+                *(
+                    store.claim(key, owner=name, now_ms=T0, stale_before_ms=NEVER_STALE)
+                    for key in keys
+                    for store, name in ((one, "one"), (two, "two"))
+                )
+            )
+            for n, key in enumerate(keys):
+                pair = results[2 * n : 2 * n + 2]
+                assert sum(c.won for c in pair) == 1, key
+                record = await one.get(key)
+                assert record is not None
+                assert record.owner == next(c.record.owner for c in pair if c.won)
+
+    async def test_two_stores_racing_for_a_stale_claim_have_one_winner(self, url: str) -> None:
+        async with SqlIdempotencyStore(url) as one, SqlIdempotencyStore(url) as two:
+            for n in range(10):
+                await one.claim(f"k{n}", owner="dead", now_ms=T0, stale_before_ms=NEVER_STALE)
+            for n in range(10):
+                pair = await asyncio.gather(
+                    one.claim(f"k{n}", owner="one", now_ms=T0 + 9, stale_before_ms=T0 + 1),
+                    two.claim(f"k{n}", owner="two", now_ms=T0 + 9, stale_before_ms=T0 + 1),
+                )
+                assert sum(c.won for c in pair) == 1
+
+    async def test_records_survive_reopening(self, url: str) -> None:
+        async with SqlIdempotencyStore(url) as store:
+            await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+            await store.complete("k", owner="a", reply=DONE, now_ms=T0)
+        async with SqlIdempotencyStore(url) as store:
+            record = await store.get("k")
+            assert record is not None
+            assert record.reply == DONE
+
+    async def test_opens_lazily_and_closes_idempotently(self, url: str) -> None:
+        store = SqlIdempotencyStore(url)
+        assert await store.get("k") is None
+        await store.close()
+        await store.close()
+
+
+class TestSqliteIdempotencyStore(IdempotencyStoreContract, SqlRaces):
+    @pytest.fixture
+    def url(self, sqlite_url: str) -> str:
+        return sqlite_url
+
+    @pytest.fixture
+    async def store(self, url: str) -> AsyncIterator[IdempotencyStore]:
+        async with SqlIdempotencyStore(url) as store:
+            yield store
+
+
+@pytest.mark.postgres
+class TestPostgresIdempotencyStore(IdempotencyStoreContract, SqlRaces):
+    @pytest.fixture
+    def url(self, postgres_url: str) -> str:
+        return postgres_url
+
+    @pytest.fixture
+    async def store(self, url: str) -> AsyncIterator[IdempotencyStore]:
+        async with SqlIdempotencyStore(url) as store:
+            yield store
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///tmp/x.db", "sqlite+aiosqlite:///tmp/x.db"),
+        ("sqlite+aiosqlite:///tmp/x.db", "sqlite+aiosqlite:///tmp/x.db"),
+        ("postgresql://u@h:5432/db", "postgresql+asyncpg://u@h:5432/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg://u@h/db"),
+    ],
+)
+def test_urls_get_async_drivers(given: str, expected: str) -> None:
+    assert async_database_url(given).render_as_string(hide_password=False) == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "sqlite://", "sqlite:///:memory:"])
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="SqlIdempotencyStore"):
+        SqlIdempotencyStore(url)
