@@ -21,7 +21,7 @@ from saga import engine
 from saga.clock import Clock, SystemClock
 from saga.coordinator.failpoints import crash_if
 from saga.coordinator.registry import Registry
-from saga.coordinator.result import SagaResult, result_of
+from saga.coordinator.result import SagaResult, needs_attention, result_of
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter
 from saga.definition import Saga
@@ -350,6 +350,12 @@ class Coordinator:
             for event in events:
                 if event.type in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED):
                     crash_if("after_record", event.data["step"], event.data["direction"])
+            if needs_attention(work) and events:
+                assert work.cursor is not None
+                log.warning(
+                    "saga %s needs attention: step %r failed %d times after the pivot (%s)",
+                    saga_id, work.cursor.step, work.cursor.attempts, work.cursor.last_error,
+                )  # fmt: skip
             commands = list(decision.commands)
             if resend and not commands:
                 pending = engine.in_flight(work)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from saga.engine import SagaState
+from saga.engine import Phase, SagaState
 from saga.events import JsonObject, SagaStatus
 
 
@@ -22,6 +22,8 @@ class SagaResult:
     compensation_reason: str | None = None
     stuck: JsonObject | None = None
     """For a stuck saga: code, reason, step, direction, attempts, last error."""
+    needs_attention: bool = False
+    """Past its pivot and a step keeps failing: it is retried, never compensated."""
 
     @property
     def ok(self) -> bool:
@@ -39,4 +41,15 @@ def result_of(state: SagaState) -> SagaResult:
         compensated=compensated,
         compensation_reason=state.compensation_reason,
         stuck=state.stuck,
+        needs_attention=needs_attention(state),
+    )
+
+
+def needs_attention(state: SagaState) -> bool:
+    cursor = state.cursor
+    return (
+        state.status is SagaStatus.RUNNING
+        and state.pivot_passed
+        and cursor is not None
+        and cursor.phase in (Phase.FAILED, Phase.WAITING)
     )

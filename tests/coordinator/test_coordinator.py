@@ -308,3 +308,23 @@ def test_retry_policy_is_frozen() -> None:
     with pytest.raises(AttributeError):
         FAST.max_attempts = 9  # type: ignore[misc]
     assert RetryPolicy().max_attempts == 3
+
+
+async def test_post_pivot_failures_are_reported_as_needing_attention() -> None:
+    shop, log, clock = Shop(), InMemorySagaLog(), FakeClock()
+    shop.fail["inventory.ship"] = 1
+    saga = pivot_saga()
+    async with Coordinator(
+        log, InMemoryTransport(shop.participants), sagas=[saga], clock=clock
+    ) as coord:
+        handle = await coord.start(saga, {})
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            status = await coord.get(handle.saga_id)
+            if status.needs_attention:
+                break
+        assert status.needs_attention and status.status is SagaStatus.RUNNING
+        await clock.advance(timedelta(seconds=1))
+        result = await asyncio.wait_for(handle.result(), 10)
+    assert result.status is SagaStatus.COMPLETED and not result.needs_attention
+    assert "orders.cancel" not in shop.order

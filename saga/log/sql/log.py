@@ -1,0 +1,250 @@
+"""SqlSagaLog: the SagaLog on SQLite (aiosqlite) or PostgreSQL (asyncpg), in SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
+from saga.events import Event, EventType, SagaStatus
+from saga.log.base import Append, NewSaga, Page, SagaLog, SagaRecord
+from saga.log.paging import check_limit, decode_cursor, encode_cursor
+from saga.log.sql.engine import WRITE, make_engine
+from saga.log.sql.migrate import upgrade
+from saga.log.sql.schema import saga_events, sagas
+from saga.log.sql.url import normalize_url, redact
+
+_DRIVER_ERRORS = (SQLAlchemyError, OSError)
+
+
+@contextmanager
+def _wrap_driver_errors(action: str, saga_id: str | None = None) -> Iterator[None]:
+    """Re-raise driver failures as LogError, keeping the driver's error as the cause."""
+    try:
+        yield
+    except _DRIVER_ERRORS as exc:
+        cause = exc.orig if isinstance(exc, StatementError) else None
+        if isinstance(cause, TypeError | ValueError) and not isinstance(exc, DBAPIError):
+            # Raised while binding parameters: the JSON serialiser refused the data.
+            raise LogError(
+                f"saga log {action} failed: data is not JSON-serialisable: {cause}",
+                saga_id=saga_id,
+            ) from exc
+        raise LogError(f"saga log {action} failed: {exc}", saga_id=saga_id) from exc
+
+
+def _record(row: Row[Any]) -> SagaRecord:
+    return SagaRecord(
+        saga_id=row.saga_id,
+        name=row.name,
+        version=row.version,
+        status=SagaStatus(row.status),
+        input=row.input,
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+        last_seq=row.last_seq,
+        current_step=row.current_step,
+    )
+
+
+def _event(row: Row[Any]) -> Event:
+    return Event(
+        saga_id=row.saga_id,
+        seq=row.seq,
+        type=EventType(row.type),
+        data=row.data,
+        at_ms=row.at_ms,
+    )
+
+
+class SqlSagaLog(SagaLog):
+    """The saga log in a SQL database: a SQLite file by default, PostgreSQL for production.
+
+    ``url`` is ``sqlite:///path/to/saga.db`` or ``postgresql://user:pw@host/db`` (the async
+    driver forms are accepted too). ``open()`` creates or upgrades the schema; several
+    coordinators may open the same PostgreSQL database at once. ``echo`` logs every SQL
+    statement (through the ``sqlalchemy.engine`` logger).
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self._url = normalize_url(url)
+        self._echo = echo
+        self._engine: AsyncEngine | None = None
+
+    def __repr__(self) -> str:
+        return f"SqlSagaLog({redact(self._url)!r})"
+
+    @property
+    def url(self) -> str:
+        """The normalised SQLAlchemy URL, password hidden."""
+        return redact(self._url)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The open engine, for adapters that share this database; LogError if not open."""
+        if self._engine is None:
+            raise LogError("the saga log is not open; call open() first")
+        return self._engine
+
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        engine = make_engine(self._url, echo=self._echo)
+        try:
+            with _wrap_driver_errors(f"open of {redact(self._url)}"):
+                await upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            with _wrap_driver_errors("close"):
+                await engine.dispose()
+
+    async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
+        engine = self.engine
+        at_ms = saga.started.at_ms
+        insert_saga = (
+            insert(sagas)
+            .values(
+                saga_id=saga.saga_id,
+                name=saga.name,
+                version=saga.version,
+                status=SagaStatus.RUNNING.value,
+                input=saga.input,
+                created_ms=at_ms,
+                updated_ms=at_ms,
+                last_seq=1,
+                current_step=None,
+            )
+            .returning(*sagas.c)
+        )
+        insert_event = insert(saga_events).values(
+            saga_id=saga.saga_id,
+            seq=1,
+            type=saga.started.type.value,
+            data=saga.started.data,
+            at_ms=at_ms,
+        )
+        with _wrap_driver_errors("create", saga.saga_id):
+            try:
+                async with engine.connect() as conn:
+                    await conn.execution_options(**WRITE)
+                    async with conn.begin():
+                        row = (await conn.execute(insert_saga)).one()
+                        await conn.execute(insert_event)
+            except IntegrityError:
+                # The id is taken (possibly by a concurrent create); nothing was written.
+                existing = await self.get(saga.saga_id)
+                if existing is None:
+                    raise
+                return existing, False
+        return _record(row), True
+
+    async def append(self, batch: Sequence[Append]) -> None:
+        engine = self.engine
+        if not batch:
+            return
+        # Lock saga rows in one global order so two group commits can never deadlock.
+        ordered = sorted(batch, key=lambda a: a.saga_id)
+        rows = [
+            {
+                "saga_id": item.saga_id,
+                "seq": item.expected_seq + offset,
+                "type": new.type.value,
+                "data": new.data,
+                "at_ms": new.at_ms,
+            }
+            for item in ordered
+            for offset, new in enumerate(item.events, start=1)
+        ]
+        with _wrap_driver_errors("append"):
+            async with engine.connect() as conn:
+                await conn.execution_options(**WRITE)
+                async with conn.begin():
+                    for item in ordered:
+                        await _advance(conn, item)
+                    if rows:
+                        await conn.execute(insert(saga_events), rows)
+
+    async def get(self, saga_id: str) -> SagaRecord | None:
+        engine = self.engine
+        with _wrap_driver_errors("get", saga_id):
+            async with engine.connect() as conn:
+                result = await conn.execute(select(sagas).where(sagas.c.saga_id == saga_id))
+                row = result.one_or_none()
+        return None if row is None else _record(row)
+
+    async def events(self, saga_id: str, after_seq: int = 0) -> list[Event]:
+        engine = self.engine
+        query = (
+            select(saga_events)
+            .where(saga_events.c.saga_id == saga_id, saga_events.c.seq > after_seq)
+            .order_by(saga_events.c.seq)
+        )
+        with _wrap_driver_errors("events", saga_id):
+            async with engine.connect() as conn:
+                result = await conn.execute(query)
+                return [_event(row) for row in result]
+
+    async def find(
+        self,
+        *,
+        statuses: Sequence[SagaStatus] | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        check_limit(limit)
+        query = select(sagas)
+        if statuses is not None:
+            query = query.where(sagas.c.status.in_([SagaStatus(s).value for s in statuses]))
+        if name is not None:
+            query = query.where(sagas.c.name == name)
+        if cursor is not None:
+            created_ms, saga_id = decode_cursor(cursor)
+            query = query.where(tuple_(sagas.c.created_ms, sagas.c.saga_id) < (created_ms, saga_id))
+        # One row more than asked tells whether another page exists, without a COUNT.
+        query = query.order_by(sagas.c.created_ms.desc(), sagas.c.saga_id.desc()).limit(limit + 1)
+        engine = self.engine
+        with _wrap_driver_errors("find"):
+            async with engine.connect() as conn:
+                found = [_record(row) for row in await conn.execute(query)]
+        page = found[:limit]
+        next_cursor = None
+        if len(found) > limit:
+            next_cursor = encode_cursor(page[-1].created_ms, page[-1].saga_id)
+        return Page(sagas=page, next_cursor=next_cursor)
+
+
+async def _advance(conn: AsyncConnection, item: Append) -> None:
+    """Move one saga's row from ``expected_seq`` on, or raise if it is missing or moved on."""
+    values: dict[str, Any] = {
+        "last_seq": item.expected_seq + len(item.events),
+        "status": SagaStatus(item.status).value,
+        "current_step": item.current_step,
+    }
+    if item.events:
+        values["updated_ms"] = item.events[-1].at_ms
+    result = await conn.execute(
+        update(sagas)
+        .where(sagas.c.saga_id == item.saga_id, sagas.c.last_seq == item.expected_seq)
+        .values(values)
+    )
+    if result.rowcount == 1:
+        return
+    last_seq = await conn.scalar(select(sagas.c.last_seq).where(sagas.c.saga_id == item.saga_id))
+    if last_seq is None:
+        raise SagaNotFoundError(f"no saga {item.saga_id!r}", saga_id=item.saga_id)
+    raise ConcurrencyError(
+        f"saga {item.saga_id!r} is at seq {last_seq}, not the expected {item.expected_seq}",
+        saga_id=item.saga_id,
+    )

@@ -1,0 +1,493 @@
+"""SagaLogContract: the behaviour every SagaLog must show, as a reusable pytest suite.
+
+Subclass it in a test module, in a class whose name starts with ``Test``, and provide a
+``log`` fixture that yields an open, empty log (and closes it afterwards)::
+
+    class TestMySagaLog(SagaLogContract):
+        @pytest.fixture
+        async def log(self) -> AsyncIterator[SagaLog]:
+            log = MySagaLog(...)
+            await log.open()
+            yield log
+            await log.close()
+
+The tests are coroutines and need pytest-asyncio (``asyncio_mode = "auto"``, or mark the
+fixture with ``@pytest_asyncio.fixture`` in strict mode). The suite runs against
+InMemorySagaLog, and SqlSagaLog on SQLite and on PostgreSQL, in this project's own tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
+from saga.events import Event, EventType, JsonObject, NewEvent, SagaStatus
+from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
+
+T0 = 1_700_000_000_000
+"""An arbitrary epoch-millisecond start time for the sagas the tests create."""
+
+ODD_DATA: JsonObject = {
+    "nested": {"a": {"b": {"c": [1, 2, {"d": None}]}}},
+    "list": [1, "two", 3.5, True, False, None, [], {}],
+    "unicode": 'naïve café ☃ 日本語 🎉 \u00e9\u0301 \t\n"quoted" \\ back',
+    "big": 2**63 + 1,
+    "bigger": -(2**80),
+    "float": 0.1,
+    "tiny": 5e-324,
+    "huge": 1.7976931348623157e308,
+    "empty": "",
+    "zero": 0,
+    "ключ 🔑": "unicode key",
+}
+
+
+def new_saga(
+    saga_id: str,
+    *,
+    name: str = "order",
+    version: int = 1,
+    at_ms: int = T0,
+    input: JsonObject | None = None,
+) -> NewSaga:
+    """A NewSaga with a saga_started event, for tests."""
+    data = {} if input is None else input
+    return NewSaga(
+        saga_id=saga_id,
+        name=name,
+        version=version,
+        input=data,
+        started=NewEvent(
+            type=EventType.SAGA_STARTED,
+            data={"name": name, "version": version, "input": data, "deadline_at_ms": None},
+            at_ms=at_ms,
+        ),
+    )
+
+
+def step_sent(step: str, at_ms: int, **extra: Any) -> NewEvent:
+    """A step_sent event, for tests."""
+    return NewEvent(type=EventType.STEP_SENT, data={"step": step, **extra}, at_ms=at_ms)
+
+
+def advance(
+    saga_id: str,
+    expected_seq: int,
+    *events: NewEvent,
+    status: SagaStatus = SagaStatus.RUNNING,
+    current_step: str | None = None,
+) -> Append:
+    """An Append, for tests."""
+    return Append(
+        saga_id=saga_id,
+        expected_seq=expected_seq,
+        events=list(events),
+        status=status,
+        current_step=current_step,
+    )
+
+
+def _summary(events: list[Event]) -> list[tuple[int, EventType, JsonObject, int]]:
+    return [(e.seq, e.type, e.data, e.at_ms) for e in events]
+
+
+class SagaLogContract:
+    """Contract tests for a SagaLog; subclasses provide the ``log`` fixture."""
+
+    pytestmark = pytest.mark.asyncio
+
+    # -- create, get, events ------------------------------------------------------------
+
+    async def test_create_then_get_and_events(self, log: SagaLog) -> None:
+        saga = new_saga("s-1", name="order", version=3, at_ms=T0, input={"order": 7})
+        record, created = await log.create(saga)
+        assert created
+        expected = SagaRecord(
+            saga_id="s-1",
+            name="order",
+            version=3,
+            status=SagaStatus.RUNNING,
+            input={"order": 7},
+            created_ms=T0,
+            updated_ms=T0,
+            last_seq=1,
+            current_step=None,
+        )
+        assert record == expected
+        assert await log.get("s-1") == expected
+        events = await log.events("s-1")
+        assert events == [
+            Event(
+                saga_id="s-1",
+                seq=1,
+                type=EventType.SAGA_STARTED,
+                data=saga.started.data,
+                at_ms=T0,
+            )
+        ]
+        assert isinstance(events[0].type, EventType)
+        got = await log.get("s-1")
+        assert got is not None
+        assert isinstance(got.status, SagaStatus)
+
+    async def test_unknown_saga_is_none_and_has_no_events(self, log: SagaLog) -> None:
+        assert await log.get("nope") is None
+        assert await log.events("nope") == []
+
+    async def test_create_twice_returns_existing_and_writes_nothing(self, log: SagaLog) -> None:
+        first, created = await log.create(new_saga("dup", input={"n": 1}))
+        assert created
+        again, created_again = await log.create(
+            new_saga("dup", name="other", version=9, at_ms=T0 + 5, input={"n": 2})
+        )
+        assert not created_again
+        assert again == first
+        assert await log.get("dup") == first
+        assert len(await log.events("dup")) == 1
+        assert (await log.events("dup"))[0].data["input"] == {"n": 1}
+
+    async def test_concurrent_creates_of_one_id_create_it_once(self, log: SagaLog) -> None:
+        results = await asyncio.gather(
+            *(log.create(new_saga("race", input={"who": i})) for i in range(5))
+        )
+        assert sum(created for _, created in results) == 1
+        winner = next(record for record, created in results if created)
+        assert all(record == winner for record, _ in results)
+        assert len(await log.events("race")) == 1
+
+    async def test_stored_data_cannot_be_mutated_by_callers(self, log: SagaLog) -> None:
+        data: JsonObject = {"items": [1, 2], "meta": {"k": "v"}}
+        saga = new_saga("iso", input=data)
+        record, _ = await log.create(saga)
+        data["items"].append(3)
+        saga.started.data["extra"] = True
+        record.input["meta"]["k"] = "changed"
+        events = await log.events("iso")
+        events[0].data["input"]["items"].append(99)
+        got = await log.get("iso")
+        assert got is not None
+        assert got.input == {"items": [1, 2], "meta": {"k": "v"}}
+        assert (await log.events("iso"))[0].data["input"] == {"items": [1, 2], "meta": {"k": "v"}}
+
+    # -- append -------------------------------------------------------------------------
+
+    async def test_append_assigns_contiguous_seqs(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.append([advance("s", 1, step_sent("a", T0 + 1), step_sent("b", T0 + 2))])
+        await log.append(
+            [advance("s", 3, step_sent("c", T0 + 3), current_step="c")],
+        )
+        events = await log.events("s")
+        assert [e.seq for e in events] == [1, 2, 3, 4]
+        assert [e.data.get("step") for e in events] == [None, "a", "b", "c"]
+        assert all(e.saga_id == "s" for e in events)
+        record = await log.get("s")
+        assert record is not None
+        assert record.last_seq == 4
+        assert record.current_step == "c"
+        assert record.updated_ms == T0 + 3
+        assert record.created_ms == T0
+
+    async def test_append_sets_status_and_current_step(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        done = NewEvent(type=EventType.SAGA_COMPLETED, data={"results": {}}, at_ms=T0 + 9)
+        await log.append([advance("s", 1, done, status=SagaStatus.COMPLETED, current_step=None)])
+        record = await log.get("s")
+        assert record is not None
+        assert record.status is SagaStatus.COMPLETED
+        assert record.current_step is None
+        assert (await log.events("s"))[-1].type is EventType.SAGA_COMPLETED
+
+    async def test_append_without_events_updates_the_row_only(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.append([advance("s", 1, status=SagaStatus.STUCK, current_step="pay")])
+        record = await log.get("s")
+        assert record is not None
+        assert (record.status, record.current_step, record.last_seq) == (
+            SagaStatus.STUCK,
+            "pay",
+            1,
+        )
+        assert record.updated_ms == T0
+        assert len(await log.events("s")) == 1
+        with pytest.raises(ConcurrencyError):
+            await log.append([advance("s", 0, status=SagaStatus.RUNNING)])
+
+    async def test_append_empty_batch_is_a_no_op(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.append([])
+        assert len(await log.events("s")) == 1
+
+    async def test_append_batch_spans_sagas_in_one_go(self, log: SagaLog) -> None:
+        for saga_id in ("b", "a", "c"):
+            await log.create(new_saga(saga_id))
+        await log.append(
+            [
+                advance("b", 1, step_sent("x", T0 + 1)),
+                advance("a", 1, step_sent("y", T0 + 2), step_sent("z", T0 + 3)),
+                advance("c", 1, status=SagaStatus.COMPENSATING),
+            ]
+        )
+        assert [e.seq for e in await log.events("a")] == [1, 2, 3]
+        assert [e.seq for e in await log.events("b")] == [1, 2]
+        assert [e.seq for e in await log.events("c")] == [1]
+        record = await log.get("c")
+        assert record is not None
+        assert record.status is SagaStatus.COMPENSATING
+
+    async def test_append_same_saga_twice_in_one_batch(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.append(
+            [
+                advance("s", 1, step_sent("a", T0 + 1), step_sent("b", T0 + 2)),
+                advance("s", 3, step_sent("c", T0 + 3), current_step="c"),
+            ]
+        )
+        assert [e.data.get("step") for e in await log.events("s", after_seq=1)] == ["a", "b", "c"]
+        record = await log.get("s")
+        assert record is not None
+        assert (record.last_seq, record.current_step) == (4, "c")
+
+    async def test_stale_append_raises_and_writes_nothing(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.append([advance("s", 1, step_sent("a", T0 + 1))])
+        before = await log.get("s")
+        with pytest.raises(ConcurrencyError) as caught:
+            await log.append([advance("s", 1, step_sent("b", T0 + 2), status=SagaStatus.STUCK)])
+        assert caught.value.saga_id == "s"
+        assert isinstance(caught.value, LogError)
+        assert await log.get("s") == before
+        assert [e.data.get("step") for e in await log.events("s")] == [None, "a"]
+
+    async def test_ahead_of_time_append_raises_concurrency_error(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        with pytest.raises(ConcurrencyError):
+            await log.append([advance("s", 5, step_sent("a", T0 + 1))])
+        assert len(await log.events("s")) == 1
+
+    @pytest.mark.parametrize("stale_first", [False, True])
+    async def test_stale_saga_in_batch_rolls_back_the_others(
+        self, log: SagaLog, stale_first: bool
+    ) -> None:
+        # Ids chosen so the stale saga sorts both after and before the good one.
+        good, stale = ("b", "a") if stale_first else ("a", "b")
+        await log.create(new_saga(good))
+        await log.create(new_saga(stale))
+        await log.append([advance(stale, 1, step_sent("moved", T0 + 1))])
+        good_before, stale_before = await log.get(good), await log.get(stale)
+        with pytest.raises(ConcurrencyError) as caught:
+            await log.append(
+                [
+                    advance(good, 1, step_sent("x", T0 + 2), status=SagaStatus.COMPENSATING),
+                    advance(stale, 1, step_sent("y", T0 + 3)),
+                ]
+            )
+        assert caught.value.saga_id == stale
+        assert await log.get(good) == good_before
+        assert await log.get(stale) == stale_before
+        assert len(await log.events(good)) == 1
+        assert len(await log.events(stale)) == 2
+
+    async def test_append_to_unknown_saga_raises_not_found(self, log: SagaLog) -> None:
+        await log.create(new_saga("known"))
+        with pytest.raises(SagaNotFoundError) as caught:
+            await log.append(
+                [
+                    advance("known", 1, step_sent("x", T0 + 1)),
+                    advance("ghost", 1, step_sent("y", T0 + 2)),
+                ]
+            )
+        assert caught.value.saga_id == "ghost"
+        assert await log.get("ghost") is None
+        assert await log.events("ghost") == []
+        assert len(await log.events("known")) == 1
+        record = await log.get("known")
+        assert record is not None
+        assert record.last_seq == 1
+
+    async def test_concurrent_appends_to_one_saga_exactly_one_wins(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        contenders = 5
+        results = await asyncio.gather(
+            *(
+                log.append([advance("s", 1, step_sent(f"t{i}", T0 + i), step_sent("z", T0 + i))])
+                for i in range(contenders)
+            ),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert len(failures) == contenders - 1
+        assert all(isinstance(f, ConcurrencyError) for f in failures)
+        winner = next(i for i, r in enumerate(results) if r is None)
+        events = await log.events("s")
+        assert [e.seq for e in events] == [1, 2, 3]
+        assert [e.data["step"] for e in events[1:]] == [f"t{winner}", "z"]
+        record = await log.get("s")
+        assert record is not None
+        assert record.last_seq == 3
+
+    async def test_events_after_seq(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.append([advance("s", 1, *(step_sent(f"s{i}", T0 + i) for i in range(2, 6)))])
+        assert [e.seq for e in await log.events("s")] == [1, 2, 3, 4, 5]
+        assert [e.seq for e in await log.events("s", after_seq=0)] == [1, 2, 3, 4, 5]
+        assert [e.seq for e in await log.events("s", after_seq=3)] == [4, 5]
+        assert await log.events("s", after_seq=5) == []
+        assert await log.events("s", after_seq=50) == []
+
+    # -- data ---------------------------------------------------------------------------
+
+    async def test_json_data_round_trips_unchanged(self, log: SagaLog) -> None:
+        await log.create(new_saga("json", input=ODD_DATA))
+        event = NewEvent(type=EventType.STEP_SUCCEEDED, data={"result": ODD_DATA}, at_ms=T0 + 1)
+        await log.append([advance("json", 1, event)])
+        record = await log.get("json")
+        assert record is not None
+        assert record.input == ODD_DATA
+        events = await log.events("json")
+        assert events[0].data["input"] == ODD_DATA
+        assert events[1].data == {"result": ODD_DATA}
+        assert type(events[1].data["result"]["big"]) is int
+        assert type(events[1].data["result"]["float"]) is float
+        page = await log.find(name="order")
+        assert page.sagas[0].input == ODD_DATA
+
+    async def test_non_json_data_raises_log_error_and_writes_nothing(self, log: SagaLog) -> None:
+        with pytest.raises(LogError):
+            await log.create(new_saga("bad", input={"when": object()}))
+        assert await log.get("bad") is None
+        await log.create(new_saga("s"))
+        with pytest.raises(LogError):
+            await log.append([advance("s", 1, step_sent("x", T0 + 1, value=float("nan")))])
+        assert len(await log.events("s")) == 1
+
+    async def test_large_timestamps_and_versions(self, log: SagaLog) -> None:
+        far = 2**53 + 1  # beyond a 32-bit column and a float's exact range
+        await log.create(new_saga("t", version=2**31 - 1, at_ms=far))
+        await log.append([advance("t", 1, step_sent("x", far + 1))])
+        record = await log.get("t")
+        assert record is not None
+        assert (record.version, record.created_ms, record.updated_ms) == (2**31 - 1, far, far + 1)
+        assert (await log.events("t"))[1].at_ms == far + 1
+
+    # -- find and unfinished ------------------------------------------------------------
+
+    async def test_find_newest_first_with_filters(self, log: SagaLog) -> None:
+        await log.create(new_saga("o1", name="order", at_ms=T0 + 1))
+        await log.create(new_saga("t1", name="travel", at_ms=T0 + 2))
+        await log.create(new_saga("o2", name="order", at_ms=T0 + 3))
+        await log.create(new_saga("o3", name="order", at_ms=T0 + 4))
+        await log.append([advance("o2", 1, status=SagaStatus.COMPLETED)])
+
+        def ids(records: list[SagaRecord]) -> list[str]:
+            return [r.saga_id for r in records]
+
+        assert ids((await log.find()).sagas) == ["o3", "o2", "t1", "o1"]
+        assert ids((await log.find(name="order")).sagas) == ["o3", "o2", "o1"]
+        assert ids((await log.find(name="nobody")).sagas) == []
+        running = await log.find(statuses=[SagaStatus.RUNNING])
+        assert ids(running.sagas) == ["o3", "t1", "o1"]
+        assert running.next_cursor is None
+        both = await log.find(statuses=[SagaStatus.COMPLETED, SagaStatus.RUNNING], name="order")
+        assert ids(both.sagas) == ["o3", "o2", "o1"]
+        assert ids((await log.find(statuses=[SagaStatus.COMPLETED], name="travel")).sagas) == []
+        assert ids((await log.find(statuses=[])).sagas) == []
+
+    async def test_find_pages_yield_every_saga_once_newest_first(self, log: SagaLog) -> None:
+        created: list[tuple[int, str]] = []
+        for i in range(23):
+            # Several sagas share a created_ms: ties are ordered by saga_id, descending.
+            at_ms = T0 + i // 3
+            saga_id = f"saga-{(i * 7) % 23:02d}"
+            await log.create(new_saga(saga_id, at_ms=at_ms))
+            created.append((at_ms, saga_id))
+        expected = [saga_id for _, saga_id in sorted(created, reverse=True)]
+        for limit in (1, 4, 5, 23, 100):
+            seen: list[str] = []
+            cursor: str | None = None
+            pages = 0
+            while True:
+                page = await log.find(limit=limit, cursor=cursor)
+                pages += 1
+                assert len(page.sagas) <= limit
+                seen.extend(r.saga_id for r in page.sagas)
+                if page.next_cursor is None:
+                    break
+                assert len(page.sagas) == limit
+                cursor = page.next_cursor
+            assert seen == expected, f"limit={limit}"
+            assert pages == max(1, -(-23 // limit)), f"limit={limit}"
+
+    async def test_find_pages_with_a_status_filter(self, log: SagaLog) -> None:
+        for i in range(10):
+            await log.create(new_saga(f"s{i}", at_ms=T0 + i))
+        await log.append(
+            [advance(f"s{i}", 1, status=SagaStatus.COMPENSATED) for i in range(0, 10, 2)]
+        )
+        first = await log.find(statuses=[SagaStatus.RUNNING], limit=3)
+        assert [r.saga_id for r in first.sagas] == ["s9", "s7", "s5"]
+        assert first.next_cursor is not None
+        second = await log.find(statuses=[SagaStatus.RUNNING], limit=3, cursor=first.next_cursor)
+        assert [r.saga_id for r in second.sagas] == ["s3", "s1"]
+        assert second.next_cursor is None
+
+    async def test_exact_multiple_of_limit_ends_without_an_empty_page(self, log: SagaLog) -> None:
+        for i in range(4):
+            await log.create(new_saga(f"s{i}", at_ms=T0 + i))
+        first = await log.find(limit=2)
+        assert first.next_cursor is not None
+        second = await log.find(limit=2, cursor=first.next_cursor)
+        assert [r.saga_id for r in second.sagas] == ["s1", "s0"]
+        assert second.next_cursor is None
+
+    async def test_find_on_an_empty_log(self, log: SagaLog) -> None:
+        page = await log.find()
+        assert page.sagas == []
+        assert page.next_cursor is None
+
+    @pytest.mark.parametrize("limit", [0, -1, 1001])
+    async def test_find_rejects_a_bad_limit(self, log: SagaLog, limit: int) -> None:
+        with pytest.raises(ValueError, match="limit"):
+            await log.find(limit=limit)
+
+    @pytest.mark.parametrize("cursor", ["", "not a cursor", "!!!", "bnVsbA", "WzEsMiwzXQ"])
+    async def test_find_rejects_a_bad_cursor(self, log: SagaLog, cursor: str) -> None:
+        with pytest.raises(ValueError, match="cursor"):
+            await log.find(cursor=cursor)
+
+    async def test_unfinished_returns_running_compensating_and_stuck(self, log: SagaLog) -> None:
+        statuses = {
+            "r": SagaStatus.RUNNING,
+            "c": SagaStatus.COMPENSATING,
+            "s": SagaStatus.STUCK,
+            "done": SagaStatus.COMPLETED,
+            "undone": SagaStatus.COMPENSATED,
+        }
+        for i, (saga_id, status) in enumerate(statuses.items()):
+            await log.create(new_saga(saga_id, at_ms=T0 + i))
+            if status is not SagaStatus.RUNNING:
+                await log.append([advance(saga_id, 1, status=status)])
+        unfinished = await log.unfinished()
+        assert sorted(r.saga_id for r in unfinished) == ["c", "r", "s"]
+        assert {r.saga_id: r.status for r in unfinished} == {
+            "r": SagaStatus.RUNNING,
+            "c": SagaStatus.COMPENSATING,
+            "s": SagaStatus.STUCK,
+        }
+
+    async def test_unfinished_on_an_empty_log(self, log: SagaLog) -> None:
+        assert await log.unfinished() == []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def test_close_is_idempotent_and_a_closed_log_refuses_work(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        await log.close()
+        await log.close()
+        with pytest.raises(LogError):
+            await log.get("s")
+        with pytest.raises(LogError):
+            await log.append([advance("s", 1, step_sent("x", T0 + 1))])
