@@ -39,7 +39,12 @@ def load_sagas(spec: str) -> list[Saga]:
             value: Any = getattr(module, attribute)
         except AttributeError as exc:
             raise click.BadParameter(f"{module_name!r} has no attribute {attribute!r}") from exc
-        found = [value] if isinstance(value, Saga) else list(value)
+        if isinstance(value, Saga):
+            found = [value]
+        elif isinstance(value, list | tuple | set | frozenset):
+            found = list(value)
+        else:
+            found = [value]
     else:
         found = [v for v in vars(module).values() if isinstance(v, Saga)]
     sagas = [s for s in found if isinstance(s, Saga)]

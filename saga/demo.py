@@ -1,4 +1,4 @@
-"""The quick-start demo: a three-step order saga and its participants, run end to end.
+"""The quick-start demo: a four-step order saga and its participants, run end to end.
 
 ``saga demo`` starts the nats-server from the wheel on a free port, a SQLite log in a temp
 folder, three participant services over NATS and a coordinator, then runs one order that
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from saga.coordinator import Coordinator, SagaResult
-from saga.definition import RetryPolicy, Saga, Step
+from saga.definition import RetryPolicy, Saga, Step, StepKind
 from saga.errors import Rejected
 from saga.events import Event
 from saga.log.sql import SqlSagaLog
@@ -47,6 +47,13 @@ ORDER = Saga(
             retry=RetryPolicy(initial_interval=timedelta(milliseconds=100), max_attempts=3),
             timeout=timedelta(seconds=5),
         ),
+        Step(
+            name="approve_order",
+            service="orders",
+            command="approve",
+            kind=StepKind.PIVOT,
+            request=lambda order, results: {"order_id": results["create_order"]["order_id"]},
+        ),
     ),
 )
 
@@ -75,6 +82,11 @@ class DemoShop:
             order_id = (ctx.forward_result or {}).get("order_id")
             if order_id:
                 self.orders[order_id] = "cancelled"
+            return {}
+
+        @self.orders_svc.command("approve")
+        async def approve(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
+            self.orders[req["order_id"]] = "approved"
             return {}
 
         @self.payments.command("reserve")
