@@ -323,8 +323,10 @@ async def test_post_pivot_failures_are_reported_as_needing_attention() -> None:
             status = await coord.get(handle.saga_id)
             if status.needs_attention:
                 break
-        assert status.needs_attention and status.status is SagaStatus.RUNNING
+        assert status.needs_attention
+        assert status.status is SagaStatus.RUNNING
         await clock.advance(timedelta(seconds=1))
         result = await asyncio.wait_for(handle.result(), 10)
-    assert result.status is SagaStatus.COMPLETED and not result.needs_attention
+    assert result.status is SagaStatus.COMPLETED
+    assert not result.needs_attention
     assert "orders.cancel" not in shop.order
