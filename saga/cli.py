@@ -72,16 +72,25 @@ def demo() -> None:
         raise SystemExit(f"demo ended unexpectedly: {statuses}")
 
 
+NATS_OPTION = click.option(
+    "--nats", "nats_url", default=DEFAULT_NATS, show_default=True, envvar="SAGA_NATS_URL",
+    show_envvar=True, help="NATS server URL(s), comma-separated.",
+)  # fmt: skip
+DB_OPTION = click.option(
+    "--db", "db_url", default=DEFAULT_DB, show_default=True, envvar="SAGA_DB_URL",
+    show_envvar=True, help="Saga log: a SQLite or PostgreSQL URL.",
+)  # fmt: skip
+
+
 @main.command()
-@click.option("--nats", "nats_url", default=DEFAULT_NATS, show_default=True, help="NATS URL.")
-@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, help="SQLite or PG URL.")
+@NATS_OPTION
+@DB_OPTION
 @click.option(
-    "--sagas",
-    "saga_specs",
-    multiple=True,
-    required=True,
-    help="module or module:attribute holding saga definitions (repeatable).",
-)
+    "--sagas", "saga_specs", multiple=True, required=True, envvar="SAGA_SAGAS",
+    show_envvar=True,
+    help="module or module:attribute holding saga definitions (repeatable; "
+    "space-separated in the environment variable).",
+)  # fmt: skip
 def coordinator(nats_url: str, db_url: str, saga_specs: tuple[str, ...]) -> None:
     """Run a coordinator until SIGINT or SIGTERM."""
     sys.path.insert(0, "")
@@ -98,7 +107,8 @@ async def _serve(nats_url: str, db_url: str, sagas: list[Saga]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    coordinator = Coordinator(SqlSagaLog(db_url), NatsTransport(nats_url), sagas=sagas)
+    servers = [url.strip() for url in nats_url.split(",") if url.strip()]
+    coordinator = Coordinator(SqlSagaLog(db_url), NatsTransport(servers), sagas=sagas)
     async with coordinator:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(f"coordinator running: nats {nats_url}, log {db_url}, sagas {names}")
@@ -109,7 +119,7 @@ async def _serve(nats_url: str, db_url: str, sagas: list[Saga]) -> None:
 
 @main.command()
 @click.argument("saga_id")
-@click.option("--db", "db_url", default=DEFAULT_DB, show_default=True, help="SQLite or PG URL.")
+@DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(saga_id: str, db_url: str, as_json: bool) -> None:
     """Show one saga's status and log, read straight from the database."""
