@@ -24,6 +24,21 @@ class SagaStatus(StrEnum):
         return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
 
 
+class Health(StrEnum):
+    """How an unfinished saga is doing; stored beside its status so lists can filter on it."""
+
+    PROGRESSING = "progressing"
+    """Its current command is on its first attempt (or it is between steps)."""
+    RETRYING = "retrying"
+    """The current step or compensation failed and is being tried again."""
+    WAITING = "waiting"
+    """Waiting on a durable timer: a retry's back-off."""
+    NEEDS_ATTENTION = "needs_attention"
+    """Past its pivot and a step keeps failing: retried, never compensated."""
+    STUCK = "stuck"
+    """Cannot progress without an operator."""
+
+
 class EventType(StrEnum):
     """The kinds of entry in a saga's append-only log."""
 
@@ -42,8 +57,9 @@ class EventType(StrEnum):
     """data: step, direction, attempt (the next one), retry_at_ms."""
     COMPENSATION_STARTED = "compensation_started"
     """data: reason, steps (names to compensate, in order)."""
-    CANCEL_REQUESTED = "cancel_requested"
-    """data: reason."""
+    OPERATOR_ACTION = "operator_action"
+    """data: action (retry, cancel, resolve, skip, force_forward), actor, reason, step,
+    direction, and for skip an optional result. An audit entry that also takes effect."""
     SAGA_STUCK = "saga_stuck"
     """data: reason, code, step, direction, attempts, error."""
     SAGA_RESUMED = "saga_resumed"

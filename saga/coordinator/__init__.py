@@ -2,6 +2,6 @@
 
 from saga.coordinator.coordinator import Coordinator, SagaHandle, new_saga
 from saga.coordinator.registry import Registry
-from saga.coordinator.result import SagaResult
+from saga.coordinator.result import SagaChange, SagaResult
 
-__all__ = ["Coordinator", "Registry", "SagaHandle", "SagaResult", "new_saga"]
+__all__ = ["Coordinator", "Registry", "SagaChange", "SagaHandle", "SagaResult", "new_saga"]

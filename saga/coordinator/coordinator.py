@@ -21,11 +21,11 @@ from saga import engine
 from saga.clock import Clock, SystemClock
 from saga.coordinator.failpoints import crash_if
 from saga.coordinator.registry import Registry
-from saga.coordinator.result import SagaResult, needs_attention, result_of
+from saga.coordinator.result import SagaChange, SagaResult, needs_attention, result_of
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter
 from saga.definition import Saga
-from saga.engine import SagaState
+from saga.engine import Action, Preview, SagaState
 from saga.errors import (
     ConcurrencyError,
     ProtocolError,
@@ -33,7 +33,7 @@ from saga.errors import (
     StateError,
     TransportError,
 )
-from saga.events import EventType, JsonObject, NewEvent, SagaStatus
+from saga.events import EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
 from saga.transport.base import Transport
@@ -70,6 +70,17 @@ def new_saga(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) -> N
     return NewSaga(
         saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
     )
+
+
+def _resumed(reason: str, now_ms: int) -> Callable[[SagaState], list[NewEvent]]:
+    """A system resume (not an operator's): clears stuck once its cause is gone."""
+
+    def make(state: SagaState) -> list[NewEvent]:
+        event = NewEvent(type=EventType.SAGA_RESUMED, data={"reason": reason}, at_ms=now_ms)
+        engine.apply(state, event)
+        return [event]
+
+    return make
 
 
 class SagaHandle:
@@ -117,6 +128,7 @@ class Coordinator:
         self._timers = TimerWheel(self.clock, self._on_timer)
         self._active: dict[str, _Active] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[Callable[[SagaChange], None]] = []
         self._open = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -222,17 +234,63 @@ class Coordinator:
         active.waiters.append(future)
         return await future
 
-    async def cancel(self, saga_id: str, reason: str) -> None:
-        """Compensate a saga that has not passed its pivot; StateError otherwise."""
-        await self._activate(saga_id)
-        now = self.clock.now_ms()
-        await self._advance(saga_id, lambda state: engine.on_cancel(state, reason, now))
+    async def act(
+        self,
+        saga_id: str,
+        action: Action | str,
+        *,
+        actor: str,
+        reason: str,
+        result: JsonObject | None = None,
+        dry_run: bool = False,
+    ) -> Preview:
+        """Carry out an operator action, recorded in the saga's log as an audit entry.
 
-    async def resume(self, saga_id: str, reason: str) -> None:
-        """Give a stuck saga's current step a fresh attempt budget and go on."""
-        await self._activate(saga_id)
+        Returns what the action does (events, commands, compensations still to run, in
+        order). With ``dry_run`` nothing is written or sent. Raises SagaNotFoundError for an
+        unknown id and StateError when the action does not fit the saga's state.
+        """
+        try:
+            action = Action(action)
+        except ValueError as exc:
+            raise StateError(f"unknown action {action!r}", saga_id=saga_id) from exc
+        active = await self._activate(saga_id)
         now = self.clock.now_ms()
-        await self._advance(saga_id, lambda state: engine.on_resume(state, reason, now))
+        if dry_run:
+            async with active.lock:
+                return engine.preview(
+                    active.defn, active.state, action,
+                    actor=actor, reason=reason, now_ms=now, result=result,
+                )  # fmt: skip
+        outcome: list[Preview] = []
+
+        def make(state: SagaState) -> list[NewEvent]:
+            outcome.append(
+                engine.preview(
+                    active.defn, state, action, actor=actor, reason=reason, now_ms=now,
+                    result=result,
+                )
+            )  # fmt: skip
+            return engine.on_action(
+                active.defn, state, action, actor=actor, reason=reason, now_ms=now, result=result
+            )
+
+        await self._advance(saga_id, make)
+        if not outcome:
+            raise StateError("the saga changed while the action was being taken; try again")
+        return outcome[0]
+
+    async def cancel(self, saga_id: str, reason: str, *, actor: str = "api") -> None:
+        """Compensate a saga that has not passed its pivot; StateError otherwise."""
+        await self.act(saga_id, Action.CANCEL, actor=actor, reason=reason)
+
+    async def resume(self, saga_id: str, reason: str, *, actor: str = "api") -> None:
+        """Retry a stuck saga's current step now, with a fresh attempt budget."""
+        await self.act(saga_id, Action.RETRY, actor=actor, reason=reason)
+
+    def add_listener(self, listener: Callable[[SagaChange], None]) -> None:
+        """Call ``listener`` after every change recorded in the log (keep it fast)."""
+        self._listeners.append(listener)
 
     @property
     def active_count(self) -> int:
@@ -274,6 +332,7 @@ class Coordinator:
                         events=[event],
                         status=SagaStatus.STUCK,
                         current_step=state.cursor.step if state.cursor else None,
+                        health=Health.STUCK,
                     )
                 )
                 log.warning("saga %s is stuck: %s", saga_id, reason)
@@ -283,8 +342,7 @@ class Coordinator:
         self._active[saga_id] = _Active(defn=defn, state=state)
         make = None
         if state.stuck is not None:
-            reason = "definition version is registered again"
-            make = lambda st: engine.on_resume(st, reason, now)  # noqa: E731
+            make = _resumed("definition version is registered again", now)
         await self._advance(saga_id, make, resend=True)
         return True
 
@@ -334,6 +392,7 @@ class Coordinator:
                     events=events,
                     status=work.status,
                     current_step=work.cursor.step if work.cursor else None,
+                    health=engine.health(work),
                 )
                 try:
                     await self._writer.write(append)
@@ -347,6 +406,8 @@ class Coordinator:
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
             active.state = work
+            if events:
+                self._notify(work, events)
             for event in events:
                 if event.type in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED):
                     crash_if("after_record", event.data["step"], event.data["direction"])
@@ -367,6 +428,26 @@ class Coordinator:
             self._timers.schedule(saga_id, decision.wake_at_ms)
             if work.is_final or work.stuck is not None:
                 self._settle(saga_id, active)
+
+    def _notify(self, state: SagaState, events: list[NewEvent]) -> None:
+        if not self._listeners:
+            return
+        change = SagaChange(
+            saga_id=state.saga_id,
+            name=state.name,
+            version=state.version,
+            status=state.status,
+            health=engine.health(state),
+            current_step=state.cursor.step if state.cursor else None,
+            started_ms=state.started_ms,
+            seq=state.seq,
+            events=tuple(events),
+        )
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("saga change listener failed")
 
     def _settle(self, saga_id: str, active: _Active) -> None:
         result = result_of(active.state)

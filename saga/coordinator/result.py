@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from saga.engine import Phase, SagaState
-from saga.events import JsonObject, SagaStatus
+from saga.events import Health, JsonObject, NewEvent, SagaStatus
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,3 +53,18 @@ def needs_attention(state: SagaState) -> bool:
         and cursor is not None
         and cursor.phase in (Phase.FAILED, Phase.WAITING)
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SagaChange:
+    """What a coordinator's listeners hear after each change is recorded in the log."""
+
+    saga_id: str
+    name: str
+    version: int
+    status: SagaStatus
+    health: Health | None
+    current_step: str | None
+    started_ms: int
+    seq: int
+    events: tuple[NewEvent, ...]

@@ -1,31 +1,27 @@
 """The pure state machine: (definition, log, time) -> events to append and commands to send."""
 
-from saga.engine.decide import (
-    Decision,
-    can_cancel,
-    compensation_plan,
-    decide,
-    in_flight,
-    on_cancel,
-    on_reply,
-    on_resume,
-)
+from saga.engine.actions import Action, Preview, on_action, preview, refusal
+from saga.engine.decide import Decision, compensation_plan, decide, in_flight, on_reply
+from saga.engine.health import health
 from saga.engine.state import Cursor, Phase, SagaState, StepProgress, apply, new_state, replay
 
 __all__ = [
+    "Action",
     "Cursor",
     "Decision",
     "Phase",
+    "Preview",
     "SagaState",
     "StepProgress",
     "apply",
-    "can_cancel",
     "compensation_plan",
     "decide",
+    "health",
     "in_flight",
     "new_state",
-    "on_cancel",
+    "on_action",
     "on_reply",
-    "on_resume",
+    "preview",
+    "refusal",
     "replay",
 ]

@@ -152,7 +152,9 @@ def _step_after_failure(
     forward = cursor.direction is Direction.FORWARD
     policy = step.policy if forward else step.compensation_retry
     retry_at = now + policy.delay_ms(cursor.attempts_in_budget)
-    if policy.allows_another(cursor.attempts_in_budget, cursor.budget_started_ms, retry_at):
+    if cursor.unlimited or policy.allows_another(
+        cursor.attempts_in_budget, cursor.budget_started_ms, retry_at
+    ):
         _emit(
             state,
             decision,
@@ -357,37 +359,5 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
             event_type = EventType.STEP_REJECTED
             data["error"] = reply.error.to_json()
     event = NewEvent(type=event_type, data=data, at_ms=now_ms)
-    apply(state, event)
-    return [event]
-
-
-def can_cancel(state: SagaState) -> str | None:
-    """None if a cancel request fits the saga's state, else why not."""
-    if state.is_final:
-        return f"saga is already {state.status.value}"
-    if state.compensating:
-        return "saga is already compensating"
-    if state.pivot_passed:
-        return "saga is past its pivot; it can only move forward"
-    if state.cancel_reason is not None:
-        return "a cancel was already requested"
-    return None
-
-
-def on_cancel(state: SagaState, reason: str, now_ms: int) -> list[NewEvent]:
-    """Record a cancel request; raises StateError when it does not fit the state."""
-    refusal = can_cancel(state)
-    if refusal is not None:
-        raise StateError(refusal, saga_id=state.saga_id)
-    event = NewEvent(type=EventType.CANCEL_REQUESTED, data={"reason": reason}, at_ms=now_ms)
-    apply(state, event)
-    return [event]
-
-
-def on_resume(state: SagaState, reason: str, now_ms: int) -> list[NewEvent]:
-    """Resume a stuck saga: its current step gets a fresh attempt budget, starting now."""
-    if state.stuck is None:
-        raise StateError(f"saga is {state.status.value}, not stuck", saga_id=state.saga_id)
-    event = NewEvent(type=EventType.SAGA_RESUMED, data={"reason": reason}, at_ms=now_ms)
     apply(state, event)
     return [event]

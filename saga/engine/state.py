@@ -38,6 +38,8 @@ class Cursor:
     budget_base: int = 0
     """Attempts made before the last operator resume; they do not count against the policy."""
     budget_started_ms: int = 0
+    unlimited: bool = False
+    """An operator forced this step forward: retried without the policy's limits."""
     timeout_at_ms: int | None = None
     retry_at_ms: int | None = None
     last_error: JsonObject | None = None
@@ -193,24 +195,64 @@ def apply(state: SagaState, event: Event | NewEvent) -> None:
         state.plan = list(data["steps"])
         state.compensation_reason = data.get("reason")
         state.cursor = None
-    elif kind is EventType.CANCEL_REQUESTED:
-        state.cancel_reason = str(data.get("reason") or "cancelled")
+    elif kind is EventType.OPERATOR_ACTION:
+        _apply_action(state, data, event.at_ms)
     elif kind is EventType.SAGA_STUCK:
         state.status = SagaStatus.STUCK
         state.stuck = dict(data)
     elif kind is EventType.SAGA_RESUMED:
-        state.status = SagaStatus.COMPENSATING if state.compensating else SagaStatus.RUNNING
-        state.stuck = None
-        cursor = state.cursor
-        if cursor is not None and cursor.phase in (Phase.FAILED, Phase.REJECTED):
-            # A fresh attempt budget, starting now: the next attempt goes out at once.
-            cursor.budget_base = cursor.attempts
-            cursor.budget_started_ms = event.at_ms
-            cursor.phase = Phase.WAITING
-            cursor.retry_at_ms = event.at_ms
+        _resume(state, event.at_ms)
     elif kind is EventType.SAGA_COMPLETED:
         state.status = SagaStatus.COMPLETED
         state.cursor = None
     elif kind is EventType.SAGA_COMPENSATED:
         state.status = SagaStatus.COMPENSATED
         state.cursor = None
+
+
+def _resume(state: SagaState, at_ms: int) -> None:
+    """Clear stuck; a failed current step gets a fresh attempt budget and goes out at once."""
+    state.status = SagaStatus.COMPENSATING if state.compensating else SagaStatus.RUNNING
+    state.stuck = None
+    cursor = state.cursor
+    if cursor is not None and cursor.phase in (Phase.FAILED, Phase.REJECTED):
+        cursor.budget_base = cursor.attempts
+        cursor.budget_started_ms = at_ms
+        cursor.phase = Phase.WAITING
+        cursor.retry_at_ms = at_ms
+
+
+def _apply_action(state: SagaState, data: dict[str, Any], at_ms: int) -> None:
+    action = data["action"]
+    cursor = state.cursor
+    if action == "cancel":
+        state.cancel_reason = str(data.get("reason") or "cancelled")
+    elif action == "retry":
+        if state.stuck is not None:
+            _resume(state, at_ms)
+        elif cursor is not None and cursor.phase is Phase.WAITING:
+            cursor.retry_at_ms = at_ms  # retry now, within the same attempt budget
+    elif action == "resolve" and cursor is not None:
+        state.progress(cursor.step).compensated = True
+        cursor.phase = Phase.SUCCEEDED
+        state.stuck = None
+        state.status = SagaStatus.COMPENSATING
+    elif action == "skip" and cursor is not None:
+        _done_by_hand(state, cursor, data.get("result") or {"skipped": True})
+    elif action == "force_forward" and cursor is not None:
+        if cursor.kind == "pivot" and not state.pivot_passed:
+            _done_by_hand(state, cursor, {"forced": True})
+        else:
+            cursor.unlimited = True
+            _resume(state, at_ms)
+
+
+def _done_by_hand(state: SagaState, cursor: Cursor, result: JsonObject) -> None:
+    progress = state.progress(cursor.step)
+    progress.succeeded = True
+    progress.result = dict(result)
+    cursor.phase = Phase.SUCCEEDED
+    if cursor.kind == "pivot":
+        state.pivot_passed = True
+    state.stuck = None
+    state.status = SagaStatus.RUNNING

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from saga.events import Event, JsonObject, NewEvent, SagaStatus
+from saga.events import Event, Health, JsonObject, NewEvent, SagaStatus
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +22,8 @@ class SagaRecord:
     updated_ms: int
     last_seq: int
     current_step: str | None = None
+    health: Health | None = None
+    """None once the saga is completed or compensated."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,9 +41,9 @@ class NewSaga:
 class Append:
     """Events for one saga, appended after ``expected_seq`` (the last seq the writer saw).
 
-    The events get seq ``expected_seq + 1, + 2, ...``; the saga row takes ``status`` and
-    ``current_step``. If another writer already appended past ``expected_seq`` the whole
-    batch fails with ConcurrencyError.
+    The events get seq ``expected_seq + 1, + 2, ...``; the saga row takes ``status``,
+    ``current_step`` and ``health``. If another writer already appended past ``expected_seq``
+    the whole batch fails with ConcurrencyError.
     """
 
     saga_id: str
@@ -49,6 +51,7 @@ class Append:
     events: Sequence[NewEvent]
     status: SagaStatus
     current_step: str | None = None
+    health: Health | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

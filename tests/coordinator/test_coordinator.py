@@ -18,7 +18,8 @@ from saga import (
     Step,
     UnknownSagaError,
 )
-from saga.events import EventType
+from saga.coordinator import SagaChange
+from saga.events import EventType, Health
 from saga.protocol import Command, Direction
 from saga.testing import FakeClock, Fault, InMemorySagaLog, InMemoryTransport
 from tests.coordinator.shop import FAST, Shop, order_saga, pivot_saga
@@ -330,3 +331,41 @@ async def test_post_pivot_failures_are_reported_as_needing_attention() -> None:
     assert result.status is SagaStatus.COMPLETED
     assert not result.needs_attention
     assert "orders.cancel" not in shop.order
+
+
+async def test_operator_resolves_stuck_compensation_with_audit_and_dry_run() -> None:
+    shop, log = Shop(), InMemorySagaLog()
+    shop.reject.add("inventory.reserve")
+    shop.fail["payments.release"] = 100
+    saga = order_saga()
+    changes: list[SagaChange] = []
+    coord = Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga])
+    coord.add_listener(changes.append)
+    async with coord:
+        stuck = await asyncio.wait_for(coord.execute(saga, {}), 10)
+        assert stuck.status is SagaStatus.STUCK
+        preview = await coord.act(
+            stuck.saga_id, "resolve", actor="ana", reason="refunded by hand", dry_run=True
+        )
+        assert preview.compensations == ["create"]
+        assert (await coord.get(stuck.saga_id)).status is SagaStatus.STUCK  # nothing changed
+        with pytest.raises(StateError, match="cannot cancel"):
+            await coord.act(stuck.saga_id, "cancel", actor="ana", reason="x")
+        with pytest.raises(StateError, match="unknown action"):
+            await coord.act(stuck.saga_id, "explode", actor="ana", reason="x")
+        await coord.act(stuck.saga_id, "resolve", actor="ana", reason="refunded by hand")
+        final = await asyncio.wait_for(coord.wait(stuck.saga_id), 10)
+        events = await log.events(stuck.saga_id)
+        record = await log.get(stuck.saga_id)
+    assert final.status is SagaStatus.COMPENSATED
+    assert final.compensated == ["credit", "create"]
+    audit = [e for e in events if e.type is EventType.OPERATOR_ACTION]
+    assert len(audit) == 1
+    assert audit[0].data["actor"] == "ana"
+    assert audit[0].data["reason"] == "refunded by hand"
+    assert audit[0].data["step"] == "credit"
+    assert "payments.release" not in shop.order  # resolved by hand, never ran
+    assert record is not None
+    assert changes[-1].status is SagaStatus.COMPENSATED
+    assert changes[-1].seq == record.last_seq
+    assert {c.health for c in changes} >= {Health.PROGRESSING, Health.STUCK}

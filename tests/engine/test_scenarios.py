@@ -160,9 +160,12 @@ def test_cancel_compensates_in_flight_step_too() -> None:
     state = begin(defn)
     first = engine.decide(defn, state, T0).commands[0]
     reply(state, first, Reply.succeeded())
-    events = engine.on_cancel(state, "customer changed mind", T0)
+    events = engine.on_action(
+        defn, state, engine.Action.CANCEL, actor="ops", reason="customer changed mind", now_ms=T0
+    )
     decision = engine.decide(defn, state, T0)
-    assert events[0].type is EventType.CANCEL_REQUESTED
+    assert events[0].type is EventType.OPERATOR_ACTION
+    assert events[0].data["actor"] == "ops"
     assert state.plan == ["credit", "create"]  # credit was in flight: it may have acted
     assert decision.commands[0].direction is Direction.COMPENSATE
 
@@ -178,7 +181,7 @@ def test_cancel_after_pivot_is_refused() -> None:
     )
     state, _ = run_script(defn, [Reply.succeeded(), Reply.succeeded()])
     with pytest.raises(StateError, match="pivot"):
-        engine.on_cancel(state, "too late", T0)
+        engine.on_action(defn, state, engine.Action.CANCEL, actor="a", reason="late", now_ms=T0)
 
 
 def test_rejected_pivot_compensates_earlier_steps() -> None:
@@ -221,7 +224,9 @@ def test_retriable_step_exhausting_policy_is_stuck_then_resumable() -> None:
     assert state.stuck is not None
     assert state.stuck["code"] == "retries_exhausted"
     assert state.stuck["attempts"] == 2
-    engine.on_resume(state, "service fixed", T0 + 5)
+    engine.on_action(
+        defn, state, engine.Action.RETRY, actor="ops", reason="service fixed", now_ms=T0 + 5
+    )
     decision = engine.decide(defn, state, T0 + 5)
     (again,) = decision.commands
     assert again.attempt == 3
