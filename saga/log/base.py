@@ -55,6 +55,36 @@ class Append:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TimeRange:
+    """Epoch milliseconds ``since_ms <= t < before_ms``; either end may be open (None)."""
+
+    since_ms: int | None = None
+    before_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.since_ms, self.before_ms):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"time range ends must be int milliseconds, got {value!r}")
+
+    def __contains__(self, at_ms: object) -> bool:
+        if not isinstance(at_ms, int):
+            return False
+        return (self.since_ms is None or at_ms >= self.since_ms) and (
+            self.before_ms is None or at_ms < self.before_ms
+        )
+
+
+def effective_health(record: SagaRecord, stalled_before_ms: int | None) -> Health | None:
+    """The stored health, except that an unfinished saga not updated since
+    ``stalled_before_ms`` counts as stuck (no progress for longer than allowed)."""
+    if record.health is None or stalled_before_ms is None:
+        return record.health
+    if record.health is not Health.STUCK and record.updated_ms < stalled_before_ms:
+        return Health.STUCK
+    return record.health
+
+
+@dataclass(frozen=True, kw_only=True)
 class Page:
     """A page of sagas, newest first, and the cursor for the next page (None at the end)."""
 
@@ -75,7 +105,7 @@ class SagaLog(ABC):
 
     @abstractmethod
     async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
-        """Insert a saga with status running and its first event at seq 1.
+        """Insert a saga with status running, health progressing, and its first event at seq 1.
 
         Returns ``(record, True)``; if a saga with that id exists already, nothing is written
         and ``(existing record, False)`` is returned, so starting the same id twice is safe.
@@ -103,10 +133,20 @@ class SagaLog(ABC):
         *,
         statuses: Sequence[SagaStatus] | None = None,
         name: str | None = None,
+        healths: Sequence[Health] | None = None,
+        current_step: str | None = None,
+        created: TimeRange | None = None,
+        updated: TimeRange | None = None,
+        stalled_before_ms: int | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
-        """Sagas filtered by status and name, newest (created) first, cursor-paginated."""
+        """Sagas matching every given filter, newest (created) first, cursor-paginated.
+
+        ``healths`` matches the stored health, or with ``stalled_before_ms`` the
+        ``effective_health`` (an unfinished saga not updated since then counts as stuck).
+        Each filter is served by an index in SqlSagaLog; none needs a full scan.
+        """
 
     async def unfinished(self) -> list[SagaRecord]:
         """Every saga that is running, compensating or stuck (what recovery resumes)."""

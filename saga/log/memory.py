@@ -9,8 +9,16 @@ from dataclasses import replace
 from typing import Any
 
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
-from saga.events import Event, SagaStatus
-from saga.log.base import Append, NewSaga, Page, SagaLog, SagaRecord
+from saga.events import Event, Health, SagaStatus
+from saga.log.base import (
+    Append,
+    NewSaga,
+    Page,
+    SagaLog,
+    SagaRecord,
+    TimeRange,
+    effective_health,
+)
 from saga.log.paging import check_limit, decode_cursor, encode_cursor
 
 
@@ -70,6 +78,7 @@ class InMemorySagaLog(SagaLog):
             updated_ms=at_ms,
             last_seq=1,
             current_step=None,
+            health=Health.PROGRESSING,
         )
         event = Event(
             saga_id=saga.saga_id,
@@ -113,6 +122,7 @@ class InMemorySagaLog(SagaLog):
                 current,
                 status=item.status,
                 current_step=item.current_step,
+                health=None if item.health is None else Health(item.health),
                 last_seq=item.expected_seq + len(item.events),
                 updated_ms=item.events[-1].at_ms if item.events else current.updated_ms,
             )
@@ -136,6 +146,11 @@ class InMemorySagaLog(SagaLog):
         *,
         statuses: Sequence[SagaStatus] | None = None,
         name: str | None = None,
+        healths: Sequence[Health] | None = None,
+        current_step: str | None = None,
+        created: TimeRange | None = None,
+        updated: TimeRange | None = None,
+        stalled_before_ms: int | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
@@ -143,14 +158,23 @@ class InMemorySagaLog(SagaLog):
         after = decode_cursor(cursor) if cursor is not None else None
         self._check_open()
         wanted = None if statuses is None else {SagaStatus(s) for s in statuses}
-        matches = sorted(
-            (
-                r
-                for r in self._sagas.values()
-                if (wanted is None or r.status in wanted)
+        health_wanted = None if healths is None else {Health(h) for h in healths}
+
+        def matches_filters(r: SagaRecord) -> bool:
+            return (
+                (wanted is None or r.status in wanted)
                 and (name is None or r.name == name)
+                and (
+                    health_wanted is None or effective_health(r, stalled_before_ms) in health_wanted
+                )
+                and (current_step is None or r.current_step == current_step)
+                and (created is None or r.created_ms in created)
+                and (updated is None or r.updated_ms in updated)
                 and (after is None or (r.created_ms, r.saga_id) < after)
-            ),
+            )
+
+        matches = sorted(
+            (r for r in self._sagas.values() if matches_filters(r)),
             key=lambda r: (r.created_ms, r.saga_id),
             reverse=True,
         )

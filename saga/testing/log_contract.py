@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
-from saga.events import Event, EventType, JsonObject, NewEvent, SagaStatus
-from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
+from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
+from saga.log.base import Append, NewSaga, SagaLog, SagaRecord, TimeRange
 
 T0 = 1_700_000_000_000
 """An arbitrary epoch-millisecond start time for the sagas the tests create."""
@@ -79,6 +79,7 @@ def advance(
     *events: NewEvent,
     status: SagaStatus = SagaStatus.RUNNING,
     current_step: str | None = None,
+    health: Health | None = None,
 ) -> Append:
     """An Append, for tests."""
     return Append(
@@ -87,6 +88,7 @@ def advance(
         events=list(events),
         status=status,
         current_step=current_step,
+        health=health,
     )
 
 
@@ -115,6 +117,7 @@ class SagaLogContract:
             updated_ms=T0,
             last_seq=1,
             current_step=None,
+            health=Health.PROGRESSING,
         )
         assert record == expected
         assert await log.get("s-1") == expected
@@ -457,6 +460,100 @@ class SagaLogContract:
     async def test_find_rejects_a_bad_cursor(self, log: SagaLog, cursor: str) -> None:
         with pytest.raises(ValueError, match="cursor"):
             await log.find(cursor=cursor)
+
+    async def test_append_stores_health(self, log: SagaLog) -> None:
+        await log.create(new_saga("h"))
+        await log.append([advance("h", 1, step_sent("pay", T0 + 1), health=Health.RETRYING)])
+        record = await log.get("h")
+        assert record is not None
+        assert record.health is Health.RETRYING
+        assert isinstance(record.health, Health)
+        done = NewEvent(type=EventType.SAGA_COMPLETED, data={"results": {}}, at_ms=T0 + 2)
+        await log.append([advance("h", 2, done, status=SagaStatus.COMPLETED, health=None)])
+        record = await log.get("h")
+        assert record is not None
+        assert record.health is None
+
+    async def _shop_of_sagas(self, log: SagaLog) -> None:
+        """Five sagas with different health, steps and times (created T0+0..4)."""
+        rows = [
+            ("p", Health.PROGRESSING, "create", 10),
+            ("r", Health.RETRYING, "credit", 20),
+            ("w", Health.WAITING, "credit", 30),
+            ("n", Health.NEEDS_ATTENTION, "ship", 40),
+            ("s", Health.STUCK, "credit", 50),
+        ]
+        for i, (saga_id, health, step, updated) in enumerate(rows):
+            await log.create(new_saga(saga_id, at_ms=T0 + i))
+            status = SagaStatus.STUCK if health is Health.STUCK else SagaStatus.RUNNING
+            await log.append(
+                [
+                    advance(
+                        saga_id, 1, step_sent(step, T0 + updated),
+                        status=status, current_step=step, health=health,
+                    )
+                ]
+            )  # fmt: skip
+        await log.create(new_saga("done", at_ms=T0 + 5))
+        finished = NewEvent(type=EventType.SAGA_COMPLETED, data={"results": {}}, at_ms=T0 + 60)
+        await log.append([advance("done", 1, finished, status=SagaStatus.COMPLETED)])
+
+    async def test_find_by_health_step_and_time(self, log: SagaLog) -> None:
+        await self._shop_of_sagas(log)
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.saga_id for r in (await log.find(**filters)).sagas]
+
+        assert await ids(healths=[Health.RETRYING]) == ["r"]
+        assert await ids(healths=[Health.STUCK, Health.WAITING]) == ["s", "w"]
+        assert await ids(healths=[]) == []
+        assert await ids(current_step="credit") == ["s", "w", "r"]
+        assert await ids(current_step="credit", healths=[Health.WAITING]) == ["w"]
+        assert await ids(current_step="nowhere") == []
+        assert await ids(created=TimeRange(since_ms=T0 + 1, before_ms=T0 + 3)) == ["w", "r"]
+        assert await ids(created=TimeRange(since_ms=T0 + 4)) == ["done", "s"]
+        assert await ids(created=TimeRange(before_ms=T0 + 1)) == ["p"]
+        assert await ids(updated=TimeRange(since_ms=T0 + 30, before_ms=T0 + 50)) == ["n", "w"]
+        assert await ids(updated=TimeRange(since_ms=T0 + 60)) == ["done"]
+        assert await ids(updated=TimeRange(before_ms=T0 + 11), name="order") == ["p"]
+        assert await ids(statuses=[SagaStatus.RUNNING], updated=TimeRange(since_ms=T0 + 40)) == [
+            "n"
+        ]
+
+    async def test_stalled_sagas_count_as_stuck(self, log: SagaLog) -> None:
+        await self._shop_of_sagas(log)
+
+        async def ids(healths: list[Health], stalled_before_ms: int) -> list[str]:
+            page = await log.find(healths=healths, stalled_before_ms=stalled_before_ms)
+            return [r.saga_id for r in page.sagas]
+
+        # Not updated since T0+35: p, r and w have stalled; the finished saga never stalls.
+        assert await ids([Health.STUCK], T0 + 35) == ["s", "w", "r", "p"]
+        assert await ids([Health.RETRYING, Health.NEEDS_ATTENTION], T0 + 35) == ["n"]
+        assert await ids([Health.STUCK], T0) == ["s"]
+        assert await ids([Health.PROGRESSING], T0 + 1000) == []
+        assert await ids([Health.STUCK], T0 + 1000) == ["s", "n", "w", "r", "p"]
+
+    async def test_find_pages_with_health_filters(self, log: SagaLog) -> None:
+        for i in range(7):
+            await log.create(new_saga(f"s{i}", at_ms=T0 + i))
+            await log.append([advance(f"s{i}", 1, status=SagaStatus.STUCK, health=Health.STUCK)])
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await log.find(healths=[Health.STUCK], limit=3, cursor=cursor)
+            seen.extend(r.saga_id for r in page.sagas)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == [f"s{i}" for i in reversed(range(7))]
+
+    async def test_time_range_checks_its_ends(self, log: SagaLog) -> None:
+        with pytest.raises(ValueError, match="milliseconds"):
+            TimeRange(since_ms=1.5)  # type: ignore[arg-type]
+        assert 5 in TimeRange(since_ms=5, before_ms=6)
+        assert 6 not in TimeRange(since_ms=5, before_ms=6)
+        assert 1 in TimeRange()
 
     async def test_unfinished_returns_running_compensating_and_stuck(self, log: SagaLog) -> None:
         statuses = {

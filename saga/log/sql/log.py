@@ -6,16 +6,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
-from saga.events import Event, EventType, SagaStatus
-from saga.log.base import Append, NewSaga, Page, SagaLog, SagaRecord
-from saga.log.paging import check_limit, decode_cursor, encode_cursor
+from saga.events import Event, EventType, Health, SagaStatus
+from saga.log.base import Append, NewSaga, Page, SagaLog, SagaRecord, TimeRange
+from saga.log.paging import check_limit, encode_cursor
 from saga.log.sql.engine import WRITE, make_engine
 from saga.log.sql.migrate import upgrade
+from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.url import normalize_url, redact
 
@@ -49,6 +50,7 @@ def _record(row: Row[Any]) -> SagaRecord:
         updated_ms=row.updated_ms,
         last_seq=row.last_seq,
         current_step=row.current_step,
+        health=None if row.health is None else Health(row.health),
     )
 
 
@@ -124,6 +126,7 @@ class SqlSagaLog(SagaLog):
                 updated_ms=at_ms,
                 last_seq=1,
                 current_step=None,
+                health=Health.PROGRESSING.value,
             )
             .returning(*sagas.c)
         )
@@ -200,20 +203,20 @@ class SqlSagaLog(SagaLog):
         *,
         statuses: Sequence[SagaStatus] | None = None,
         name: str | None = None,
+        healths: Sequence[Health] | None = None,
+        current_step: str | None = None,
+        created: TimeRange | None = None,
+        updated: TimeRange | None = None,
+        stalled_before_ms: int | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
         check_limit(limit)
-        query = select(sagas)
-        if statuses is not None:
-            query = query.where(sagas.c.status.in_([SagaStatus(s).value for s in statuses]))
-        if name is not None:
-            query = query.where(sagas.c.name == name)
-        if cursor is not None:
-            created_ms, saga_id = decode_cursor(cursor)
-            query = query.where(tuple_(sagas.c.created_ms, sagas.c.saga_id) < (created_ms, saga_id))
-        # One row more than asked tells whether another page exists, without a COUNT.
-        query = query.order_by(sagas.c.created_ms.desc(), sagas.c.saga_id.desc()).limit(limit + 1)
+        query = find_query(
+            statuses=statuses, name=name, healths=healths, current_step=current_step,
+            created=created, updated=updated, stalled_before_ms=stalled_before_ms,
+            limit=limit, cursor=cursor, sqlite=self.engine.dialect.name == "sqlite",
+        )  # fmt: skip
         engine = self.engine
         with _wrap_driver_errors("find"):
             async with engine.connect() as conn:
@@ -231,6 +234,7 @@ async def _advance(conn: AsyncConnection, item: Append) -> None:
         "last_seq": item.expected_seq + len(item.events),
         "status": SagaStatus(item.status).value,
         "current_step": item.current_step,
+        "health": None if item.health is None else Health(item.health).value,
     }
     if item.events:
         values["updated_ms"] = item.events[-1].at_ms

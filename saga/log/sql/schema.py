@@ -50,10 +50,14 @@ sagas = Table(
     Column("updated_ms", BigInteger, nullable=False),
     Column("last_seq", Integer, nullable=False),
     Column("current_step", String, nullable=True),
-    # One index per list query; saga_id last so the keyset order needs no extra sort.
+    Column("health", String, nullable=True),
+    # One index per list filter; saga_id last so the keyset order needs no extra sort.
     Index(None, "status", "created_ms", "saga_id"),
     Index(None, "name", "created_ms", "saga_id"),
     Index(None, "created_ms", "saga_id"),
+    Index(None, "health", "created_ms", "saga_id"),
+    Index(None, "current_step", "created_ms", "saga_id"),
+    Index(None, "updated_ms", "saga_id"),
 )
 
 saga_events = Table(
