@@ -20,9 +20,10 @@ from nats.aio.client import Client
 from nats.micro.request import Handler, Request
 from nats.micro.service import EndpointStats, Service
 
-from saga.errors import DefinitionError, ProtocolError
+from saga.errors import DefinitionError, ProtocolError, TransportError
 from saga.protocol import Command, Outcome, Reply, subject_for
-from saga.transport.nats import connect_nats, flush_pending
+from saga.transport.nats import NatsErrorWatch, connect_nats, flush_pending
+from saga.transport.security import NatsSecurity
 
 if TYPE_CHECKING:
     from saga.participant.service import Participant
@@ -60,6 +61,7 @@ class ParticipantServer:
         self._slots = asyncio.Semaphore(participant.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._errors: NatsErrorWatch | None = None
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in participant.commands}
         """Replies sent per command, by outcome (plus ``bad_request``); also in micro stats."""
         self.bad_requests = 0
@@ -72,14 +74,28 @@ class ParticipantServer:
         nats: str | Client,
         *,
         connect_options: Mapping[str, Any] | None = None,
+        security: NatsSecurity | None = None,
     ) -> ParticipantServer:
-        """Connect (if given a URL), register the micro service and its endpoints."""
+        """Connect (if given a URL), register the micro service and its endpoints.
+
+        ``security`` (credentials, TLS) applies when connecting to a URL. Raises
+        TransportError when the server refuses the connection or a subscription.
+        """
         if not participant.commands:
             raise DefinitionError(f"participant {participant.name!r} has no commands to serve")
         if isinstance(nats, str):
-            client = await connect_nats(nats, name=participant.name, options=connect_options)
+            errors = NatsErrorWatch()
+            client = await connect_nats(
+                nats,
+                name=participant.name,
+                options={"error_cb": errors.on_error, **(connect_options or {})},
+                security=security,
+            )
             server = cls(participant, client, owns_client=True)
+            server._errors = errors
         else:
+            if security is not None:
+                raise TransportError("security applies to a URL, not to a connected client")
             server = cls(participant, nats, owns_client=False)
         try:
             await server._start()
@@ -107,6 +123,12 @@ class ParticipantServer:
                 handler=self._endpoint(name),
             )
         await flush_pending(self._client)
+        refused = self._errors.refused_subscriptions if self._errors is not None else []
+        if refused:
+            raise TransportError(
+                f"NATS does not let service {participant.name!r} subscribe: {refused[0]};"
+                f" allow subscribe on {participant.name}.> and the $SRV subjects"
+            )
 
     @property
     def service_id(self) -> str:

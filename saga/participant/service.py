@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
 
     from saga.participant.nats import ParticipantServer
+    from saga.transport.security import NatsSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -152,24 +153,35 @@ class Participant:
                 return Reply.failed("store_error", _message(exc))
 
     async def serve(
-        self, nats: str | NatsClient, *, connect_options: Mapping[str, Any] | None = None
+        self,
+        nats: str | NatsClient,
+        *,
+        connect_options: Mapping[str, Any] | None = None,
+        security: NatsSecurity | None = None,
     ) -> ParticipantServer:
         """Serve every command as a ``nats.micro`` endpoint; ``await server.stop()`` to end.
 
         ``nats`` is a server URL (a connection is made and closed by the server handle) or a
         connected nats-py client (left open). Replicas share load through a queue group
-        named after the participant.
+        named after the participant. ``security`` holds credentials and TLS for the URL
+        (``NatsSecurity.from_env()`` reads them from ``SAGA_NATS_*`` variables).
         """
         from saga.participant.nats import ParticipantServer
 
-        return await ParticipantServer.start(self, nats, connect_options=connect_options)
+        return await ParticipantServer.start(
+            self, nats, connect_options=connect_options, security=security
+        )
 
     @asynccontextmanager
     async def serving(
-        self, nats: str | NatsClient, *, connect_options: Mapping[str, Any] | None = None
+        self,
+        nats: str | NatsClient,
+        *,
+        connect_options: Mapping[str, Any] | None = None,
+        security: NatsSecurity | None = None,
     ) -> AsyncIterator[ParticipantServer]:
         """``async with participant.serving(url) as server:`` serves until the block ends."""
-        server = await self.serve(nats, connect_options=connect_options)
+        server = await self.serve(nats, connect_options=connect_options, security=security)
         try:
             yield server
         finally:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from nats.nuid import NUID
 from saga.errors import ProtocolError, TransportError
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply
 from saga.transport.base import ReplyHandler, Transport
+from saga.transport.security import NatsSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,31 @@ async def _log_error(exc: Exception) -> None:
     logger.warning("NATS connection error: %r", exc)
 
 
+class NatsErrorWatch:
+    """A nats-py ``error_cb`` that logs errors and counts the server's permission refusals.
+
+    NATS answers a denied publish or subscribe with an asynchronous ``-ERR``; this is where
+    it surfaces. Checked after a flush, it tells whether a subscription was refused.
+    """
+
+    def __init__(self) -> None:
+        self.violations = 0
+        """Permission violations so far (each is logged with the subject it names)."""
+        self.refused_subscriptions: list[str] = []
+        """The server's text for each refused subscription (a few per connection at most)."""
+
+    async def on_error(self, exc: Exception) -> None:
+        """The callback to pass as nats-py's ``error_cb`` (a coroutine function)."""
+        text = str(exc)
+        if "permissions violation" not in text.lower():
+            await _log_error(exc)
+            return
+        self.violations += 1
+        logger.error("NATS refused an operation: %s", text)
+        if "subscription" in text.lower() and len(self.refused_subscriptions) < 100:
+            self.refused_subscriptions.append(text)
+
+
 async def _log_disconnected() -> None:
     logger.info("disconnected from NATS")
 
@@ -80,12 +107,17 @@ async def _log_reconnected() -> None:
 
 
 async def connect_nats(
-    servers: str | Sequence[str], *, name: str, options: Mapping[str, Any] | None = None
+    servers: str | Sequence[str],
+    *,
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    security: NatsSecurity | None = None,
 ) -> Client:
     """A nats-py client that fails fast on the first connect, then reconnects forever.
 
-    ``options`` are passed to ``Client.connect``; ``max_reconnect_attempts`` in them applies
-    after the first connect. Raises TransportError if no server answers at first.
+    ``options`` are passed to ``Client.connect``, after ``security``'s options (so an explicit
+    option wins); ``max_reconnect_attempts`` in them applies after the first connect. Raises
+    TransportError if no server answers at first or the server refuses the credentials.
     """
     urls = [servers] if isinstance(servers, str) else list(servers)
     merged: dict[str, Any] = {
@@ -95,20 +127,98 @@ async def connect_nats(
         "error_cb": _log_error,
         "disconnected_cb": _log_disconnected,
         "reconnected_cb": _log_reconnected,
+        **(security.to_connect_options() if security is not None else {}),
         **(options or {}),
     }
     reconnect_attempts = merged.pop("max_reconnect_attempts", -1)
+    watch = _FirstConnect(merged["error_cb"])
+    merged["error_cb"] = watch.on_error
     nc = Client()
+    connecting = asyncio.create_task(
+        nc.connect(urls, max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS, **merged)
+    )
+    limit_s = _first_connect_limit_s(merged, len(urls))
     try:
-        await nc.connect(urls, max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS, **merged)
+        await watch.wait(connecting, limit_s)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
-            await nc.close()
+            await asyncio.wait_for(nc.close(), _FIRST_CLOSE_TIMEOUT_S)
         where = ", ".join(_redact(url) for url in urls)
-        raise TransportError(f"cannot connect to NATS at {where}: {exc}") from exc
+        why = str(exc) or type(exc).__name__
+        if isinstance(exc, ssl.SSLError):
+            why = f"TLS handshake failed: {why}"
+        last = watch.last_error
+        if last is not None and last is not exc:
+            why += f" (last error: {last})"
+        raise TransportError(f"cannot connect to NATS at {where}: {why}") from exc
+    finally:
+        watch.connecting = False
     # Bounded attempts for the first connect only; once up, reconnect as configured.
     nc.options["max_reconnect_attempts"] = reconnect_attempts
     return nc
+
+
+_FIRST_CLOSE_TIMEOUT_S = 2.0
+
+
+def _first_connect_limit_s(options: Mapping[str, Any], servers: int) -> float:
+    """An upper bound on nats-py's first connect: each attempt reads INFO, TLS, CONNECT, PONG."""
+    per_attempt = 4 * float(options["connect_timeout"]) + float(options["reconnect_time_wait"])
+    return per_attempt * (INITIAL_CONNECT_ATTEMPTS + 1) * servers + 5.0
+
+
+def _is_fatal_on_first_connect(exc: BaseException) -> bool:
+    """A TLS failure or refused credentials: trying again with the same settings cannot help."""
+    if isinstance(exc, ssl.SSLError | nats.errors.AuthorizationError):
+        return True
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text
+
+
+class _FirstConnect:
+    """Wraps ``error_cb`` during the first connect: remembers the last error, stops on fatal ones.
+
+    A TLS failure or refused credentials ends the first connect at once: retrying cannot help,
+    and nats-py 2.16 never returns from ``connect`` after a failed TLS handshake (it waits for
+    the plain socket it handed to ``start_tls`` to close, which never happens; nats.py issue
+    718). A time limit backs that up.
+    """
+
+    def __init__(self, error_cb: Any) -> None:
+        self._error_cb = error_cb
+        self.connecting = True
+        self.last_error: BaseException | None = None
+        self._fatal: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def on_error(self, exc: Exception) -> None:
+        if self.connecting:
+            self.last_error = exc
+            if _is_fatal_on_first_connect(exc) and not self._fatal.done():
+                self._fatal.set_result(exc)
+        await self._error_cb(exc)
+
+    async def wait(self, connecting: asyncio.Task[None], limit_s: float) -> None:
+        """Return once connected; raise the fatal error, or TimeoutError past ``limit_s``."""
+        either: set[asyncio.Future[Any]] = {connecting, self._fatal}
+        try:
+            done, _ = await asyncio.wait(
+                either,
+                timeout=limit_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+        if self._fatal.done():
+            raise self._fatal.result()
+        if connecting in done:
+            error = connecting.exception()
+            if error is None:
+                return
+            raise error
+        raise TimeoutError(f"no NATS server accepted a connection within {limit_s:.0f} s")
 
 
 class NatsTransport(Transport):
@@ -121,6 +231,7 @@ class NatsTransport(Transport):
         name: str = "saga-coordinator",
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         connect_options: Mapping[str, Any] | None = None,
+        security: NatsSecurity | None = None,
     ) -> None:
         self.servers: list[str] = [servers] if isinstance(servers, str) else list(servers)
         if not self.servers:
@@ -128,6 +239,8 @@ class NatsTransport(Transport):
         self.name = name
         self.max_payload_bytes = max_payload_bytes
         self._connect_options: dict[str, Any] = dict(connect_options or {})
+        self.security = security
+        """Credentials and TLS; its options are merged under ``connect_options``."""
         self._nc: Client | None = None
         self._subscription: Subscription | None = None
         self._on_reply: ReplyHandler | None = None
@@ -144,6 +257,12 @@ class NatsTransport(Transport):
         """Commands forgotten after PENDING_REPLY_TTL_S without a reply."""
         self.reply_handler_errors = 0
         """Exceptions raised by ``on_reply`` (logged, not re-raised)."""
+        self._errors = NatsErrorWatch()
+
+    @property
+    def permission_violations(self) -> int:
+        """Publishes or subscriptions the server refused (logged; the command times out)."""
+        return self._errors.violations
 
     @property
     def reply_prefix(self) -> str:
@@ -165,9 +284,12 @@ class NatsTransport(Transport):
             raise TransportError("NatsTransport is already open")
         options: dict[str, Any] = {
             "disconnected_cb": self._on_disconnected,
+            "error_cb": self._errors.on_error,
             **self._connect_options,
         }
-        nc = await connect_nats(self.servers, name=self.name, options=options)
+        nc = await connect_nats(
+            self.servers, name=self.name, options=options, security=self.security
+        )
         self._prefix = f"{REPLY_PREFIX}.{NUID().next().decode()}"
         self._on_reply = on_reply
         self._nc = nc
@@ -177,6 +299,14 @@ class NatsTransport(Transport):
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             await self.close()
             raise TransportError(f"cannot subscribe for replies: {exc}") from exc
+        refused = self._errors.refused_subscriptions
+        if refused:
+            # Commands would go out and every reply would be lost: refuse to start instead.
+            await self.close()
+            raise TransportError(
+                f"NATS does not let this user subscribe to {self._prefix}.*"
+                f" ({refused[0]}); allow subscribe on {REPLY_PREFIX}.>"
+            )
 
     async def send(self, command: Command) -> None:
         """Publish one command; raises TransportError when closed, ProtocolError when oversize.

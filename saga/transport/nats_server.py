@@ -2,7 +2,8 @@
 
 Used by ``saga dev`` and the test fixtures. It binds a free loopback port (kept across
 ``restart()``), enables JetStream with a store directory, and captures the server's output in a
-log file so a failed start can say why.
+log file so a failed start can say why. A ``config`` (nats-server configuration text: TLS,
+authorization, permissions) is written beside the log and passed with ``-c``.
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ class NatsServer:
         store_dir: Path | None = None,
         jetstream: bool = True,
         extra_args: Sequence[str] = (),
+        config: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else _free_port(host)
         self.jetstream = jetstream
         self.extra_args = tuple(extra_args)
+        self.config = config
+        """nats-server configuration text; ``host``, ``port`` and JetStream flags override it."""
         self._given_store_dir = store_dir
         self._work_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -100,8 +104,15 @@ class NatsServer:
             self._work_dir = Path(tempfile.mkdtemp(prefix="saga-nats-"))
         return self._work_dir
 
+    @property
+    def config_path(self) -> Path:
+        """Where ``config`` is written for the server to read (``-c``)."""
+        return self._ensure_work_dir() / "nats-server.conf"
+
     def _command(self) -> list[str]:
         args = [nats_server_binary(), "--addr", self.host, "--port", str(self.port)]
+        if self.config is not None:
+            args += ["--config", str(self.config_path)]
         if self.jetstream:
             args += ["--jetstream", "--store_dir", str(self.store_dir)]
         return [*args, *self.extra_args]
@@ -123,6 +134,10 @@ class NatsServer:
         self._reap()
         if self.jetstream:
             self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            # Owner-only: the configuration may hold passwords and tokens.
+            self.config_path.touch(mode=0o600, exist_ok=True)
+            self.config_path.write_text(self.config)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._process = await asyncio.to_thread(

@@ -9,6 +9,7 @@ import nats
 import pytest
 
 from saga.errors import TransportError
+from saga.transport.nats import connect_nats
 from saga.transport.nats_server import NatsServer, nats_server_binary
 
 pytestmark = pytest.mark.nats
@@ -98,3 +99,22 @@ async def test_port_in_use_is_a_clear_error(nats_server: NatsServer) -> None:
         await clash.start()
     await clash.stop()
     assert nats_server.running
+
+
+async def test_a_config_is_written_privately_and_applied() -> None:
+    config = 'authorization { token: "cfg-token" }\n'
+    async with NatsServer(jetstream=False, config=config) as server:
+        assert server.config_path.read_text() == config
+        assert server.config_path.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(TransportError, match="Authorization"):
+            await connect_nats(server.url, name="no-token")
+        nc = await connect_nats(server.url, name="token", options={"token": "cfg-token"})
+        await nc.close()
+
+
+async def test_a_bad_config_fails_the_start_with_the_server_output() -> None:
+    server = NatsServer(jetstream=False, config="authorization { users = [ }\n")
+    with pytest.raises(TransportError, match="exited with code"):
+        await server.start()
+    assert not server.running
+    await server.stop()
