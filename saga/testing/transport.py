@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from saga.errors import TransportError
 from saga.participant import Participant
-from saga.protocol import Command, Reply
+from saga.protocol import Command, Direction, Reply
 from saga.transport.base import ReplyHandler, Transport
+
+INJECTED_REJECTION = "injected_rejection"
+"""The error code of a rejection made by ``Fault.REJECT``."""
+INJECTED_FAILURE = "injected_failure"
+"""The error code of a failure made by ``Fault.FAIL``."""
 
 
 class Fault(StrEnum):
@@ -26,16 +33,48 @@ class Fault(StrEnum):
     """The participant's reply arrives twice."""
     DUPLICATE_COMMAND = "duplicate_command"
     """The command is delivered twice (the participant must deduplicate)."""
+    REJECT = "reject"
+    """A business "no" for a forward command, answered without running the handler.
+
+    Use it only on a command the participant has never seen: a participant that acted on
+    an idempotency key never says no to it afterwards. A compensation is delivered as is.
+    """
+    FAIL = "fail"
+    """A transient failure reply (the service was down), without running the handler."""
 
 
 Interceptor = Callable[[Command], Fault]
+
+
+@dataclass
+class Delivery:
+    """One command the transport was asked to send, and what became of it."""
+
+    index: int
+    """Its position in ``InMemoryTransport.deliveries``."""
+    command: Command
+    fault: Fault
+    replies: list[Reply] = field(default_factory=list)
+    """What came back: one reply per hand-over to the participant (two when duplicated)."""
+    passed_on: int = 0
+    """How many replies reached the coordinator."""
+    done: bool = False
+
+
+_current: ContextVar[Delivery | None] = ContextVar("saga_testing_delivery", default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery being handled right now, seen from inside a participant (or its store)."""
+    return _current.get()
 
 
 class InMemoryTransport(Transport):
     """A Transport to in-process participants: the same SDK semantics as over NATS.
 
     ``intercept`` chooses a Fault for each command (default: deliver). ``sent`` records every
-    command in order, so tests can check what the coordinator sent.
+    command in order, so tests can check what the coordinator sent, and ``deliveries`` what
+    became of each one. The transport can be closed and opened again (a coordinator restart).
     """
 
     def __init__(
@@ -44,8 +83,14 @@ class InMemoryTransport(Transport):
         self._participants = {p.name: p for p in participants}
         self.intercept: Interceptor = intercept or (lambda _command: Fault.DELIVER)
         self.sent: list[Command] = []
+        self.deliveries: list[Delivery] = []
         self._on_reply: ReplyHandler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def pending(self) -> int:
+        """Deliveries still in progress."""
+        return len(self._tasks)
 
     async def open(self, on_reply: ReplyHandler) -> None:
         self._on_reply = on_reply
@@ -56,25 +101,50 @@ class InMemoryTransport(Transport):
         command.body()  # the same size and JSON checks as on the wire
         self.sent.append(command)
         fault = self.intercept(command)
+        delivery = Delivery(index=len(self.deliveries), command=command, fault=fault)
+        self.deliveries.append(delivery)
         if fault is Fault.LOSE_COMMAND:
+            delivery.done = True
             return
-        task = asyncio.create_task(self._deliver(command, fault))
+        task = asyncio.create_task(self._deliver(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, command: Command, fault: Fault) -> None:
+    async def _deliver(self, delivery: Delivery) -> None:
+        command, fault = delivery.command, delivery.fault
+        try:
+            if fault is Fault.REJECT and command.direction is Direction.FORWARD:
+                delivery.replies.append(
+                    Reply.rejected(INJECTED_REJECTION, "the test kit said no to this command")
+                )
+            elif fault is Fault.FAIL:
+                delivery.replies.append(
+                    Reply.failed(INJECTED_FAILURE, "the test kit made this command fail")
+                )
+            else:
+                times = 2 if fault is Fault.DUPLICATE_COMMAND else 1
+                for _ in range(times):
+                    delivery.replies.append(await self._hand_over(delivery))
+            if fault is Fault.LOSE_REPLY:
+                return
+            for _ in range(2 if fault is Fault.DUPLICATE_REPLY else 1):
+                if self._on_reply is None:
+                    return
+                delivery.passed_on += 1
+                await self._on_reply(command, delivery.replies[-1])
+        finally:
+            delivery.done = True
+
+    async def _hand_over(self, delivery: Delivery) -> Reply:
+        command = delivery.command
         participant = self._participants.get(command.service)
         if participant is None or command.command not in participant.commands:
-            reply = Reply.failed("no_responders", f"nobody serves {command.subject}")
-        else:
-            reply = await participant.handle(command)
-            if fault is Fault.DUPLICATE_COMMAND:
-                reply = await participant.handle(command)
-        if fault is Fault.LOSE_REPLY or self._on_reply is None:
-            return
-        await self._on_reply(command, reply)
-        if fault is Fault.DUPLICATE_REPLY:
-            await self._on_reply(command, reply)
+            return Reply.failed("no_responders", f"nobody serves {command.subject}")
+        token = _current.set(delivery)
+        try:
+            return await participant.handle(command)
+        finally:
+            _current.reset(token)
 
     async def settle(self) -> None:
         """Wait until every delivery in progress has finished."""

@@ -1,0 +1,335 @@
+"""One fault schedule run against a user's saga: points, fault kinds, and the run's trace.
+
+A run builds a fresh world (participants with their business state), a fresh in-memory log,
+an in-memory transport and a fake clock, starts the saga through a real Coordinator, and
+injects each scheduled fault at its point. It then moves the fake clock from one wake-up to
+the next until the saga settles (completed, compensated or stuck) or a bound is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from saga import engine
+from saga.coordinator import Coordinator, SagaResult
+from saga.definition import Saga
+from saga.events import Event, EventType, JsonObject
+from saga.log.memory import InMemorySagaLog
+from saga.participant import Participant
+from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore
+from saga.protocol import Command, Direction, Reply
+from saga.testing.clock import FakeClock
+from saga.testing.transport import Delivery, Fault, InMemoryTransport, current_delivery
+
+_CALM_SPINS = 30
+"""Loop turns with nothing new before the world counts as quiet (every part is in memory)."""
+_MAX_SPINS = 100_000
+
+
+class FaultKind(StrEnum):
+    """What the explorer can do at one point of a saga (one command the coordinator sends)."""
+
+    REJECT = "reject"
+    """The participant says no (a business rejection) to a forward command it never saw."""
+    TIMEOUT = "timeout"
+    """The command is lost: no reply comes, and the step times out."""
+    LOSE_REPLY = "lose_reply"
+    """The participant acts, its reply is lost; the step times out and is re-sent."""
+    DUPLICATE_REPLY = "duplicate_reply"
+    """The reply arrives twice."""
+    DUPLICATE_COMMAND = "duplicate_command"
+    """The command arrives twice; the participant must act once."""
+    FAIL = "fail"
+    """A transient error reply (the service was down); the step is retried."""
+    RESTART = "restart"
+    """The participant acts, its reply is lost, and the coordinator restarts on the same log."""
+
+    @property
+    def label(self) -> str:
+        return self.value.upper()
+
+
+ALL_FAULTS: tuple[FaultKind, ...] = tuple(FaultKind)
+
+_TRANSPORT_FAULT = {
+    FaultKind.REJECT: Fault.REJECT,
+    FaultKind.TIMEOUT: Fault.LOSE_COMMAND,
+    FaultKind.LOSE_REPLY: Fault.LOSE_REPLY,
+    FaultKind.DUPLICATE_REPLY: Fault.DUPLICATE_REPLY,
+    FaultKind.DUPLICATE_COMMAND: Fault.DUPLICATE_COMMAND,
+    FaultKind.FAIL: Fault.FAIL,
+    FaultKind.RESTART: Fault.LOSE_REPLY,
+}
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One command of a run: the ``occurrence``-th sending of (step, direction, attempt).
+
+    The engine is deterministic, so a point names the same command in every run that shares
+    the faults before it. A coordinator restart re-sends the command in flight with the same
+    attempt number: that is the next occurrence.
+    """
+
+    step: str
+    direction: Direction
+    attempt: int
+    occurrence: int = 1
+
+    def __str__(self) -> str:
+        text = f"{self.step} {self.direction.value} attempt {self.attempt}"
+        return text if self.occurrence == 1 else f"{text} (sent again, #{self.occurrence})"
+
+
+@dataclass(frozen=True)
+class Injection:
+    """A fault at a point."""
+
+    point: Point
+    fault: FaultKind
+
+    def __str__(self) -> str:
+        return f"{self.fault.label} at {self.point}"
+
+
+Schedule = tuple[Injection, ...]
+
+
+@dataclass
+class Sent:
+    """A command in a run's trace, the fault injected at it, and what the participant did."""
+
+    point: Point
+    command: Command
+    injected: FaultKind | None
+    fresh: bool
+    """The participant had never been handed this idempotency key before."""
+    delivery: Delivery | None = None
+    """What the transport did with it (attached when the run ends)."""
+    recorded: list[Reply] = field(default_factory=list)
+    """Replies the participant newly recorded for this command's key (its effect)."""
+
+
+@dataclass
+class Note:
+    """Something between commands: time passing, a restart."""
+
+    text: str
+
+
+@dataclass
+class Run:
+    """Everything one schedule's run produced, for the invariants and the report."""
+
+    schedule: Schedule
+    world: object
+    trace: list[Sent | Note] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    result: SagaResult | None = None
+    unsettled: str | None = None
+    """Why the saga did not settle, if it did not."""
+    effects: Counter[tuple[str, Direction]] = field(default_factory=Counter)
+    """How many times each (step, direction) was recorded by its participant."""
+    commands: list[Sent] = field(default_factory=list)
+    """The Sent items of the trace, in order."""
+
+
+class _WitnessStore(IdempotencyStore):
+    """Wraps a participant's store to see each reply it records, and for which command."""
+
+    def __init__(self, inner: IdempotencyStore, run: Run) -> None:
+        self.inner = inner
+        self._run = run
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        return await self.inner.get(key)
+
+    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
+        return await self.inner.claim(
+            key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
+        )
+
+    async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
+        return await self.inner.fence(key, owner=owner, now_ms=now_ms)
+
+    async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
+        recorded = await self.inner.complete(key, owner=owner, reply=reply, now_ms=now_ms)
+        delivery = current_delivery()
+        # Only the command's own key: a compensation may also close its forward key.
+        if recorded and delivery is not None and key.endswith(delivery.command.idempotency_key):
+            command = delivery.command
+            self._run.effects[(command.step, command.direction)] += 1
+            # The transport numbers deliveries in sending order, as the trace lists commands.
+            self._run.commands[delivery.index].recorded.append(reply)
+        return recorded
+
+    async def release(self, key: str, *, owner: str) -> bool:
+        return await self.inner.release(key, owner=owner)
+
+
+def participants_of(world: object) -> list[Participant]:
+    """The participants of a world: its ``participants`` attribute, or the world itself."""
+    found = getattr(world, "participants", world)
+    items = list(found) if isinstance(found, Iterable) else []
+    if not items or not all(isinstance(p, Participant) for p in items):
+        raise TypeError(
+            "make_world must return Participants, or an object whose 'participants'"
+            f" attribute lists them; got {world!r}"
+        )
+    return items
+
+
+def _duration(ms: int) -> str:
+    return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms}ms"
+
+
+async def run_schedule(
+    saga: Saga,
+    make_world: Callable[[], object],
+    schedule: Schedule,
+    *,
+    input: JsonObject,
+    saga_id: str,
+    max_advances: int,
+) -> Run:
+    """Run ``saga`` once with ``schedule``'s faults; the Run says what happened."""
+    world = make_world()
+    run = Run(schedule=schedule, world=world)
+    participants = participants_of(world)
+    for participant in participants:
+        if isinstance(participant.store, _WitnessStore):
+            raise TypeError(
+                f"participant {participant.name!r} was used by an earlier run: make_world must"
+                " build fresh participants (and business state) every time it is called"
+            )
+        participant.store = _WitnessStore(participant.store, run)
+    planned = {injection.point: injection.fault for injection in schedule}
+    counts: Counter[tuple[str, Direction, int]] = Counter()
+    handed: set[tuple[str, Direction]] = set()
+    restart = False
+
+    def intercept(command: Command) -> Fault:
+        nonlocal restart
+        triple = (command.step, command.direction, command.attempt)
+        counts[triple] += 1
+        point = Point(*triple, occurrence=counts[triple])
+        kind = planned.get(point)
+        fault = Fault.DELIVER if kind is None else _TRANSPORT_FAULT[kind]
+        key = (command.step, command.direction)
+        fresh = key not in handed and (command.step, Direction.COMPENSATE) not in handed
+        if fault not in (Fault.LOSE_COMMAND, Fault.FAIL, Fault.REJECT):
+            handed.add(key)
+        restart = restart or kind is FaultKind.RESTART
+        item = Sent(point=point, command=command, injected=kind, fresh=fresh)
+        run.trace.append(item)
+        run.commands.append(item)
+        return fault
+
+    log, clock = InMemorySagaLog(), FakeClock()
+    transport = InMemoryTransport(participants, intercept=intercept)
+
+    def open_coordinator() -> Coordinator:
+        return Coordinator(log, transport, sagas=[saga], clock=clock)
+
+    coordinator = open_coordinator()
+    await coordinator.open()
+    try:
+        await coordinator.start(saga, input, saga_id=saga_id)
+        advances = 0
+        waited: tuple[Note, int] | None = None
+        while True:
+            if not await _quiesce(transport, log, saga_id):
+                run.unsettled = "the coordinator kept writing or sending without time passing"
+                break
+            if waited is not None:
+                note, seq = waited
+                note.text += _why(await log.events(saga_id, after_seq=seq))
+                waited = None
+            if restart:
+                restart = False
+                run.trace.append(Note("the coordinator restarts"))
+                await coordinator.close()
+                coordinator = open_coordinator()
+                await coordinator.open()
+                continue
+            state = engine.replay(await log.events(saga_id))
+            if state.is_final or state.stuck is not None:
+                break
+            now = clock.now_ms()
+            decision = engine.decide(saga, state, now)
+            wake = now if decision.events else decision.wake_at_ms
+            if wake is None:
+                run.unsettled = f"the saga is {state.status.value} and waits for nothing"
+                break
+            if wake <= now and not decision.events:
+                run.unsettled = (
+                    f"the saga is {state.status.value} and asks to be woken at"
+                    f" +{_duration(wake - state.started_ms)}, which has passed, yet has nothing"
+                    " to do then: its timer would fire again and again (an engine bug)"
+                )
+                break
+            if advances >= max_advances:
+                run.unsettled = (
+                    f"the saga is still {state.status.value} after {max_advances} timer"
+                    f" wake-ups ({_duration(now - state.started_ms)} of fake time)"
+                )
+                break
+            advances += 1
+            delta = max(wake - now, 1)
+            waited = (Note(f"{_duration(delta)} pass"), state.seq)
+            run.trace.append(waited[0])
+            await clock.advance(delta)
+        run.events = await log.events(saga_id)
+        run.result = await coordinator.get(saga_id)
+    finally:
+        await coordinator.close()
+        for item, delivery in zip(run.commands, transport.deliveries, strict=True):
+            item.delivery = delivery
+    return run
+
+
+def _why(events: list[Event]) -> str:
+    """What the time that passed set off, from the events it led to."""
+    for event in events:
+        data = event.data
+        if (
+            event.type is EventType.STEP_FAILED
+            and (data.get("error") or {}).get("code") == "timeout"
+        ):
+            return f": {data['step']} {data['direction']} attempt {data['attempt']} times out"
+        if event.type is EventType.STEP_SENT:
+            return f": the back-off of {data['step']} {data['direction']} ends"
+        if event.type is EventType.COMPENSATION_STARTED:
+            return f": {data.get('reason')}"
+    return ""
+
+
+async def _quiesce(transport: InMemoryTransport, log: InMemorySagaLog, saga_id: str) -> bool:
+    """Let the coordinator and participants run until nothing new happens (False: never)."""
+    last: tuple[int, int] | None = None
+    calm = 0
+    for _ in range(_MAX_SPINS):
+        if transport.pending:
+            await transport.settle()
+            calm = 0
+            continue
+        record = await log.get(saga_id)
+        mark = (len(transport.deliveries), 0 if record is None else record.last_seq)
+        if mark == last:
+            calm += 1
+            if calm >= _CALM_SPINS:
+                return True
+        else:
+            last, calm = mark, 0
+        await asyncio.sleep(0)
+    return False
