@@ -51,6 +51,8 @@ class _Active:
     defn: Saga
     state: SagaState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stale: bool = False
+    """The in-memory state ran ahead of the log (a write failed): rebuild it from the log."""
     waiters: list[asyncio.Future[SagaResult]] = field(default_factory=list)
 
 
@@ -197,7 +199,7 @@ class Coordinator:
             raise ProtocolError("saga_id must be a non-empty string of at most 200 characters")
         new = new_saga(defn, saga_input, saga_id or uuid.uuid4().hex, self.clock.now_ms())
         saga_id = new.saga_id
-        _, created = await self.log.create(new)
+        _, created = await self._writer.create(new)
         if created:
             state = engine.new_state(saga_id, new.started)
             self._active[saga_id] = _Active(defn=defn, state=state)
@@ -380,15 +382,30 @@ class Coordinator:
         async with active.lock:
             if self._active.get(saga_id) is not active:
                 return
-            work = active.state.copy()
             now = self.clock.now_ms()
-            events = make_events(work) if make_events is not None else []
-            decision = engine.decide(active.defn, work, now)
+            if active.stale:
+                try:
+                    active.state = engine.replay(await self.log.events(saga_id))
+                except Exception:
+                    log.exception("could not reload saga %s from the log", saga_id)
+                    self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
+                    return
+                active.stale = False
+            # Decide on the live state (no copy on the hot path); if the decision cannot be
+            # recorded, the state is marked stale and rebuilt from the log next time.
+            work = active.state
+            expected_seq = work.seq
+            try:
+                events = make_events(work) if make_events is not None else []
+                decision = engine.decide(active.defn, work, now)
+            except BaseException:
+                active.stale = work.seq != expected_seq
+                raise
             events.extend(decision.events)
             if events:
                 append = Append(
                     saga_id=saga_id,
-                    expected_seq=active.state.seq,
+                    expected_seq=expected_seq,
                     events=events,
                     status=work.status,
                     current_step=work.cursor.step if work.cursor else None,
@@ -401,11 +418,13 @@ class Coordinator:
                     self._active.pop(saga_id, None)
                     self._spawn(self._reload(saga_id))
                     return
-                except Exception:
+                except BaseException as exc:
+                    active.stale = True
+                    if not isinstance(exc, Exception):
+                        raise
                     log.exception("could not record the next step of saga %s", saga_id)
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
-            active.state = work
             if events:
                 self._notify(work, events)
             for event in events:

@@ -1,4 +1,4 @@
-"""Group commit: appends from many sagas queue up and are written in one transaction."""
+"""Group commit: starts and appends from many sagas queue up and are written together."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from saga.errors import LogError
-from saga.log.base import Append, SagaLog
+from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ class GroupWriter:
         self._log = saga_log
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Append, asyncio.Future[None]]] = asyncio.Queue()
+        self._creates: list[tuple[NewSaga, asyncio.Future[tuple[SagaRecord, bool]]]] = []
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.appends = 0
@@ -41,21 +43,59 @@ class GroupWriter:
             _, future = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(LogError("coordinator is closing"))
+        for _, pending in self._creates:
+            if not pending.done():
+                pending.set_exception(LogError("coordinator is closing"))
+        self._creates.clear()
+
+    async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
+        """``SagaLog.create`` through the group writer: many starts share one transaction."""
+        if self._task is None:
+            raise LogError("group writer is not running")
+        future: asyncio.Future[tuple[SagaRecord, bool]] = asyncio.get_running_loop().create_future()
+        self._creates.append((saga, future))
+        self._wake.set()
+        return await future
 
     async def write(self, append: Append) -> None:
         """Return once ``append`` is durably stored; raise the log's error otherwise."""
         if self._task is None:
             raise LogError("group writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((append, future))
+        self._queue.put_nowait((append, future))
+        self._wake.set()
         await future
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+            await self._wake.wait()
+            self._wake.clear()
+            while self._creates:
+                creates, self._creates = (
+                    self._creates[: self._max_batch],
+                    self._creates[self._max_batch :],
+                )
+                await self._commit_creates(creates)
+            while not self._queue.empty():
+                batch = [self._queue.get_nowait()]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._commit(batch)
+
+    async def _commit_creates(
+        self, creates: list[tuple[NewSaga, asyncio.Future[tuple[SagaRecord, bool]]]]
+    ) -> None:
+        try:
+            results = await self._log.create_many([saga for saga, _ in creates])
+        except Exception as exc:
+            for _, future in creates:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.commits += 1
+        for (_, future), result in zip(creates, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _commit(self, batch: list[tuple[Append, asyncio.Future[None]]]) -> None:
         try:

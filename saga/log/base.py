@@ -111,6 +111,13 @@ class SagaLog(ABC):
         and ``(existing record, False)`` is returned, so starting the same id twice is safe.
         """
 
+    async def create_many(self, sagas: Sequence[NewSaga]) -> list[tuple[SagaRecord, bool]]:
+        """``create`` for many sagas at once (one transaction where the log can), in order.
+
+        The group-commit path for starts. Ids repeated within ``sagas`` are created once.
+        """
+        return [await self.create(saga) for saga in sagas]
+
     @abstractmethod
     async def append(self, batch: Sequence[Append]) -> None:
         """Append events for one or more sagas in one transaction: all or nothing.

@@ -235,7 +235,11 @@ class ParticipantServer:
                 except (OSError, TimeoutError, nats.errors.Error) as exc:
                     logger.warning("draining the NATS connection failed: %s", exc)
             if not self._client.is_closed:
-                await self._client.close()
+                try:
+                    await self._client.close()
+                except (OSError, nats.errors.Error) as exc:
+                    # The connection may be mid-reconnect (a broker restart): it is gone anyway.
+                    logger.warning("closing the NATS connection failed: %s", exc)
 
     async def __aenter__(self) -> ParticipantServer:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,9 @@ from saga import (
     UnknownSagaError,
 )
 from saga.coordinator import SagaChange
+from saga.errors import LogError
 from saga.events import EventType, Health
+from saga.log.base import Append
 from saga.protocol import Command, Direction
 from saga.testing import FakeClock, Fault, InMemorySagaLog, InMemoryTransport
 from tests.coordinator.shop import FAST, Shop, order_saga, pivot_saga
@@ -369,3 +372,31 @@ async def test_operator_resolves_stuck_compensation_with_audit_and_dry_run() -> 
     assert changes[-1].status is SagaStatus.COMPENSATED
     assert changes[-1].seq == record.last_seq
     assert {c.health for c in changes} >= {Health.PROGRESSING, Health.STUCK}
+
+
+class FlakyLog(InMemorySagaLog):
+    """Fails the first ``failures`` appends, as a database restart would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def append(self, batch: Sequence[Append]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise LogError("database is restarting")
+        await super().append(batch)
+
+
+async def test_decisions_that_cannot_be_recorded_are_not_kept_and_the_saga_goes_on() -> None:
+    shop, log = Shop(), FlakyLog(failures=2)
+    saga = order_saga(timeout=timedelta(milliseconds=300))
+    async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga]) as coord:
+        result = await asyncio.wait_for(coord.execute(saga, {}), 20)
+        events = await log.events(result.saga_id)
+    assert result.status is SagaStatus.COMPLETED
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert all(n == 1 for n in shop.effects.values())
+    # Nothing was sent that the log does not show as sent.
+    sent = [e for e in events if e.type is EventType.STEP_SENT]
+    assert {e.data["step"] for e in sent} == {"create", "credit", "stock"}

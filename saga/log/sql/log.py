@@ -39,6 +39,22 @@ def _wrap_driver_errors(action: str, saga_id: str | None = None) -> Iterator[Non
         raise LogError(f"saga log {action} failed: {exc}", saga_id=saga_id) from exc
 
 
+def _dialect_insert(engine: AsyncEngine, table: Any) -> Any:
+    """INSERT with ON CONFLICT support for the engine's dialect (SQLite or PostgreSQL)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _record(row: Row[Any]) -> SagaRecord:
     return SagaRecord(
         saga_id=row.saga_id,
@@ -151,6 +167,66 @@ class SqlSagaLog(SagaLog):
                     raise
                 return existing, False
         return _record(row), True
+
+    async def create_many(self, sagas_: Sequence[NewSaga]) -> list[tuple[SagaRecord, bool]]:
+        if len(sagas_) <= 1:
+            return [await self.create(saga) for saga in sagas_]
+        engine = self.engine
+        unique = list({saga.saga_id: saga for saga in reversed(sagas_)}.values())[::-1]
+        insert_sagas = (
+            _dialect_insert(engine, sagas)
+            .on_conflict_do_nothing(index_elements=[sagas.c.saga_id])
+            .returning(sagas.c.saga_id)
+        )
+        rows = [
+            {
+                "saga_id": saga.saga_id,
+                "name": saga.name,
+                "version": saga.version,
+                "status": SagaStatus.RUNNING.value,
+                "input": saga.input,
+                "created_ms": saga.started.at_ms,
+                "updated_ms": saga.started.at_ms,
+                "last_seq": 1,
+                "current_step": None,
+                "health": Health.PROGRESSING.value,
+            }
+            for saga in unique
+        ]
+        with _wrap_driver_errors("create_many"):
+            async with engine.connect() as conn:
+                await conn.execution_options(**WRITE)
+                async with conn.begin():
+                    created: set[str] = set()
+                    for chunk in _chunks(rows, 500):
+                        result = await conn.execute(insert_sagas, chunk)
+                        created.update(row.saga_id for row in result)
+                    events = [
+                        {
+                            "saga_id": saga.saga_id,
+                            "seq": 1,
+                            "type": saga.started.type.value,
+                            "data": saga.started.data,
+                            "at_ms": saga.started.at_ms,
+                        }
+                        for saga in unique
+                        if saga.saga_id in created
+                    ]
+                    if events:
+                        await conn.execute(insert(saga_events), events)
+                    ids = [saga.saga_id for saga in unique]
+                    found = {
+                        row.saga_id: _record(row)
+                        for chunk in _chunks(ids, 500)
+                        for row in await conn.execute(
+                            select(sagas).where(sagas.c.saga_id.in_(chunk))
+                        )
+                    }
+        answers = []
+        for saga in sagas_:
+            answers.append((found[saga.saga_id], saga.saga_id in created))
+            created.discard(saga.saga_id)  # a repeated id was created by its first mention
+        return answers
 
     async def append(self, batch: Sequence[Append]) -> None:
         engine = self.engine
