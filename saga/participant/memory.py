@@ -73,6 +73,16 @@ class InMemoryIdempotencyStore(IdempotencyStore):
         del self._records[key]
         return True
 
+    async def abandon(self, *, owner_prefix: str) -> int:
+        dead = [
+            key
+            for key, record in self._records.items()
+            if record.state is RecordState.IN_PROGRESS and record.owner.startswith(owner_prefix)
+        ]
+        for key in dead:
+            del self._records[key]
+        return len(dead)
+
 
 def _held(record: IdempotencyRecord | None, owner: str) -> bool:
     return record is not None and record.state is RecordState.IN_PROGRESS and record.owner == owner

@@ -106,6 +106,7 @@ class ParticipantServer:
 
     async def _start(self) -> None:
         participant = self.participant
+        await participant.take_over()
         service = await micro.add_service(
             self._client,
             name=participant.name,

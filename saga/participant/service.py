@@ -81,6 +81,7 @@ class Participant:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         max_concurrency: int = 64,
         stale_claim_after: timedelta = timedelta(minutes=5),
+        instance: str | None = None,
         description: str | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -103,9 +104,33 @@ class Participant:
         self.max_payload_bytes = max_payload_bytes
         self.max_concurrency = max_concurrency
         self.stale_claim_after = stale_claim_after
+        if instance is not None and not _NAME.match(instance):
+            raise DefinitionError(f"instance {instance!r} must be letters, digits, '_' or '-'")
+        self.instance = instance
+        """A stable name for this replica (e.g. ``payments-2``). Its claims carry it, and when a
+        replica starts under the same name it releases the claims its dead predecessor left
+        in progress, rather than waiting ``stale_claim_after`` for them."""
         self._clock: Clock = clock or SystemClock()
         self._handlers: dict[str, Handler] = {}
         self._locks = KeyedLocks()
+
+    @property
+    def _owner_prefix(self) -> str:
+        return f"{self.name}/{self.instance}/" if self.instance else f"{self.name}//"
+
+    async def take_over(self) -> int:
+        """Release the claims a previous run of this instance left in progress (it is dead).
+
+        ``serve`` calls this first when ``instance`` is set; returns how many were released.
+        """
+        if self.instance is None:
+            return 0
+        released = await self.store.abandon(owner_prefix=self._owner_prefix)
+        if released:
+            logger.warning(
+                "%s: released %d claims left in progress by a previous run", self.instance, released
+            )
+        return released
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -194,7 +219,7 @@ class Participant:
     async def _handle_held(self, command: Command, handler: Handler, key: str) -> Reply:
         now_ms = self._clock.now_ms()
         stale_before_ms = now_ms - int(self.stale_claim_after.total_seconds() * 1000)
-        owner = uuid.uuid4().hex
+        owner = f"{self._owner_prefix}{uuid.uuid4().hex}"
         claim = await self.store.claim(
             key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
         )

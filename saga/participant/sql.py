@@ -173,6 +173,21 @@ class SqlIdempotencyStore(IdempotencyStore):
             )
             return result.first() is not None
 
+    async def abandon(self, *, owner_prefix: str) -> int:
+        engine = await self._ready()
+        t = idempotency_table
+        escaped = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                sa.delete(t)
+                .where(
+                    t.c.state == RecordState.IN_PROGRESS.value,
+                    t.c.owner.like(f"{escaped}%", escape="\\"),
+                )
+                .returning(t.c.key)
+            )
+            return len(result.all())
+
 
 def _new_record(
     key: str, state: RecordState, owner: str, now_ms: int

@@ -92,6 +92,15 @@ class IdempotencyStore(ABC):
         Wins only when there is no record; otherwise returns the existing record.
         """
 
+    @abstractmethod
+    async def abandon(self, *, owner_prefix: str) -> int:
+        """Drop every in-progress claim whose owner starts with ``owner_prefix``.
+
+        Called when a replica starts again under the same instance name: its previous run is
+        dead, so its unfinished claims are released at once instead of going stale slowly.
+        Returns how many were dropped.
+        """
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self
