@@ -9,6 +9,7 @@ restarts. A reply is a JSON object ``{"outcome": ..., "result": ... | "error": .
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +21,8 @@ JsonObject = dict[str, Any]
 
 MAX_PAYLOAD_BYTES = 512 * 1024
 """Default limit on a command or reply body; NATS' own default max_payload is 1 MiB."""
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of arrays and objects accepted in a body, so parsing never recurses far."""
 
 HEADER_SAGA_ID = "Saga-Id"
 HEADER_SAGA_NAME = "Saga-Name"
@@ -57,26 +60,68 @@ def subject_for(service: str, command: str) -> str:
     return f"{service}.{command}"
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    # Iterative: the point is to never recurse on untrusted depth.
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _check_depth(body: bytes, value: Any, what: str) -> None:
+    # Only a body with that many brackets can nest that deep: the walk is rarely needed.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _nested_deeper_than(
+        value, MAX_JSON_DEPTH
+    ):
+        raise ProtocolError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+
+
 def _json_object(body: bytes, what: str, max_bytes: int) -> JsonObject:
     if len(body) > max_bytes:
         raise ProtocolError(f"{what} body is {len(body)} bytes, over the {max_bytes} byte limit")
     try:
-        value = json.loads(body) if body else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = (
+            json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+            if body
+            else {}
+        )
+    except RecursionError as exc:
+        raise ProtocolError(f"{what} body nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError
         raise ProtocolError(f"{what} body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} body must be a JSON object, not {type(value).__name__}")
+    _check_depth(body, value, f"{what} body")
     return value
 
 
 def encode_json(value: Mapping[str, Any], max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
-    """Compact JSON bytes; raises ProtocolError when not serialisable or too large."""
+    """Compact JSON bytes; raises ProtocolError when not serialisable, too deep or too large."""
     try:
         body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except RecursionError as exc:
+        raise ProtocolError(f"payload nests deeper than {MAX_JSON_DEPTH} levels") from exc
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"payload is not JSON-serialisable: {exc}") from exc
     if len(body) > max_bytes:
         raise ProtocolError(f"payload is {len(body)} bytes, over the {max_bytes} byte limit")
+    _check_depth(body, value, "payload")
     return body
 
 
