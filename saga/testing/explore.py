@@ -10,6 +10,7 @@ then pairs, up to ``max_faults``; the first failure found has the fewest faults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,13 +26,16 @@ from saga.testing.schedule import ALL_FAULTS, FaultKind, Injection, Run, Schedul
 
 W = TypeVar("W")
 
+WorldMaker = Callable[[], W | Awaitable[W] | contextlib.AbstractAsyncContextManager[W]]
+"""Builds a fresh world for one run: returns it, a coroutine giving it, or an async context
+manager giving it (closed after the run is checked: databases, files)."""
 Check = Callable[[W, SagaResult], Awaitable[None] | None]
 """``check(world, result)``: raise (or fail an assert) if the world is wrong for the result."""
 
 
 async def explore(
     saga: Saga,
-    make_world: Callable[[], W],
+    make_world: WorldMaker[W],
     *,
     input: JsonObject | None = None,
     check: Check[W] | None = None,
@@ -44,7 +48,8 @@ async def explore(
     """Run ``saga`` under every schedule of up to ``max_faults`` faults; return the report.
 
     ``make_world()`` builds fresh participants for each run: a list of them, or an object
-    whose ``participants`` attribute lists them, with whatever business state they keep.
+    whose ``participants`` attribute lists them, with whatever business state they keep. It
+    may be async, or an async context manager (``@asynccontextmanager``) that cleans up.
     After each run the saga invariants are checked (it ended completed, compensated or
     visibly stuck; compensations ran in reverse step order; no effect happened twice; every
     effect of a compensated saga was undone; the log is whole and consistent), then
@@ -90,7 +95,7 @@ async def explore(
     )
 
 
-def explore_sync(saga: Saga, make_world: Callable[[], W], **options: Any) -> ExplorationReport:
+def explore_sync(saga: Saga, make_world: WorldMaker[W], **options: Any) -> ExplorationReport:
     """``explore`` for code without an event loop (a plain pytest test): ``asyncio.run`` it."""
     try:
         asyncio.get_running_loop()
@@ -101,7 +106,7 @@ def explore_sync(saga: Saga, make_world: Callable[[], W], **options: Any) -> Exp
 
 async def _run_and_check(
     saga: Saga,
-    make_world: Callable[[], W],
+    make_world: WorldMaker[W],
     schedule: Schedule,
     saga_input: JsonObject,
     check: Check[W] | None,
@@ -109,32 +114,50 @@ async def _run_and_check(
     max_advances: int,
 ) -> tuple[Run, str | None]:
     try:
-        run = await run_schedule(
-            saga,
-            make_world,
-            schedule,
-            input=saga_input,
-            saga_id=f"{saga.name}-explored",
-            max_advances=max_advances,
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            world = await _open_world(make_world(), stack)
+            run = await run_schedule(
+                saga,
+                world,
+                schedule,
+                input=saga_input,
+                saga_id=f"{saga.name}-explored",
+                max_advances=max_advances,
+            )
+            problem = _unreached(run) or check_invariants(saga, run)
+            if problem is None and check is not None and run.result is not None:
+                problem = await _check(check, cast(W, world), run.result)
     except Exception as exc:
         if not schedule:
             raise  # the fault-free run: a usage error, shown as it is
-        listed = "; ".join(str(injection) for injection in schedule) or "no faults"
+        listed = "; ".join(str(injection) for injection in schedule)
         raise RuntimeError(f"schedule #{number} ({listed}) could not run: {exc!r}") from exc
-    problem = _unreached(run) or check_invariants(saga, run)
-    if problem is None and check is not None and run.result is not None:
-        try:
-            outcome = check(cast(W, run.world), run.result)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
-            raise
-        except BaseException as exc:  # pytest.fail() raises a BaseException
-            problem = str(exc).strip() or type(exc).__name__
-            if isinstance(exc, Exception) and not isinstance(exc, AssertionError):
-                problem = f"check raised {type(exc).__name__}: {problem}"
     return run, problem
+
+
+async def _open_world(made: object, stack: contextlib.AsyncExitStack) -> object:
+    """The world ``make_world()`` gave: awaited if a coroutine, entered if a context manager."""
+    if inspect.isawaitable(made):
+        made = await made
+    if isinstance(made, contextlib.AbstractAsyncContextManager):
+        made = await stack.enter_async_context(made)
+    return made
+
+
+async def _check(check: Check[W], world: W, result: SagaResult) -> str | None:
+    """Run the user's check; what it raised, as the problem to report."""
+    try:
+        outcome = check(world, result)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # pytest.fail() raises a BaseException
+        problem = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, Exception) and not isinstance(exc, AssertionError):
+            problem = f"check raised {type(exc).__name__}: {problem}"
+        return problem
+    return None
 
 
 def _unreached(run: Run) -> str | None:

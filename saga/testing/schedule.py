@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -195,15 +195,14 @@ def _duration(ms: int) -> str:
 
 async def run_schedule(
     saga: Saga,
-    make_world: Callable[[], object],
+    world: object,
     schedule: Schedule,
     *,
     input: JsonObject,
     saga_id: str,
     max_advances: int,
 ) -> Run:
-    """Run ``saga`` once with ``schedule``'s faults; the Run says what happened."""
-    world = make_world()
+    """Run ``saga`` once in ``world`` with ``schedule``'s faults; the Run says what happened."""
     run = Run(schedule=schedule, world=world)
     participants = participants_of(world)
     for participant in participants:

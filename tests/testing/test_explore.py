@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -269,3 +271,27 @@ async def test_a_world_reused_between_runs_is_refused() -> None:
 async def test_explore_sync_refuses_a_running_loop() -> None:
     with pytest.raises(RuntimeError, match="await explore"):
         explore_sync(order_saga(), Shop, input=ORDER)
+
+
+async def test_a_world_may_be_an_async_context_manager_closed_after_each_run() -> None:
+    opened: list[Shop] = []
+    closed: list[Shop] = []
+
+    @asynccontextmanager
+    async def make() -> AsyncIterator[Shop]:
+        shop = Shop()
+        opened.append(shop)
+        yield shop
+        closed.append(shop)
+
+    checked: list[Shop] = []
+
+    async def check(shop: Shop, result: SagaResult) -> None:
+        assert shop not in closed  # checked before it is closed
+        checked.append(shop)
+
+    report = await explore(order_saga(), make, input=ORDER, check=check, max_faults=1)
+    assert report.ok
+    assert len(opened) == report.schedules_run
+    assert closed == opened
+    assert checked == opened
