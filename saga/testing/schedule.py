@@ -176,6 +176,9 @@ class _WitnessStore(IdempotencyStore):
     async def release(self, key: str, *, owner: str) -> bool:
         return await self.inner.release(key, owner=owner)
 
+    async def abandon(self, *, owner_prefix: str) -> int:
+        return await self.inner.abandon(owner_prefix=owner_prefix)
+
 
 def participants_of(world: object) -> list[Participant]:
     """The participants of a world: its ``participants`` attribute, or the world itself."""
