@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 
+from saga.api.options import HttpSettings, http_options, http_settings
 from saga.coordinator import Coordinator
 from saga.definition import Saga
 from saga.errors import SagaError
 from saga.log.sql import SqlSagaLog
+from saga.ops_cli import COMMANDS as OPS_COMMANDS
 from saga.transport.nats import NatsTransport
 
 DEFAULT_DB = "sqlite:///saga.db"
@@ -91,17 +93,23 @@ DB_OPTION = click.option(
     help="module or module:attribute holding saga definitions (repeatable; "
     "space-separated in the environment variable).",
 )  # fmt: skip
-def coordinator(nats_url: str, db_url: str, saga_specs: tuple[str, ...]) -> None:
-    """Run a coordinator until SIGINT or SIGTERM."""
+@http_options
+def coordinator(
+    nats_url: str, db_url: str, saga_specs: tuple[str, ...], http: str | None, **api: Any
+) -> None:
+    """Run a coordinator until SIGINT or SIGTERM (with --http, serve the API beside it)."""
     sys.path.insert(0, "")
     sagas = [s for spec in saga_specs for s in load_sagas(spec)]
+    serve_http = http_settings(http, **api) if http else None
     try:
-        asyncio.run(_serve(nats_url, db_url, sagas))
+        asyncio.run(_serve(nats_url, db_url, sagas, serve_http))
     except SagaError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-async def _serve(nats_url: str, db_url: str, sagas: list[Saga]) -> None:
+async def _serve(
+    nats_url: str, db_url: str, sagas: list[Saga], http: HttpSettings | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,16 +121,21 @@ async def _serve(nats_url: str, db_url: str, sagas: list[Saga]) -> None:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(f"coordinator running: nats {nats_url}, log {db_url}, sagas {names}")
         click.echo(f"resumed {coordinator.active_count} unfinished sagas", err=True)
-        await stop.wait()
+        server = None if http is None else await http.start(coordinator)
+        try:
+            await stop.wait()
+        finally:
+            if server is not None:
+                await server.close()
     click.echo("coordinator stopped")
 
 
-@main.command()
+@main.command("log")
 @click.argument("saga_id")
 @DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(saga_id: str, db_url: str, as_json: bool) -> None:
-    """Show one saga's status and log, read straight from the database."""
+def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
+    """Show one saga's raw event log, read straight from the database (no API needed)."""
 
     async def read() -> None:
         log = SqlSagaLog(db_url)
@@ -160,6 +173,9 @@ def show(saga_id: str, db_url: str, as_json: bool) -> None:
 
     asyncio.run(read())
 
+
+for _command in OPS_COMMANDS:
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

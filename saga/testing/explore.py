@@ -44,6 +44,7 @@ async def explore(
     faults: Iterable[FaultKind] = ALL_FAULTS,
     max_advances: int = 200,
     stop_at_first: bool = True,
+    schedules: Iterable[Schedule] | None = None,
 ) -> ExplorationReport:
     """Run ``saga`` under every schedule of up to ``max_faults`` faults; return the report.
 
@@ -55,14 +56,16 @@ async def explore(
     effect of a compensated saga was undone; the log is whole and consistent), then
     ``check(world, result)``. ``report.raise_on_failure()`` raises an AssertionError telling
     the first failing schedule. At most ``max_schedules`` run; ``report.not_run`` says how
-    many the bound left out.
+    many the bound left out. ``schedules=[failure.schedule]`` runs just those schedules, to
+    look at one failure again.
     """
     if max_faults < 0 or max_schedules < 1 or max_advances < 1:
         raise ValueError("max_faults must be >= 0, max_schedules and max_advances >= 1")
     kinds = tuple(dict.fromkeys(FaultKind(kind) for kind in faults))
     saga_input: JsonObject = {} if input is None else input
-    queue: deque[Schedule] = deque([()])
-    queued: set[Schedule] = {()}
+    given = schedules is not None
+    queue: deque[Schedule] = deque([()] if schedules is None else map(tuple, schedules))
+    queued: set[Schedule] = set(queue)
     endings: Counter[str] = Counter()
     failures: list[Failure] = []
     number = 0
@@ -78,7 +81,7 @@ async def explore(
             failures.append(Failure(number=number, schedule=schedule, problem=problem, story=text))
             if stop_at_first:
                 break
-        if len(schedule) < max_faults:
+        if not given and len(schedule) < max_faults:
             for extended in _extensions(run, kinds):
                 if extended not in queued:
                     queued.add(extended)

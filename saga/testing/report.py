@@ -37,6 +37,7 @@ class ExplorationReport:
     bound_reached: bool = False
     """``max_schedules`` cut the exploration short."""
     endings: Counter[str] = field(default_factory=Counter)
+    """How many runs ended completed, compensated, stuck, or unsettled."""
     failures: tuple[Failure, ...] = ()
 
     @property
@@ -56,13 +57,18 @@ class ExplorationReport:
     def __str__(self) -> str:
         ends = ", ".join(f"{status} {n}" for status, n in sorted(self.endings.items()))
         text = (
-            f"saga {self.saga!r} v{self.version}: {self.schedules_run} schedules with up to"
-            f" {self.max_faults} faults, {len(self.failures)} failing; ends: {ends or 'none'}"
+            f"saga {self.saga!r} v{self.version}: {_count(self.schedules_run, 'schedule')}"
+            f" with up to {_count(self.max_faults, 'fault')}, {len(self.failures)} failing;"
+            f" ends: {ends or 'none'}"
         )
         if self.not_run:
             why = "the bound of schedules" if self.bound_reached else "the first failure"
             text += f" (stopped at {why}; {self.not_run} schedules not run)"
         return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def ending(run: Run) -> str:
@@ -85,7 +91,7 @@ def story(saga: str, version: int, number: int, run: Run, problem: str) -> str:
     listed = "; ".join(str(injection) for injection in run.schedule)
     head = f"saga {saga!r} v{version} broke an invariant under schedule #{number}"
     if faults:
-        head += f" ({faults} fault{'s' if faults != 1 else ''}: {listed}):"
+        head += f" ({_count(faults, 'fault')}: {listed}):"
     else:
         head += " (no faults):"
     sent = run.commands

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -19,14 +18,14 @@ from saga.coordinator import Coordinator, SagaResult
 from saga.definition import Saga
 from saga.events import Event, EventType, JsonObject
 from saga.log.memory import InMemorySagaLog
-from saga.participant import Participant
-from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore
 from saga.protocol import Command, Direction, Reply
 from saga.testing.clock import FakeClock
-from saga.testing.transport import Delivery, Fault, InMemoryTransport, current_delivery
+from saga.testing.transport import Delivery, Fault, InMemoryTransport
+from saga.testing.world import WitnessStore, participants_of
 
 _CALM_SPINS = 30
-"""Loop turns with nothing new before the world counts as quiet (every part is in memory)."""
+"""Loop turns with nothing new before the world counts as quiet. The coordinator and log are
+in memory; participants' own I/O happens in deliveries, which are awaited until done."""
 _MAX_SPINS = 100_000
 
 
@@ -138,60 +137,6 @@ class Run:
     """The Sent items of the trace, in order."""
 
 
-class _WitnessStore(IdempotencyStore):
-    """Wraps a participant's store to see each reply it records, and for which command."""
-
-    def __init__(self, inner: IdempotencyStore, run: Run) -> None:
-        self.inner = inner
-        self._run = run
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def get(self, key: str) -> IdempotencyRecord | None:
-        return await self.inner.get(key)
-
-    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
-        return await self.inner.claim(
-            key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
-        )
-
-    async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
-        return await self.inner.fence(key, owner=owner, now_ms=now_ms)
-
-    async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
-        recorded = await self.inner.complete(key, owner=owner, reply=reply, now_ms=now_ms)
-        delivery = current_delivery()
-        # Only the command's own key: a compensation may also close its forward key.
-        if recorded and delivery is not None and key.endswith(delivery.command.idempotency_key):
-            command = delivery.command
-            self._run.effects[(command.step, command.direction)] += 1
-            # The transport numbers deliveries in sending order, as the trace lists commands.
-            self._run.commands[delivery.index].recorded.append(reply)
-        return recorded
-
-    async def release(self, key: str, *, owner: str) -> bool:
-        return await self.inner.release(key, owner=owner)
-
-    async def abandon(self, *, owner_prefix: str) -> int:
-        return await self.inner.abandon(owner_prefix=owner_prefix)
-
-
-def participants_of(world: object) -> list[Participant]:
-    """The participants of a world: its ``participants`` attribute, or the world itself."""
-    found = getattr(world, "participants", world)
-    items = list(found) if isinstance(found, Iterable) else []
-    if not items or not all(isinstance(p, Participant) for p in items):
-        raise TypeError(
-            "make_world must return Participants, or an object whose 'participants'"
-            f" attribute lists them; got {world!r}"
-        )
-    return items
-
-
 def _duration(ms: int) -> str:
     return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms}ms"
 
@@ -208,13 +153,20 @@ async def run_schedule(
     """Run ``saga`` once in ``world`` with ``schedule``'s faults; the Run says what happened."""
     run = Run(schedule=schedule, world=world)
     participants = participants_of(world)
+
+    def witness(delivery: Delivery, reply: Reply) -> None:
+        command = delivery.command
+        run.effects[(command.step, command.direction)] += 1
+        # The transport numbers deliveries in sending order, as the trace lists commands.
+        run.commands[delivery.index].recorded.append(reply)
+
     for participant in participants:
-        if isinstance(participant.store, _WitnessStore):
+        if isinstance(participant.store, WitnessStore):
             raise TypeError(
                 f"participant {participant.name!r} was used by an earlier run: make_world must"
                 " build fresh participants (and business state) every time it is called"
             )
-        participant.store = _WitnessStore(participant.store, run)
+        participant.store = WitnessStore(participant.store, witness)
     planned = {injection.point: injection.fault for injection in schedule}
     counts: Counter[tuple[str, Direction, int]] = Counter()
     handed: set[tuple[str, Direction]] = set()

@@ -295,3 +295,16 @@ async def test_a_world_may_be_an_async_context_manager_closed_after_each_run() -
     assert len(opened) == report.schedules_run
     assert closed == opened
     assert checked == opened
+
+
+async def test_a_failing_schedule_can_be_run_again_alone() -> None:
+    def make() -> Shop:
+        return Shop(bug="release_stock")
+
+    first = await explore(order_saga(), make, input=ORDER, check=books_balance)
+    again = await explore(
+        order_saga(), make, input=ORDER, check=books_balance, schedules=[first.failures[0].schedule]
+    )
+    assert again.schedules_run == 1
+    assert again.failures[0].problem == first.failures[0].problem
+    assert again.failures[0].story.splitlines()[1:] == first.failures[0].story.splitlines()[1:]

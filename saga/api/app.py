@@ -1,0 +1,113 @@
+"""create_app(): the aiohttp application: routes and their roles, middleware, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+from aiohttp import web
+
+from saga.api import ops, sagas
+from saga.api.auth import authenticate
+from saga.api.config import ApiConfig, Role
+from saga.api.context import CONTEXT, ApiContext, context
+from saga.api.events import EventHub
+from saga.api.metrics import SagaMetrics
+from saga.api.openapi import document
+from saga.api.problems import ApiError, problems
+from saga.coordinator import Coordinator
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATIC = resources.files("saga.api") / "static"
+_ASSETS = {
+    "app.js": "text/javascript",
+    "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+async def _dashboard(request: web.Request) -> web.Response:
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    return web.Response(text=html, content_type="text/html", headers=_PAGE_HEADERS)
+
+
+async def _asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in _ASSETS:
+        raise ApiError(404, f"no asset {name!r}")
+    body = (STATIC / name).read_bytes()
+    return web.Response(body=body, headers={"Content-Type": _ASSETS[name], **_PAGE_HEADERS})
+
+
+_PAGE_HEADERS = {
+    # Everything is served from here: no CDN, no inline script, works offline.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+ROUTES: list[tuple[str, str, Handler, Role | None]] = [
+    ("GET", "/api/sagas", sagas.list_sagas, Role.VIEWER),
+    ("GET", "/api/sagas/{saga}", sagas.get_saga, Role.VIEWER),
+    ("POST", "/api/sagas/{saga}", sagas.start_saga, Role.OPERATOR),
+    ("POST", "/api/sagas/{saga}/actions/{action}", sagas.act, Role.OPERATOR),
+    ("GET", "/api/compensations", ops.compensations, Role.VIEWER),
+    ("GET", "/api/definitions", ops.definitions, Role.VIEWER),
+    ("GET", "/api/me", ops.me, Role.VIEWER),
+    ("GET", "/api/events", ops.events, Role.VIEWER),
+    ("GET", "/metrics", ops.metrics, Role.VIEWER),
+    ("GET", "/healthz", ops.healthz, None),
+    ("GET", "/readyz", ops.readyz, None),
+    ("GET", "/openapi.json", _openapi, None),
+    ("GET", "/", _dashboard, None),
+    ("GET", "/static/{name}", _asset, None),
+]
+"""Every route: method, path, handler, and the role it needs (None: public)."""
+
+
+async def _seed_metrics(app: web.Application) -> None:
+    ctx = app[CONTEXT]
+    try:
+        ctx.metrics.seed(await ctx.coordinator.log.unfinished())
+    except Exception:  # metrics must never stop the API from starting
+        log.exception("could not count unfinished sagas for the metrics")
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[CONTEXT].hub.close()
+
+
+def create_app(coordinator: Coordinator, config: ApiConfig | None = None) -> web.Application:
+    """The HTTP API, metrics and dashboard for an open ``coordinator``.
+
+    Listens to the coordinator's changes (for the event stream and the metrics) from now on.
+    """
+    config = config or ApiConfig()
+    hub = EventHub()
+    holder: list[ApiContext] = []
+    metrics = SagaMetrics(lambda: holder[0].stalled_before_ms())
+    ctx = ApiContext(coordinator=coordinator, config=config, hub=hub, metrics=metrics)
+    holder.append(ctx)
+    app = web.Application(
+        middlewares=[problems, authenticate], client_max_size=config.max_body_bytes
+    )
+    app[CONTEXT] = ctx
+    for method, path, handler, role in ROUTES:
+        route = app.router.add_route(method, path, handler)
+        ctx.roles[(method, route.resource.canonical if route.resource else path)] = role
+    coordinator.add_listener(hub.publish)
+    coordinator.add_listener(metrics.observe)
+    app.on_startup.append(_seed_metrics)
+    app.on_shutdown.append(_close_streams)
+    return app
+
+
+__all__ = ["ROUTES", "context", "create_app"]

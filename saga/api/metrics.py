@@ -1,0 +1,131 @@
+"""Prometheus metrics, fed by the coordinator's change listener: counts, gauges, durations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from saga.coordinator import SagaChange
+from saga.events import EventType, Health, SagaStatus
+from saga.log.base import SagaRecord
+
+_DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+_FINAL = {
+    EventType.SAGA_COMPLETED: "completed",
+    EventType.SAGA_COMPENSATED: "compensated",
+}
+
+
+class _InFlight(Collector):
+    """saga_in_flight{health}: unfinished sagas by (effective) health, computed when scraped."""
+
+    def __init__(self, tracked: dict[str, tuple[Health, int]], stalled: Callable[[], int | None]):
+        self._tracked = tracked
+        self._stalled = stalled
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stalled_before = self._stalled()
+        counts = dict.fromkeys(Health, 0)
+        for health, updated_ms in self._tracked.values():
+            if health is not Health.STUCK and stalled_before is not None:
+                health = Health.STUCK if updated_ms < stalled_before else health
+            counts[health] += 1
+        family = GaugeMetricFamily(
+            "saga_in_flight", "Unfinished sagas by health.", labels=["health"]
+        )
+        for health, count in counts.items():
+            family.add_metric([health.value], count)
+        yield family
+
+
+class SagaMetrics:
+    """One registry per app (so several apps in one process never clash)."""
+
+    def __init__(self, stalled_before_ms: Callable[[], int | None]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.started = Counter("saga_started", "Sagas started.", ["saga"], registry=r)
+        self.ended = Counter(
+            "saga_finished", "Sagas that ended, by outcome.", ["saga", "status"], registry=r
+        )
+        self.stuck = Counter("saga_stuck", "Times a saga got stuck.", ["saga"], registry=r)
+        self.compensations = Counter(
+            "saga_compensations", "Sagas that began compensating.", ["saga"], registry=r
+        )
+        self.steps = Counter(
+            "saga_step_outcomes",
+            "Step and compensation attempts, by outcome.",
+            ["saga", "step", "direction", "outcome"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "saga_operator_actions", "Operator actions taken.", ["saga", "action"], registry=r
+        )
+        self.step_seconds = Histogram(
+            "saga_step_duration_seconds",
+            "From sending a step or compensation to its reply.",
+            ["saga", "step", "direction"],
+            buckets=_DURATIONS,
+            registry=r,
+        )
+        self.saga_seconds = Histogram(
+            "saga_duration_seconds",
+            "From start to completed or compensated.",
+            ["saga", "status"],
+            buckets=_DURATIONS,
+            registry=r,
+        )
+        self._tracked: dict[str, tuple[Health, int]] = {}
+        self._sent: dict[str, dict[tuple[str, str], int]] = {}
+        r.register(_InFlight(self._tracked, stalled_before_ms))
+
+    def seed(self, unfinished: list[SagaRecord]) -> None:
+        """Count sagas that were unfinished before this process started."""
+        for record in unfinished:
+            if record.health is not None and record.saga_id not in self._tracked:
+                self._tracked[record.saga_id] = (record.health, record.updated_ms)
+
+    def observe(self, change: SagaChange) -> None:
+        """A coordinator listener: update every metric from one recorded change."""
+        name = change.name
+        if change.events and change.seq - len(change.events) == 1:
+            # The first append after saga_started (which the log's create wrote, unnotified).
+            self.started.labels(name).inc()
+        for event in change.events:
+            data = event.data
+            kind = event.type
+            if kind is EventType.STEP_SENT:
+                key = (str(data["step"]), str(data["direction"]))
+                self._sent.setdefault(change.saga_id, {})[key] = event.at_ms
+            elif kind in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_FAILED):
+                outcome = kind.value.removeprefix("step_")
+                step, direction = str(data["step"]), str(data["direction"])
+                self.steps.labels(name, step, direction, outcome).inc()
+                sent = self._sent.get(change.saga_id, {}).pop((step, direction), None)
+                if sent is not None:
+                    seconds = max(event.at_ms - sent, 0) / 1000
+                    self.step_seconds.labels(name, step, direction).observe(seconds)
+            elif kind is EventType.COMPENSATION_STARTED:
+                self.compensations.labels(name).inc()
+            elif kind is EventType.SAGA_STUCK:
+                self.stuck.labels(name).inc()
+            elif kind is EventType.OPERATOR_ACTION:
+                self.actions.labels(name, str(data.get("action"))).inc()
+            elif kind in _FINAL:
+                self.ended.labels(name, _FINAL[kind]).inc()
+                seconds = max(event.at_ms - change.started_ms, 0) / 1000
+                self.saga_seconds.labels(name, _FINAL[kind]).observe(seconds)
+        if change.status.is_final or change.health is None:
+            self._tracked.pop(change.saga_id, None)
+        else:
+            at_ms = change.events[-1].at_ms if change.events else 0
+            self._tracked[change.saga_id] = (change.health, at_ms)
+        if change.status.is_final or change.status is SagaStatus.STUCK:
+            # Settled: nothing it sent is waited for any more.
+            self._sent.pop(change.saga_id, None)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

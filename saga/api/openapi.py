@@ -1,0 +1,345 @@
+"""The OpenAPI 3 description of the API, served at /openapi.json; a test checks it matches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saga.engine import Action
+from saga.events import Health, SagaStatus
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _reply(description: str, schema: str | None = None, media: str = JSON) -> dict[str, Any]:
+    found: dict[str, Any] = {"description": description}
+    if schema is not None:
+        found["content"] = {media: {"schema": _ref(schema)}}
+    return found
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _reply("An error, with the reason.", "Error") for s in statuses}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = schema or {"type": "string", "minLength": 1}
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+def _enum_list(kind: Any) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string", "enum": [m.value for m in kind]}}
+
+
+TIME = {"type": "string", "description": "epoch milliseconds or ISO 8601"}
+NULLABLE_STR = {"type": "string", "nullable": True}
+NULLABLE_INT = {"type": "integer", "nullable": True}
+OBJECT = {"type": "object", "additionalProperties": True}
+PUBLIC: list[dict[str, list[str]]] = []
+PAGING = [
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (50)."),
+    _query("cursor", {"type": "string"}, "next_cursor from the previous page."),
+]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["status", "code", "message"],
+                "properties": {
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "SagaSummary": {
+        "type": "object",
+        "required": ["saga_id", "name", "version", "status", "health", "created_ms"],
+        "properties": {
+            "saga_id": {"type": "string"},
+            "name": {"type": "string"},
+            "version": {"type": "integer"},
+            "status": {"type": "string", "enum": [s.value for s in SagaStatus]},
+            "health": {"type": "string", "enum": [h.value for h in Health], "nullable": True},
+            "current_step": NULLABLE_STR,
+            "created_ms": {"type": "integer"},
+            "updated_ms": {"type": "integer"},
+        },
+    },
+    "SagaList": {
+        "type": "object",
+        "required": ["sagas", "next_cursor"],
+        "properties": {
+            "sagas": {"type": "array", "items": _ref("SagaSummary")},
+            "next_cursor": NULLABLE_STR,
+        },
+    },
+    "SagaDetail": {
+        "type": "object",
+        "required": ["saga_id", "name", "version", "status", "input", "timeline", "actions"],
+        "properties": {
+            "saga_id": {"type": "string"},
+            "name": {"type": "string"},
+            "version": {"type": "integer"},
+            "status": {"type": "string"},
+            "input": OBJECT,
+            "health": {"type": "object", "nullable": True, "additionalProperties": True},
+            "results": OBJECT,
+            "compensation": {"type": "object", "nullable": True, "additionalProperties": True},
+            "stuck": {"type": "object", "nullable": True, "additionalProperties": True},
+            "timeline": {
+                "type": "object",
+                "required": ["steps", "compensations", "operator_actions", "marks"],
+                "properties": {
+                    k: {"type": "array", "items": OBJECT}
+                    for k in ("steps", "compensations", "operator_actions", "marks")
+                },
+            },
+            "actions": OBJECT,
+            "definition": {"type": "object", "nullable": True, "additionalProperties": True},
+        },
+    },
+    "StartRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "input": OBJECT,
+            "saga_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "version": {"type": "integer"},
+        },
+    },
+    "Started": {
+        "type": "object",
+        "required": ["saga_id", "created"],
+        "properties": {"saga_id": {"type": "string"}, "created": {"type": "boolean"}},
+    },
+    "ActionRequest": {
+        "type": "object",
+        "required": ["reason"],
+        "additionalProperties": False,
+        "properties": {
+            "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "actor": {"type": "string", "minLength": 1, "maxLength": 100},
+            "result": {**OBJECT, "description": "skip only: the result to record."},
+        },
+    },
+    "Preview": {
+        "type": "object",
+        "required": ["saga_id", "action", "dry_run", "status", "compensations", "commands"],
+        "properties": {
+            "saga_id": {"type": "string"},
+            "action": {"type": "string", "enum": [a.value for a in Action]},
+            "dry_run": {"type": "boolean"},
+            "status": {"type": "string"},
+            "health": NULLABLE_STR,
+            "compensations": {"type": "array", "items": {"type": "string"}},
+            "commands": {"type": "array", "items": OBJECT},
+            "events": {"type": "array", "items": OBJECT},
+        },
+    },
+    "Compensations": {
+        "type": "object",
+        "required": ["compensations", "next_cursor"],
+        "properties": {
+            "compensations": {"type": "array", "items": OBJECT},
+            "next_cursor": NULLABLE_STR,
+        },
+    },
+    "Definitions": {
+        "type": "object",
+        "properties": {"sagas": {"type": "array", "items": OBJECT}},
+    },
+    "Me": {
+        "type": "object",
+        "required": ["name", "role", "auth"],
+        "properties": {
+            "name": {"type": "string"},
+            "role": {"type": "string"},
+            "auth": {"type": "boolean"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}},
+    },
+}
+
+
+def _op(summary: str, responses: dict[str, Any], *, public: bool = False, **extra: Any) -> Any:
+    found = {"summary": summary, "responses": responses, **extra}
+    if public:
+        found["security"] = PUBLIC
+    else:
+        found["responses"] = {**responses, **_errors(401, 403)}
+    return found
+
+
+SAGA = _path("saga", "A saga id (GET, actions), or a saga definition name (POST: start).")
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document."""
+    list_params = [
+        _query("status", _enum_list(SagaStatus), "Statuses (repeat or comma-separate)."),
+        _query("name", {"type": "string"}, "Saga definition name."),
+        _query("health", _enum_list(Health), "Health (stuck includes stalled sagas)."),
+        _query("step", {"type": "string"}, "Current step."),
+        _query("created_after", TIME, "Created at or after."),
+        _query("created_before", TIME, "Created before."),
+        _query("updated_after", TIME, "Updated at or after."),
+        _query("updated_before", TIME, "Updated before."),
+        *PAGING,
+    ]
+    for param in list_params:
+        if param["schema"].get("type") == "array":
+            param["style"], param["explode"] = "form", True
+    paths: dict[str, Any] = {
+        "/api/sagas": {
+            "get": _op(
+                "List sagas, newest first.",
+                {"200": _reply("A page of sagas.", "SagaList"), **_errors(400)},
+                parameters=list_params,
+            )
+        },
+        "/api/sagas/{saga}": {
+            "get": _op(
+                "One saga: status, health, input, results and timeline.",
+                {"200": _reply("The saga.", "SagaDetail"), **_errors(404)},
+                parameters=[SAGA],
+            ),
+            "post": _op(
+                "Start the named saga (idempotent with a saga_id). Needs the operator role.",
+                {
+                    "201": _reply("Started.", "Started"),
+                    "200": _reply("A saga with that id existed; nothing started.", "Started"),
+                    **_errors(400, 404, 413, 422),
+                },
+                parameters=[SAGA],
+                requestBody={"content": {JSON: {"schema": _ref("StartRequest")}}},
+            ),
+        },
+        "/api/sagas/{saga}/actions/{action}": {
+            "post": _op(
+                "An operator action, audited in the saga's log; ?dry_run=1 only previews it.",
+                {
+                    "200": _reply("What it did (or would do).", "Preview"),
+                    **_errors(400, 404, 409, 413, 422),
+                },
+                parameters=[
+                    SAGA,
+                    _path(
+                        "action",
+                        "The action.",
+                        {"type": "string", "enum": [a.value for a in Action]},
+                    ),
+                    _query(
+                        "dry_run",
+                        {"type": "string", "enum": ["0", "1", "true", "false"]},
+                        "Answer what would happen, change nothing.",
+                    ),
+                ],
+                requestBody={
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("ActionRequest")}},
+                },
+            )
+        },
+        "/api/compensations": {
+            "get": _op(
+                "Sagas compensating, failing to compensate, or stuck.",
+                {"200": _reply("A page of them.", "Compensations"), **_errors(400)},
+                parameters=[_query("name", {"type": "string"}, "Saga name."), *PAGING],
+            )
+        },
+        "/api/definitions": {
+            "get": _op("Registered saga definitions.", {"200": _reply("Them.", "Definitions")})
+        },
+        "/api/me": {"get": _op("The caller's identity and role.", {"200": _reply("Me.", "Me")})},
+        "/api/events": {
+            "get": _op(
+                "Server-sent events: one `saga` event per recorded change.",
+                {
+                    "200": {
+                        "description": "An event stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                parameters=[_query("saga_id", {"type": "string"}, "Only this saga's changes.")],
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics.",
+                {
+                    "200": {
+                        "description": "Text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            )
+        },
+        "/healthz": {"get": _op("Liveness.", {"200": _reply("Up.", "Status")}, public=True)},
+        "/readyz": {
+            "get": _op(
+                "Readiness: the saga log and the transport are reachable.",
+                {"200": _reply("Ready.", "Status"), "503": _reply("Not ready.", "Status")},
+                public=True,
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "This document.",
+                {"200": {"description": "OpenAPI 3.", "content": {JSON: {"schema": OBJECT}}}},
+                public=True,
+            )
+        },
+        "/": {
+            "get": _op(
+                "The dashboard.",
+                {
+                    "200": {
+                        "description": "HTML.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+                public=True,
+            )
+        },
+        "/static/{name}": {
+            "get": _op(
+                "Dashboard assets.",
+                {"200": {"description": "An asset."}, **_errors(404)},
+                public=True,
+                parameters=[_path("name", "File name.")],
+            )
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "saga-coordinator",
+            "version": "1",
+            "description": "Monitor and operate sagas and their compensations.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,158 @@
+"""Saga routes: list and filter, one saga's timeline, start, and the operator actions."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from saga.api import params, views
+from saga.api.context import context, identity
+from saga.api.problems import ApiError, bad_request, invalid
+from saga.engine import Action, SagaState, replay
+from saga.engine.timeline import timeline
+from saga.events import Event, Health, SagaStatus
+from saga.log.base import SagaRecord, TimeRange
+
+MAX_REASON = 2000
+
+
+async def list_sagas(request: web.Request) -> web.Response:
+    """GET /api/sagas: filtered, newest first, cursor-paginated."""
+    ctx, query = context(request), request.query
+    created = TimeRange(
+        since_ms=params.time_ms(query, "created_after"),
+        before_ms=params.time_ms(query, "created_before"),
+    )
+    updated = TimeRange(
+        since_ms=params.time_ms(query, "updated_after"),
+        before_ms=params.time_ms(query, "updated_before"),
+    )
+    stalled = ctx.stalled_before_ms()
+    try:
+        page = await ctx.coordinator.log.find(
+            statuses=params.enum_list(query, "status", SagaStatus),
+            name=params.text(query, "name"),
+            healths=params.enum_list(query, "health", Health),
+            current_step=params.text(query, "step"),
+            created=created,
+            updated=updated,
+            stalled_before_ms=stalled,
+            limit=params.limit(query),
+            cursor=params.text(query, "cursor", max_len=2000),
+        )
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
+    return web.json_response(
+        {
+            "sagas": [views.summary(r, stalled) for r in page.sagas],
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+async def load(request: web.Request, saga_id: str) -> tuple[SagaRecord, list[Event], SagaState]:
+    """The saga row, its events and its replayed state, or 404."""
+    log = context(request).coordinator.log
+    record = await log.get(saga_id)
+    events = await log.events(saga_id) if record is not None else []
+    if record is None or not events:
+        raise ApiError(404, f"no saga {saga_id!r}")
+    return record, events, replay(events)
+
+
+async def get_saga(request: web.Request) -> web.Response:
+    """GET /api/sagas/{saga}: status, health, input, results and the full timeline."""
+    ctx = context(request)
+    record, events, state = await load(request, request.match_info["saga"])
+    defn = ctx.coordinator.registry.get(state.name, state.version)
+    fields = ctx.config.redact
+    stalled = ctx.stalled_before_ms()
+    compensated = [n for n in state.plan if state.steps[n].compensated]
+    body = {
+        **views.summary(record, stalled),
+        "status": state.status.value,
+        "input": views.redact(state.input, fields),
+        "health": views.health_detail(state, record.updated_ms, stalled),
+        "results": views.redact(state.results(), fields),
+        "compensation": None
+        if not state.compensating
+        else {
+            "reason": state.compensation_reason,
+            "plan": list(state.plan),
+            "compensated": compensated,
+            "remaining": [n for n in state.plan if n not in compensated],
+        },
+        "stuck": views.redact(state.stuck, fields),
+        "timeline": views.redact(views.timeline_json(timeline(events), state, defn), fields),
+        "actions": views.actions(defn, state),
+        "definition": None if defn is None else views.definition_json(defn),
+    }
+    return web.json_response(body)
+
+
+async def start_saga(request: web.Request) -> web.Response:
+    """POST /api/sagas/{saga}: start the named saga; 201, or 200 when the id existed."""
+    ctx = context(request)
+    coordinator = ctx.coordinator
+    name = request.match_info["saga"]
+    if name not in coordinator.registry.names():
+        raise ApiError(404, f"no saga named {name!r} is registered")
+    body = await params.json_object(request, {"input", "saga_id", "version"})
+    saga_input = body.get("input", {})
+    saga_id = body.get("saga_id")
+    version = body.get("version")
+    if not isinstance(saga_input, dict):
+        raise invalid("input must be a JSON object")
+    if saga_id is not None and (not isinstance(saga_id, str) or not 0 < len(saga_id) <= 200):
+        raise invalid("saga_id must be a string of 1 to 200 characters")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise invalid("version must be an integer")
+    size = len(json.dumps(saga_input, ensure_ascii=False).encode())
+    if size > coordinator.max_input_bytes:
+        raise ApiError(413, f"input is {size} bytes, over the {coordinator.max_input_bytes} limit")
+    handle = await coordinator.start(name, saga_input, saga_id=saga_id, version=version)
+    record = await coordinator.log.get(handle.saga_id)
+    answer = {"saga_id": handle.saga_id, "created": handle.created}
+    if record is not None:
+        answer |= {"name": record.name, "version": record.version, "status": record.status.value}
+    location = f"/api/sagas/{handle.saga_id}"
+    return web.json_response(
+        answer, status=201 if handle.created else 200, headers={"Location": location}
+    )
+
+
+async def act(request: web.Request) -> web.Response:
+    """POST /api/sagas/{saga}/actions/{action}: an audited operator action, or its dry run."""
+    ctx = context(request)
+    saga_id = request.match_info["saga"]
+    try:
+        action = Action(request.match_info["action"])
+    except ValueError as exc:
+        allowed = ", ".join(a.value for a in Action)
+        raise ApiError(
+            404, f"no action {request.match_info['action']!r}; one of {allowed}"
+        ) from exc
+    dry_run = params.flag(request.query, "dry_run")
+    body = await params.json_object(request, {"reason", "actor", "result"})
+    reason, actor, result = body.get("reason"), body.get("actor"), body.get("result")
+    if not isinstance(reason, str) or not reason.strip():
+        raise invalid("a reason is required: say why, for the audit log")
+    if len(reason) > MAX_REASON:
+        raise invalid(f"the reason is longer than {MAX_REASON} characters")
+    if actor is not None and (not isinstance(actor, str) or not 0 < len(actor) <= 100):
+        raise invalid("actor must be a string of 1 to 100 characters")
+    if result is not None and (action is not Action.SKIP or not isinstance(result, dict)):
+        raise invalid("result is only for skip, and must be a JSON object")
+    token = identity(request)
+    if token is None:
+        who = actor or "anonymous"
+    else:
+        who = token.name if actor is None else f"{actor} (token {token.name})"
+    await load(request, saga_id)  # 404 before 409: an unknown id is not a state conflict
+    preview = await ctx.coordinator.act(
+        saga_id, action, actor=who, reason=reason.strip(), result=result, dry_run=dry_run
+    )
+    return web.json_response(
+        views.preview_json(saga_id, preview, dry_run=dry_run, fields=ctx.config.redact)
+    )

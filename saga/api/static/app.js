@@ -1,0 +1,428 @@
+// The saga dashboard: list, one saga's timeline, compensations, operator actions. No dependencies.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { token: localStorage.getItem("sagaToken") || "", me: null, view: null, cursor: null };
+
+// -- helpers ------------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const badge = (value) => el("span", { class: `badge ${value || "none"}` }, (value || "—").replace(/_/g, " "));
+const when = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
+function ago(ms) {
+  if (!ms) return "—";
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.round(s / 60)}m ago`;
+  if (s < 86400) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+const errorText = (error) => (error ? `${error.code || "error"}: ${error.message || ""}` : "");
+
+function toast(message) {
+  const box = $("#toast");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) showTokenForm();
+  if (!response.ok) {
+    const message = (body.error && body.error.message) || response.statusText;
+    throw Object.assign(new Error(message), { status: response.status });
+  }
+  return body;
+}
+
+function showTokenForm() {
+  $("#token-form").hidden = false;
+}
+
+// -- the saga list ---------------------------------------------------------------------------
+
+const STATUSES = ["", "running", "compensating", "stuck", "completed", "compensated"];
+const HEALTHS = ["", "progressing", "retrying", "waiting", "needs_attention", "stuck"];
+
+function filtersFromHash() {
+  const query = new URLSearchParams(location.hash.split("?")[1] || "");
+  return { status: query.get("status") || "", health: query.get("health") || "",
+    name: query.get("name") || "", step: query.get("step") || "" };
+}
+
+function setFilters(filters) {
+  const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+  location.hash = `#/?${query}`;
+}
+
+async function renderList(append = false) {
+  const filters = filtersFromHash();
+  const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+  query.set("limit", "50");
+  if (append && state.cursor) query.set("cursor", state.cursor);
+  const page = await api(`/api/sagas?${query}`);
+  state.cursor = page.next_cursor;
+  const main = $("#main");
+  let body = $("#saga-rows");
+  if (!append || !body) {
+    const select = (name, options) => el("select", { name, onchange: onFilter },
+      options.map((o) => el("option", { value: o, selected: filters[name] === o }, o ? o.replace(/_/g, " ") : "any")));
+    main.replaceChildren(
+      el("h2", {}, "Sagas"),
+      el("form", { class: "filters", id: "filters", onsubmit: (e) => { e.preventDefault(); onFilter(); } },
+        el("label", {}, "Status", select("status", STATUSES)),
+        el("label", {}, "Health", select("health", HEALTHS)),
+        el("label", {}, "Saga name", el("input", { name: "name", value: filters.name, size: 12 })),
+        el("label", {}, "Current step", el("input", { name: "step", value: filters.step, size: 12 })),
+        el("button", { type: "submit" }, "Filter")),
+      el("table", { id: "saga-table" },
+        el("thead", {}, el("tr", {}, ["Health", "Saga", "Definition", "Status", "Current step", "Created", "Updated"].map((h) => el("th", {}, h)))),
+        el("tbody", { id: "saga-rows" })),
+      el("div", { class: "more", id: "more" }));
+    body = $("#saga-rows");
+  }
+  for (const saga of page.sagas) body.append(sagaRow(saga));
+  if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No sagas match.")));
+  $("#more").replaceChildren(state.cursor ? el("button", { onclick: () => renderList(true) }, "Load more") : "");
+}
+
+function sagaRow(saga) {
+  return el("tr", { "data-saga": saga.saga_id },
+    el("td", {}, badge(saga.health)),
+    el("td", {}, el("a", { href: `#/saga/${encodeURIComponent(saga.saga_id)}`, class: "mono" }, saga.saga_id)),
+    el("td", {}, `${saga.name} v${saga.version}`),
+    el("td", {}, badge(saga.status)),
+    el("td", {}, saga.current_step || "—"),
+    el("td", { title: when(saga.created_ms) }, ago(saga.created_ms)),
+    el("td", { title: when(saga.updated_ms) }, ago(saga.updated_ms)));
+}
+
+function onFilter() {
+  const form = $("#filters");
+  setFilters({ status: form.status.value, health: form.health.value,
+    name: form.name.value.trim(), step: form.step.value.trim() });
+}
+
+// -- the compensations view -------------------------------------------------------------------
+
+async function renderCompensations() {
+  const page = await api("/api/compensations?limit=200");
+  const rows = page.compensations.map((c) => el("tr", { "data-saga": c.saga_id },
+    el("td", {}, badge(c.category)),
+    el("td", {}, el("a", { href: `#/saga/${encodeURIComponent(c.saga_id)}`, class: "mono" }, c.saga_id)),
+    el("td", {}, `${c.name} v${c.version}`),
+    el("td", {}, c.step ? `${c.step} (${c.direction})` : "—"),
+    el("td", {}, c.attempts ?? "—"),
+    el("td", { class: "error" }, errorText(c.last_error) || (c.reason || "")),
+    el("td", {}, c.remaining.join(" ← ") || "—"),
+    el("td", { title: when(c.since_ms) }, ago(c.since_ms))));
+  $("#main").replaceChildren(
+    el("h2", {}, "Compensations"),
+    el("p", { class: "muted" }, "Sagas compensating now, compensations that keep failing, and stuck sagas waiting for an operator."),
+    el("table", { id: "compensation-table" },
+      el("thead", {}, el("tr", {}, ["State", "Saga", "Definition", "Failing step", "Attempts", "Last error", "Still to undo", "Since"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 8, class: "muted" }, "Nothing is compensating.")))));
+}
+
+// -- one saga ----------------------------------------------------------------------------------
+
+const COLORS = { succeeded: "#2e7d32", rejected: "#e65100", failed: "#c62828", stuck: "#c62828",
+  in_flight: "#1565c0", waiting: "#b26a00", pending: "#c3c8d0", done_by_hand: "#6a1b9a" };
+
+function drawTimeline(timeline) {
+  const steps = timeline.steps;
+  const comps = timeline.compensations;
+  const boxW = 150, boxH = 44, gap = 46, left = 110, forwardY = 36, compY = 168;
+  const column = new Map(steps.map((s, i) => [s.step, i]));
+  const width = left + Math.max(steps.length, 1) * (boxW + gap) + 20;
+  const height = comps.length ? 270 : 130;
+  const x = (i) => left + i * (boxW + gap);
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": "saga timeline: steps forward, compensations back" });
+  root.append(svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
+    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#7a8290" }))));
+  root.append(svg("text", { x: 8, y: forwardY + 27, "font-size": 12, fill: "#6b7280" }, "forward →"));
+  if (comps.length) root.append(svg("text", { x: 8, y: compY + 27, "font-size": 12, fill: "#6b7280" }, "← compensate"));
+
+  const box = (entry, i, y, lane) => {
+    const color = COLORS[entry.state] || "#9aa1ad";
+    const g = svg("g", { class: `step ${lane}`, "data-step": entry.step, "data-state": entry.state });
+    const tip = [`${entry.step} (${entry.direction}): ${entry.state.replace(/_/g, " ")}`];
+    if (entry.by_hand) tip.push(`${entry.by_hand.action} by ${entry.by_hand.actor}: ${entry.by_hand.reason}`);
+    g.append(svg("title", {}, tip.join("\n")));
+    g.append(svg("rect", { x: x(i), y, width: boxW, height: boxH, rx: 7, fill: entry.state === "pending" ? "#f3f4f6" : "#fff",
+      stroke: color, "stroke-width": 2.5, "stroke-dasharray": entry.state === "pending" ? "5 4" : "none" }));
+    g.append(svg("text", { x: x(i) + 10, y: y + 18, "font-size": 13, "font-weight": 600, fill: "#1d2330" }, entry.step));
+    g.append(svg("text", { x: x(i) + 10, y: y + 35, "font-size": 11, fill: color }, entry.state.replace(/_/g, " ")));
+    entry.attempts.forEach((a, k) => {
+      const cx = x(i) + 12 + k * 14, cy = y + boxH + 12;
+      if (k > 9) return;
+      const dot = svg("circle", { cx, cy, r: 5, fill: COLORS[a.outcome] || "#9aa1ad", class: `attempt ${a.outcome}` });
+      dot.append(svg("title", {}, `attempt ${a.attempt}: ${a.outcome.replace(/_/g, " ")} at ${when(a.sent_ms)}` + (a.error ? `\n${errorText(a.error)}` : "")));
+      g.append(dot);
+    });
+    if (entry.attempts.length > 1) {
+      g.append(svg("text", { x: x(i) + boxW - 6, y: y + boxH + 16, "font-size": 11, "text-anchor": "end", fill: "#6b7280" },
+        `${entry.attempts.length} attempts`));
+    }
+    return g;
+  };
+  steps.forEach((entry, i) => {
+    if (i > 0) root.append(svg("line", { x1: x(i - 1) + boxW, y1: forwardY + boxH / 2, x2: x(i) - 3, y2: forwardY + boxH / 2,
+      stroke: "#7a8290", "stroke-width": 1.5, "marker-end": "url(#arrow)" }));
+    root.append(box(entry, i, forwardY, "forward"));
+  });
+  let previous = null;
+  comps.forEach((entry) => {
+    const i = column.has(entry.step) ? column.get(entry.step) : 0;
+    if (previous !== null) root.append(svg("line", { x1: x(previous), y1: compY + boxH / 2, x2: x(i) + boxW + 3, y2: compY + boxH / 2,
+      stroke: "#7a8290", "stroke-width": 1.5, "marker-end": "url(#arrow)" }));
+    else if (column.has(entry.step)) root.append(svg("line", { x1: x(i) + boxW / 2, y1: forwardY + boxH + 22, x2: x(i) + boxW / 2, y2: compY - 3,
+      stroke: "#7a8290", "stroke-width": 1.5, "stroke-dasharray": "4 3", "marker-end": "url(#arrow)" }));
+    root.append(box(entry, i, compY, "compensation"));
+    previous = i;
+  });
+  return el("div", { class: "timeline" }, root,
+    el("div", { class: "legend" }, Object.entries(COLORS).map(([k, c]) => {
+      const dot = el("i"); dot.style.background = c; return el("span", {}, dot, k.replace(/_/g, " "));
+    })));
+}
+
+function attemptsTable(timeline) {
+  const rows = [];
+  for (const entry of [...timeline.steps, ...timeline.compensations]) {
+    for (const a of entry.attempts) {
+      rows.push(el("tr", {},
+        el("td", {}, entry.step), el("td", {}, entry.direction), el("td", {}, a.attempt),
+        el("td", {}, badge(a.outcome)), el("td", {}, when(a.sent_ms)),
+        el("td", { class: "error" }, errorText(a.error)),
+        el("td", {}, a.retry_at_ms ? when(a.retry_at_ms) : "")));
+    }
+  }
+  return el("table", { id: "attempts" },
+    el("thead", {}, el("tr", {}, ["Step", "Direction", "Attempt", "Outcome", "Sent", "Error", "Retry at"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows));
+}
+
+const ACTION_HELP = {
+  retry: "Retry the current step or compensation now (a stuck one gets a fresh attempt budget).",
+  cancel: "Compensate this saga: undo its done steps in reverse order.",
+  resolve: "Mark the failing compensation as done by hand (you undid it yourself), and go on compensating.",
+  skip: "Mark the failing forward step as done by hand, and go on.",
+  force_forward: "At or past the pivot: take the pivot as done, or retry the failing step without limit.",
+};
+
+async function renderSaga(sagaId) {
+  const saga = await api(`/api/sagas/${encodeURIComponent(sagaId)}`);
+  state.saga = saga;
+  const health = saga.health;
+  const canAct = state.me && state.me.role === "operator";
+  const buttons = Object.entries(saga.actions).map(([action, fit]) =>
+    el("button", { "data-action": action, disabled: !fit.allowed || !canAct,
+      title: fit.allowed ? (canAct ? ACTION_HELP[action] : "needs the operator role") : fit.reason,
+      onclick: () => openAction(saga.saga_id, action) }, action.replace("_", " ")));
+  const facts = [["Definition", `${saga.name} v${saga.version}`], ["Status", badge(saga.status)],
+    ["Health", health ? el("span", {}, badge(health.state), " ", healthText(health)) : "finished"],
+    ["Created", when(saga.created_ms)], ["Updated", when(saga.updated_ms)]];
+  if (saga.compensation) facts.push(["Compensating because", saga.compensation.reason || "—"]);
+  if (saga.stuck) facts.push(["Stuck", el("span", { class: "error" }, saga.stuck.reason || saga.stuck.code)]);
+  const audit = saga.timeline.operator_actions.map((a) => el("tr", {},
+    el("td", {}, when(a.at_ms)), el("td", {}, a.action), el("td", {}, a.actor),
+    el("td", {}, a.step ? `${a.step} (${a.direction})` : "—"), el("td", {}, a.reason)));
+  $("#main").replaceChildren(
+    el("h2", {}, "Saga ", el("span", { class: "mono" }, saga.saga_id)),
+    el("div", { class: "card" },
+      el("dl", { class: "facts" }, facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+      el("div", { class: "actions" }, buttons)),
+    el("div", { class: "card" }, el("h3", {}, "Timeline"), drawTimeline(saga.timeline)),
+    el("h3", {}, "Attempts"), attemptsTable(saga.timeline),
+    el("h3", {}, "Operator actions"),
+    el("table", { id: "audit" },
+      el("thead", {}, el("tr", {}, ["When", "Action", "Who", "Step", "Why"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, audit.length ? audit : el("tr", {}, el("td", { colspan: 5, class: "muted" }, "None.")))),
+    el("h3", {}, "Input"), el("pre", {}, JSON.stringify(saga.input, null, 2)),
+    el("h3", {}, "Results"), el("pre", {}, JSON.stringify(saga.results, null, 2)));
+}
+
+function healthText(h) {
+  const parts = [];
+  if (h.step) parts.push(`${h.step} (${h.direction}), attempt ${h.attempt}`);
+  if (h.retry_at_ms) parts.push(`next try ${when(h.retry_at_ms)}`);
+  if (h.reason) parts.push(h.reason);
+  else if (h.last_error) parts.push(errorText(h.last_error));
+  return parts.join(" · ");
+}
+
+// -- operator actions: reason, dry run, confirm -----------------------------------------------
+
+function openAction(sagaId, action) {
+  const dialog = $("#action-dialog");
+  state.pending = { sagaId, action };
+  $("#action-title").textContent = `${action.replace("_", " ")} saga ${sagaId}`;
+  $("#action-help").textContent = ACTION_HELP[action];
+  $("#action-reason").value = "";
+  $("#action-preview").replaceChildren();
+  $("#action-error").textContent = "";
+  $("#action-confirm").disabled = true;
+  dialog.showModal();
+}
+
+async function runAction(dryRun) {
+  const { sagaId, action } = state.pending;
+  const reason = $("#action-reason").value.trim();
+  $("#action-error").textContent = "";
+  if (!reason) { $("#action-error").textContent = "A reason is required."; return; }
+  try {
+    const path = `/api/sagas/${encodeURIComponent(sagaId)}/actions/${action}${dryRun ? "?dry_run=1" : ""}`;
+    const answer = await api(path, { method: "POST", body: { reason } });
+    if (dryRun) {
+      showPreview(answer);
+      $("#action-confirm").disabled = false;
+    } else {
+      $("#action-dialog").close();
+      toast(`${action.replace("_", " ")} recorded for ${sagaId}`);
+      await route();
+    }
+  } catch (error) {
+    $("#action-error").textContent = `${error.status || ""} ${error.message}`;
+    $("#action-confirm").disabled = true;
+  }
+}
+
+function showPreview(p) {
+  const commands = p.commands.map((c) => el("li", {}, `send ${c.service}.${c.command} (${c.step}, ${c.direction}, attempt ${c.attempt})`));
+  $("#action-preview").replaceChildren(
+    el("strong", {}, "Dry run: this would happen"),
+    el("p", {}, "Saga becomes ", badge(p.status), p.health ? [" health ", badge(p.health)] : ""),
+    p.compensations.length ? el("div", {}, "Compensations still to run, in order:",
+      el("ol", { id: "preview-compensations" }, p.compensations.map((c) => el("li", {}, c)))) : el("p", { class: "muted" }, "No compensations to run."),
+    commands.length ? el("div", {}, "Next:", el("ol", {}, commands)) : "");
+}
+
+// -- live updates over server-sent events (fetch, so the token goes in a header) ------------
+
+async function listen() {
+  const live = $("#live");
+  for (;;) {
+    try {
+      const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
+      const response = await fetch("/api/events", { headers });
+      if (!response.ok) throw new Error(`events: ${response.status}`);
+      live.textContent = "live"; live.className = "live on";
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+          if (data) onChange(JSON.parse(data));
+        }
+      }
+    } catch (error) {
+      /* reconnect below */
+    }
+    live.textContent = "offline"; live.className = "live off";
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function onChange(change) {
+  clearTimeout(onChange.timer);
+  onChange.timer = setTimeout(async () => {
+    if (state.view === "saga" && (!state.saga || state.saga.saga_id !== change.saga_id)) return;
+    if ($("#action-dialog").open) return;
+    await route();
+    const row = document.querySelector(`tr[data-saga="${CSS.escape(change.saga_id)}"]`);
+    if (row) row.classList.add("flash");
+  }, 250);
+}
+
+// -- routing -----------------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash || "#/";
+  document.querySelectorAll("nav a").forEach((a) => a.classList.remove("active"));
+  try {
+    if (hash.startsWith("#/saga/")) {
+      state.view = "saga";
+      await renderSaga(decodeURIComponent(hash.slice(7)));
+    } else if (hash.startsWith("#/compensations")) {
+      state.view = "compensations";
+      $('nav a[data-nav="compensations"]').classList.add("active");
+      await renderCompensations();
+    } else {
+      state.view = "list";
+      $('nav a[data-nav="list"]').classList.add("active");
+      await renderList();
+    }
+  } catch (error) {
+    $("#main").replaceChildren(el("p", { class: "error" }, `${error.status || ""} ${error.message}`));
+  }
+}
+
+async function whoAmI() {
+  try {
+    state.me = await api("/api/me");
+    $("#who").textContent = state.me.auth ? `${state.me.name} (${state.me.role})` : "no auth (local dev)";
+    $("#token-form").hidden = true;
+  } catch (error) {
+    state.me = null;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("#token-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    state.token = $("#token").value.trim();
+    localStorage.setItem("sagaToken", state.token);
+    await whoAmI();
+    await route();
+  });
+  $("#action-cancel").addEventListener("click", () => $("#action-dialog").close());
+  $("#action-dry").addEventListener("click", () => runAction(true));
+  $("#action-confirm").addEventListener("click", () => runAction(false));
+  window.addEventListener("hashchange", route);
+  await whoAmI();
+  await route();
+  listen();
+});

@@ -1,0 +1,175 @@
+"""JSON views of sagas, timelines, previews and definitions, with configured fields redacted."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from saga.definition import Saga
+from saga.engine import Action, Phase, Preview, SagaState, health, refusal
+from saga.engine.timeline import Entry, Timeline
+from saga.events import Health
+from saga.log.base import SagaRecord, effective_health
+from saga.protocol import Direction
+
+REDACTED = "***"
+
+
+def redact(value: Any, fields: frozenset[str]) -> Any:
+    """A copy of ``value`` with every dict key in ``fields`` (lower case) masked, at any depth."""
+    if not fields:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if str(k).lower() in fields else redact(v, fields) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v, fields) for v in value]
+    return value
+
+
+def summary(record: SagaRecord, stalled_before_ms: int | None) -> dict[str, Any]:
+    """One row of the saga list."""
+    found = effective_health(record, stalled_before_ms)
+    return {
+        "saga_id": record.saga_id,
+        "name": record.name,
+        "version": record.version,
+        "status": record.status.value,
+        "health": None if found is None else found.value,
+        "current_step": record.current_step,
+        "created_ms": record.created_ms,
+        "updated_ms": record.updated_ms,
+    }
+
+
+def health_detail(
+    state: SagaState, updated_ms: int, stalled_before_ms: int | None
+) -> dict[str, Any] | None:
+    """Health with its why: the step, direction and attempt, the retry time, the reason."""
+    found = health(state)
+    if found is None:
+        return None
+    cursor = state.cursor
+    detail: dict[str, Any] = {
+        "state": found.value,
+        "step": None if cursor is None else cursor.step,
+        "direction": None if cursor is None else cursor.direction.value,
+        "attempt": None if cursor is None else cursor.attempts,
+        "retry_at_ms": None if cursor is None else cursor.retry_at_ms,
+        "last_error": None if cursor is None else cursor.last_error,
+        "reason": None,
+        "since_ms": updated_ms,
+    }
+    if state.stuck is not None:
+        detail["reason"] = state.stuck.get("reason")
+    elif stalled_before_ms is not None and updated_ms < stalled_before_ms:
+        detail["state"] = Health.STUCK.value
+        detail["reason"] = "no progress for longer than the configured stall limit"
+    return detail
+
+
+def _entry(entry: Entry) -> dict[str, Any]:
+    found = asdict(entry)
+    found["direction"] = entry.direction.value
+    found["state"] = entry.state
+    for attempt in found["attempts"]:
+        attempt["outcome"] = str(attempt["outcome"])
+    return found
+
+
+def _pending(step: str, direction: Direction, service: str, command: str) -> dict[str, Any]:
+    return {
+        "step": step, "direction": direction.value, "service": service, "command": command,
+        "kind": None, "attempts": [], "by_hand": None, "stuck": False, "state": "pending",
+    }  # fmt: skip
+
+
+def timeline_json(found: Timeline, state: SagaState, defn: Saga | None) -> dict[str, Any]:
+    """The timeline, with the steps not yet run (from the definition) shown as pending."""
+    steps = [_entry(e) for e in found.steps]
+    seen = {e.step for e in found.steps}
+    if defn is not None and not state.compensating and not state.is_final:
+        for step in defn.steps:
+            if step.name not in seen:
+                steps.append(_pending(step.name, Direction.FORWARD, step.service, step.command))
+    compensations = [_entry(e) for e in found.compensations]
+    done = {e.step for e in found.compensations}
+    if defn is not None:
+        for name in state.plan:
+            if name not in done:
+                step = defn.steps[defn.index(name)]
+                compensations.append(
+                    _pending(name, Direction.COMPENSATE, step.service, step.compensation or "")
+                )
+    return {
+        "steps": steps,
+        "compensations": compensations,
+        "operator_actions": [asdict(a) for a in found.operator_actions],
+        "marks": [asdict(m) for m in found.marks],
+    }
+
+
+def actions(defn: Saga | None, state: SagaState) -> dict[str, dict[str, Any]]:
+    """Each operator action: whether it fits the saga now, and if not, why."""
+    answer: dict[str, dict[str, Any]] = {}
+    for action in Action:
+        if defn is None:
+            why: str | None = f"definition {state.name!r} v{state.version} is not registered"
+        else:
+            why = refusal(defn, state, action)
+        answer[action.value] = {"allowed": why is None, "reason": why}
+    return answer
+
+
+def definition_json(defn: Saga) -> dict[str, Any]:
+    return {
+        "name": defn.name,
+        "version": defn.version,
+        "steps": [
+            {
+                "name": s.name,
+                "kind": s.kind.value,
+                "service": s.service,
+                "command": s.command,
+                "compensation": s.compensation,
+            }
+            for s in defn.steps
+        ],
+    }
+
+
+def preview_json(
+    saga_id: str, preview: Preview, *, dry_run: bool, fields: frozenset[str]
+) -> dict[str, Any]:
+    return {
+        "saga_id": saga_id,
+        "action": preview.action.value,
+        "dry_run": dry_run,
+        "status": preview.status.value,
+        "health": None if preview.health is None else preview.health.value,
+        "compensations": list(preview.compensations),
+        "commands": [
+            {
+                "step": c.step,
+                "direction": c.direction.value,
+                "service": c.service,
+                "command": c.command,
+                "attempt": c.attempt,
+            }
+            for c in preview.commands
+        ],
+        "events": [
+            {"type": e.type.value, "at_ms": e.at_ms, "data": redact(e.data, fields)}
+            for e in preview.events
+        ],
+    }
+
+
+def failing(state: SagaState) -> bool:
+    """The current compensation failed at least once (and is being retried)."""
+    cursor = state.cursor
+    return cursor is not None and (
+        cursor.phase in (Phase.FAILED, Phase.WAITING)
+        or (cursor.phase is Phase.IN_FLIGHT and cursor.attempts_in_budget > 1)
+    )

@@ -1,0 +1,246 @@
+"""Operator commands against the HTTP API: list, show, compensations, and the audited actions."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TIMEOUT_S = 30
+
+
+class Api:
+    """A tiny JSON-over-HTTP client (the standard library's; no event loop in a CLI)."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise click.ClickException(_problem(exc)) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise click.ClickException(
+                f"cannot reach the saga API at {self.url}: {reason}"
+            ) from exc
+
+
+def _problem(exc: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(exc.read())["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = exc.reason
+    hint = " (set --token or SAGA_API_TOKEN)" if exc.code == 401 else ""
+    return f"{exc.code}: {message}{hint}"
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Plain aligned columns, wide enough for every cell, for a terminal."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _error(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('code', 'error')}: {error.get('message', '')}"
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+URL_OPTION = click.option(
+    "--url", default=DEFAULT_URL, show_default=True, envvar="SAGA_API_URL", show_envvar=True,
+    help="The saga HTTP API (saga coordinator --http, or saga dev).",
+)  # fmt: skip
+TOKEN_OPTION = click.option(
+    "--token", envvar="SAGA_API_TOKEN", show_envvar=True, help="Bearer token (viewer or operator)."
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+@click.command("list")
+@URL_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+@click.option(
+    "--status", multiple=True, help="running, compensating, stuck, completed, compensated."
+)
+@click.option(
+    "--health", multiple=True, help="progressing, retrying, waiting, needs_attention, stuck."
+)
+@click.option("--name", help="Saga definition name.")
+@click.option("--step", help="Current step.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--cursor", help="next_cursor from a previous page.")
+def list_sagas(
+    url: str, token: str | None, as_json: bool, status: tuple[str, ...],
+    health: tuple[str, ...], name: str | None, step: str | None, limit: int, cursor: str | None,
+) -> None:  # fmt: skip
+    """List sagas, newest first, with their health."""
+    query: list[tuple[str, str]] = [("status", s) for s in status] + [("health", h) for h in health]
+    for key, value in (("name", name), ("step", step), ("cursor", cursor)):
+        if value:
+            query.append((key, value))
+    query.append(("limit", str(limit)))
+    page = Api(url, token).call("GET", "/api/sagas?" + urllib.parse.urlencode(query))
+    rows = [
+        [s["saga_id"], f"{s['name']} v{s['version']}", s["status"], s["health"],
+         s["current_step"], _time(s["updated_ms"])]
+        for s in page["sagas"]
+    ]  # fmt: skip
+    text = table(["saga", "definition", "status", "health", "step", "updated (utc)"], rows)
+    if page.get("next_cursor"):
+        text += f"\nmore: --cursor {page['next_cursor']}"
+    _emit(page, as_json, text)
+
+
+@click.command("show")
+@click.argument("saga_id")
+@URL_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
+    """Show one saga: status, health, every step and compensation attempt, operator actions."""
+    saga = Api(url, token).call("GET", f"/api/sagas/{urllib.parse.quote(saga_id, safe='')}")
+    if as_json:
+        _emit(saga, True, "")
+        return
+    health = saga.get("health") or {}
+    lines = [
+        f"saga {saga['saga_id']}  {saga['name']} v{saga['version']}  {saga['status']}",
+        f"health: {health.get('state', 'finished')}"
+        + (f"  step {health['step']} ({health['direction']}) attempt {health['attempt']}"
+           if health.get("step") else "")
+        + (f"  - {health['reason']}" if health.get("reason") else ""),
+    ]  # fmt: skip
+    if saga.get("compensation"):
+        lines.append(f"compensating because: {saga['compensation']['reason']}")
+    rows = []
+    timeline = saga["timeline"]
+    for entry in timeline["steps"] + timeline["compensations"]:
+        if not entry["attempts"]:
+            rows.append([entry["step"], entry["direction"], "-", entry["state"], "-", ""])
+        for attempt in entry["attempts"]:
+            rows.append([
+                entry["step"], entry["direction"], attempt["attempt"], attempt["outcome"],
+                _time(attempt["sent_ms"]), _error(attempt["error"]),
+            ])  # fmt: skip
+        if entry.get("by_hand"):
+            by_hand = entry["by_hand"]
+            rows.append([entry["step"], entry["direction"], "-", f"{by_hand['action']} by hand",
+                         _time(by_hand["at_ms"]), by_hand["reason"]])  # fmt: skip
+    lines += ["", table(["step", "direction", "attempt", "outcome", "at (utc)", "error"], rows)]
+    audit = [
+        [_time(a["at_ms"]), a["action"], a["actor"], a["step"], a["reason"]]
+        for a in timeline["operator_actions"]
+    ]
+    if audit:
+        lines += [
+            "",
+            "operator actions:",
+            table(["at (utc)", "action", "who", "step", "why"], audit),
+        ]
+    allowed = [name for name, fit in saga["actions"].items() if fit["allowed"]]
+    lines += ["", f"actions now: {', '.join(allowed) or 'none'}"]
+    click.echo("\n".join(lines))
+
+
+@click.command("compensations")
+@URL_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def compensations(url: str, token: str | None, as_json: bool) -> None:
+    """Sagas compensating now, compensations that keep failing, and stuck sagas."""
+    page = Api(url, token).call("GET", "/api/compensations?limit=200")
+    rows = [
+        [c["category"], c["saga_id"], c["name"], c["step"], c["attempts"],
+         _error(c["last_error"]) or c.get("reason") or "", _time(c["since_ms"])]
+        for c in page["compensations"]
+    ]  # fmt: skip
+    text = table(["state", "saga", "name", "step", "attempts", "last error", "since (utc)"], rows)
+    _emit(page, as_json, text)
+
+
+def _action(action: str, help_text: str) -> click.Command:
+    @click.command(action.replace("_", "-"), help=help_text)
+    @click.argument("saga_id")
+    @click.option("--reason", required=True, help="Why (recorded in the saga's audit log).")
+    @click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing.")
+    @click.option("--actor", help="Who is acting (default: your login name).")
+    @URL_OPTION
+    @TOKEN_OPTION
+    @JSON_OPTION
+    def command(
+        saga_id: str, reason: str, dry_run: bool, actor: str | None, url: str,
+        token: str | None, as_json: bool, result: str | None = None,
+    ) -> None:  # fmt: skip
+        body: dict[str, Any] = {"reason": reason, "actor": actor or _login()}
+        if result is not None:
+            try:
+                body["result"] = json.loads(result)
+            except ValueError as exc:
+                raise click.BadParameter(f"not JSON: {exc}", param_hint="--result") from exc
+        path = f"/api/sagas/{urllib.parse.quote(saga_id, safe='')}/actions/{action}"
+        answer = Api(url, token).call("POST", path + ("?dry_run=1" if dry_run else ""), body)
+        head = "dry run, nothing changed: " if dry_run else ""
+        lines = [f"{head}{action} {saga_id} -> {answer['status']} ({answer['health'] or '-'})"]
+        if answer["compensations"]:
+            lines.append("compensations to run, in order: " + " -> ".join(answer["compensations"]))
+        for c in answer["commands"]:
+            lines.append(f"next: {c['service']}.{c['command']} ({c['step']}, {c['direction']})")
+        _emit(answer, as_json, "\n".join(lines))
+
+    if action == "skip":
+        command = click.option("--result", help="JSON object to record as the step's result.")(
+            command
+        )
+    return command
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+ACTIONS = [
+    _action("retry", "Retry the current step or compensation now (stuck: a fresh budget)."),
+    _action("cancel", "Compensate a saga that has not passed its pivot."),
+    _action("resolve", "Mark the failing compensation as done by hand, and go on."),
+    _action("skip", "Mark the failing forward step as done by hand, and go on."),
+    _action(
+        "force_forward", "At or past the pivot: take the pivot as done, or retry without limit."
+    ),
+]
+COMMANDS: list[click.Command] = [list_sagas, show, compensations, *ACTIONS]
+"""Every operator command, for ``saga.cli`` to register."""

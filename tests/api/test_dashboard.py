@@ -1,0 +1,168 @@
+"""The dashboard in a real headless Chromium: list, live updates, timeline, dry run, resolve."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saga import Coordinator, SagaStatus
+from saga.api import ApiConfig, HttpServer, start_http
+from tests.api.conftest import TOKENS, settled
+from tests.coordinator.shop import Shop
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS_ENV = "SAGA_SCREENSHOTS"
+"""Set to a folder to keep the screenshots (they go to the test's temp dir otherwise)."""
+
+
+def _need_chromium() -> None:
+    """Fail in CI (CI=true), skip with a reason elsewhere, when the browser is missing."""
+    missing = None
+    if not Path(CHROMIUM).exists():
+        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
+    else:
+        try:
+            import playwright.async_api  # noqa: F401
+        except ImportError:
+            missing = "playwright is not installed (pip install -e '.[test]')"
+    if missing is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"the dashboard test must run in CI: {missing}")
+    pytest.skip(f"dashboard browser test: {missing}")
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+async def server(coordinator: Coordinator) -> AsyncIterator[HttpServer]:
+    server = await start_http(
+        coordinator, host="127.0.0.1", port=0, config=ApiConfig(tokens=TOKENS)
+    )
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def page(server: HttpServer) -> AsyncIterator[Any]:
+    _need_chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        # Log in as the operator, as a user would by pasting a token once.
+        await context.add_init_script("localStorage.setItem('sagaToken', 'operator-secret-1')")
+        page = await context.new_page()
+        # Offline: the page must need nothing but this server.
+        await page.route(lambda url: not url.startswith(server.url), lambda route: route.abort())
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        assert errors == []
+        await browser.close()
+
+
+async def test_dashboard_shows_a_compensated_saga_and_resolves_a_stuck_one(
+    page: Any, server: HttpServer, coordinator: Coordinator, shop: Shop, shots: Path
+) -> None:
+    shop.reject.add("inventory.reserve")
+    compensated = await coordinator.start("order", {"sku": "A"}, saga_id="order-compensated")
+    assert await settled(coordinator, compensated.saga_id) is SagaStatus.COMPENSATED
+
+    # The list, with live updates: a saga started after the page loaded appears by itself.
+    await page.goto(server.url + "/")
+    await page.wait_for_selector('tr[data-saga="order-compensated"]')
+    assert (await page.inner_text("#live")) == "live"
+    shop.fail["payments.release"] = 100
+    stuck = await coordinator.start("order", {"sku": "B"}, saga_id="order-stuck")
+    assert await settled(coordinator, stuck.saga_id) is SagaStatus.STUCK
+    row = page.locator('tr[data-saga="order-stuck"]')
+    await row.wait_for()
+    assert "stuck" in await row.inner_text()
+
+    # One compensated saga's timeline, as a picture.
+    await page.goto(server.url + "/#/saga/order-compensated")
+    await page.wait_for_selector("svg g.step")
+    forward = await page.eval_on_selector_all(
+        "g.step.forward", "gs => gs.map(g => [g.dataset.step, g.dataset.state])"
+    )
+    back = await page.eval_on_selector_all(
+        "g.step.compensation", "gs => gs.map(g => [g.dataset.step, g.dataset.state])"
+    )
+    assert forward == [["create", "succeeded"], ["credit", "succeeded"], ["stock", "rejected"]]
+    assert back == [["credit", "succeeded"], ["create", "succeeded"]]
+    assert "compensated" in await page.inner_text(".facts")
+    shot = shots / "compensated-saga.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    # The compensations view shows the stuck one, with its failing step and error.
+    await page.goto(server.url + "/#/compensations")
+    stuck_row = page.locator('#compensation-table tr[data-saga="order-stuck"]')
+    await stuck_row.wait_for()
+    text = await stuck_row.inner_text()
+    assert "stuck" in text
+    assert "credit (compensate)" in text
+    assert "payments.release is down" in text
+
+    # Resolve it: a reason, a dry run that shows what follows, then confirm.
+    await page.goto(server.url + "/#/saga/order-stuck")
+    await page.click('button[data-action="resolve"]')
+    await page.click("#action-dry")
+    assert "A reason is required" in await page.inner_text("#action-error")
+    await page.fill("#action-reason", "refunded by hand, ticket 42")
+    await page.click("#action-dry")
+    await page.wait_for_selector("#preview-compensations li")
+    assert await page.inner_text("#preview-compensations") == "create"
+    assert (await coordinator.get("order-stuck")).status is SagaStatus.STUCK
+    await page.screenshot(path=str(shots / "dry-run.png"))
+    await page.click("#action-confirm")
+    audit = page.locator("#audit tbody tr", has_text="refunded by hand")
+    await audit.wait_for()
+    assert "ana" in await audit.inner_text()
+    assert await settled(coordinator, "order-stuck") is SagaStatus.COMPENSATED
+    await page.wait_for_selector(
+        'g.step.compensation[data-step="credit"][data-state="done_by_hand"]'
+    )
+    await page.screenshot(path=str(shots / "resolved-saga.png"), full_page=True)
+
+
+async def test_dashboard_asks_for_a_token_and_disables_actions_for_viewers(
+    server: HttpServer, coordinator: Coordinator, shop: Shop
+) -> None:
+    _need_chromium()
+    from playwright.async_api import async_playwright
+
+    shop.reject.add("inventory.reserve")
+    shop.fail["payments.release"] = 100
+    await coordinator.start("order", {}, saga_id="needs-help")
+    await settled(coordinator, "needs-help")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = await browser.new_page()
+        await page.goto(server.url + "/#/saga/needs-help")
+        await page.wait_for_selector("#token-form:not([hidden])")
+        await page.fill("#token", "viewer-secret-1")
+        await page.click("#token-form button")
+        await page.wait_for_selector('button[data-action="resolve"]')
+        assert await page.is_disabled('button[data-action="resolve"]')
+        assert "vera (viewer)" in await page.inner_text("#who")
+        await browser.close()
