@@ -16,6 +16,7 @@ import click
 from saga.api.options import HttpSettings, http_options, http_settings
 from saga.coordinator import Coordinator
 from saga.definition import Saga
+from saga.dev import dev
 from saga.errors import SagaError
 from saga.log.sql import SqlSagaLog
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
@@ -176,6 +177,8 @@ def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
 
 for _command in OPS_COMMANDS:
     main.add_command(_command)
+
+main.add_command(dev)
 
 if __name__ == "__main__":
     main()

@@ -304,7 +304,9 @@ def _wake_at(defn: Saga, state: SagaState) -> int | None:
     if cursor is not None and cursor.phase is Phase.WAITING and cursor.retry_at_ms is not None:
         times.append(cursor.retry_at_ms)
     deadline = state.deadline_at_ms
-    if deadline is not None and not state.compensating and not state.pivot_passed:
+    # While the pivot's outcome is pending the deadline cannot act, so it must not wake us.
+    deadline_can_act = not (state.compensating or state.pivot_passed or _pivot_pending(defn, state))
+    if deadline is not None and deadline_can_act:
         times.append(deadline)
     return min(times) if times else None
 

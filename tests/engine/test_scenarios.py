@@ -304,3 +304,29 @@ def test_version_mismatch_is_refused() -> None:
     other = Saga(name="order", version=2, steps=defn.steps)
     with pytest.raises(StateError):
         engine.decide(other, state, T0)
+
+
+def test_deadline_passing_while_the_pivot_is_in_flight_waits_for_the_pivot() -> None:
+    defn = Saga(
+        name="dp",
+        steps=(
+            Step(name="a", service="x", command="a", compensation="ua"),
+            Step(name="p", service="x", command="p", kind=StepKind.PIVOT),
+        ),
+        deadline=timedelta(seconds=5),
+    )
+    _defn_of[defn.name] = defn
+    state = begin(defn)
+    first = engine.decide(defn, state, T0).commands[0]
+    decision = reply(state, first, Reply.succeeded(), T0 + 1)
+    (pivot,) = decision.commands
+    decision = engine.decide(defn, state, T0 + 6_000)  # the deadline has passed
+    assert decision.events == []
+    assert decision.wake_at_ms == pivot_timeout(state)  # not the passed deadline: no spinning
+    decision = reply(state, pivot, Reply.succeeded(), T0 + 6_001)
+    assert state.status is SagaStatus.COMPLETED
+
+
+def pivot_timeout(state: engine.SagaState) -> int | None:
+    assert state.cursor is not None
+    return state.cursor.timeout_at_ms

@@ -250,11 +250,6 @@ async def test_a_deadline_compensates_within_fake_time() -> None:
     assert report.endings["compensated"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: _wake_at keeps a passed deadline while the pivot is in flight, so the"
-    " coordinator's timer fires again and again until the pivot's reply or timeout",
-)
 async def test_a_deadline_passing_while_the_pivot_is_in_flight_does_not_spin() -> None:
     report = await explore(
         slow_saga(pivot=True), Shop, input=ORDER, faults=[FaultKind.TIMEOUT], max_faults=3

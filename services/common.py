@@ -1,0 +1,245 @@
+"""What every example service shares: its database, its command line, and run-until-signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import re
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from saga import Participant, SqlIdempotencyStore
+
+NATS_ENV = "SAGA_NATS_URL"
+DB_ENV = "SERVICE_DB_URL"
+REPLICA_ENV = "SERVICE_REPLICA_ID"
+SEED_ENV = "SERVICE_SEED"
+INSTANCE_ENV = "SERVICE_INSTANCE"
+READY = "ready:"
+"""Printed (after the service name) once a replica serves; ``saga dev`` and tests wait for it."""
+
+POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 3}
+"""Per engine: a replica has two (business tables, idempotency store), so at most ten
+PostgreSQL connections, and a few replicas of four services stay far below its default 100."""
+STOP_TIMEOUT_S = 15.0
+"""How long a replica waits for its in-flight commands and NATS when it is told to stop."""
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def async_url(url: str) -> str:
+    """A SQLite or PostgreSQL URL with its async driver (``postgres://`` accepted too)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.get_backend_name())
+    if driver is None:
+        raise click.BadParameter(f"{url!r}: a service database is SQLite or PostgreSQL")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise click.BadParameter(f"{url!r}: a SQLite service database must be a file")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+class Database:
+    """A service's own database: its business tables, created when it opens."""
+
+    def __init__(self, url: str, metadata: sa.MetaData) -> None:
+        self.url = async_url(url)
+        self.metadata = metadata
+        self.engine: AsyncEngine = create_async_engine(self.url, **POOL)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+
+    async def open(self) -> None:
+        # Replicas starting together on PostgreSQL may race to create the tables: the loser
+        # of the race retries and finds them.
+        for attempt in range(3):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(self.metadata.create_all)
+                return
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; on SQLite it takes the write lock at once (BEGIN IMMEDIATE)."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=20000"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+    # SQLAlchemy emits BEGIN itself (below), so a read-then-write transaction never has to
+    # upgrade its lock: with several replicas on one file, that upgrade is where deadlocks live.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def insert_missing(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows whose primary key is absent (so seeding is idempotent); how many were."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    added = 0
+    for row in rows:
+        result = await conn.execute(insert(table).values(row).on_conflict_do_nothing())
+        added += result.rowcount
+    return added
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceOptions:
+    """How one replica of a service was started."""
+
+    name: str
+    nats_url: str
+    db_url: str
+    replica_id: int
+    seed: bool
+    instance: str
+
+
+def default_instance(name: str, replica_id: int) -> str:
+    """``payments-0-<host>``: unique per replica and host, stable across restarts of one."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    return f"{name}-{replica_id}-{host}"
+
+
+Build = Callable[..., Participant]
+"""``build(db, store, *, instance, **extra_options) -> Participant``: the service's handlers."""
+Seed = Callable[[Database], Awaitable[int]]
+
+
+def service_command(
+    name: str,
+    metadata: sa.MetaData,
+    build: Build,
+    seed: Seed,
+    *,
+    help: str,
+    extra: tuple[Callable[[Any], Any], ...] = (),
+) -> click.Command:
+    """The ``python -m services.<name>`` command: options, env vars, run until a signal.
+
+    ``extra`` are click option decorators for this service alone; their values are passed to
+    ``build`` as keyword arguments.
+    """
+
+    @click.command(name=name, help=help)
+    @click.option(
+        "--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True,
+        envvar=NATS_ENV, show_envvar=True, help="NATS server URL(s), comma-separated.",
+    )  # fmt: skip
+    @click.option(
+        "--db", "db_url", default=f"sqlite:///{name}.db", show_default=True, envvar=DB_ENV,
+        show_envvar=True, help="This service's database: a SQLite or PostgreSQL URL.",
+    )  # fmt: skip
+    @click.option(
+        "--replica-id", type=int, default=0, show_default=True, envvar=REPLICA_ENV,
+        show_envvar=True, help="Which replica this is (replicas share one queue group).",
+    )  # fmt: skip
+    @click.option(
+        "--instance", default=None, envvar=INSTANCE_ENV, show_envvar=True,
+        help="A stable name for this replica; a replica restarted under the same name releases"
+        " the claims its previous run left in progress.  [default: NAME-REPLICA_ID-HOSTNAME]",
+    )  # fmt: skip
+    @click.option(
+        "--seed/--no-seed", "seed_data", default=False, envvar=SEED_ENV, show_envvar=True,
+        help="Add the demo data (customers, stock) if it is missing.",
+    )  # fmt: skip
+    def command(
+        nats_url: str, db_url: str, replica_id: int, instance: str | None, seed_data: bool,
+        **rest: Any,
+    ) -> None:  # fmt: skip
+        options = ServiceOptions(
+            name=name, nats_url=nats_url, db_url=db_url, replica_id=replica_id, seed=seed_data,
+            instance=instance or default_instance(name, replica_id),
+        )  # fmt: skip
+        asyncio.run(
+            run(options, Database(db_url, metadata), functools.partial(build, **rest), seed)
+        )
+
+    for option in reversed(extra):
+        command = option(command)
+    return command
+
+
+async def run(options: ServiceOptions, db: Database, build: Build, seed: Seed) -> None:
+    """Open the database, serve the participant until SIGINT or SIGTERM, then close."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    who = f"{options.name} replica {options.replica_id} ({options.instance})"
+    store = SqlIdempotencyStore(db.url, engine_options=POOL)
+    try:
+        await db.open()
+        if options.seed:
+            added = await seed(db)
+            click.echo(f"{who}: seeded {added} rows")
+        participant = build(db, store, instance=options.instance)
+        async with _nats(options) as target:
+            server = await participant.serve(target)
+            click.echo(f"{who} {READY} nats {options.nats_url}, db {options.db_url}", color=False)
+            try:
+                await stop.wait()
+            finally:
+                await _bounded(server.stop(), who)
+    finally:
+        await store.close()
+        await db.close()
+    click.echo(f"{who} stopped")
+
+
+async def _bounded(stopping: Awaitable[None], who: str) -> None:
+    # With NATS unreachable a clean stop could wait for it forever; in-flight handlers have had
+    # their chance by then, and whatever they did not answer is retried with the same key.
+    try:
+        await asyncio.wait_for(stopping, STOP_TIMEOUT_S)
+    except (TimeoutError, OSError) as exc:
+        click.echo(f"{who}: NATS did not let us stop cleanly ({exc!r}); exiting anyway", err=True)
+
+
+@contextlib.asynccontextmanager
+async def _nats(options: ServiceOptions) -> AsyncIterator[Any]:
+    urls = [url.strip() for url in options.nats_url.split(",") if url.strip()]
+    if len(urls) <= 1:
+        yield options.nats_url.strip()
+        return
+    # Participant.serve takes one URL or a connected client: for a cluster, connect to all of
+    # its seed URLs here, so the service starts while any one of them is up.
+    import nats
+
+    client = await nats.connect(
+        servers=urls, name=options.name, max_reconnect_attempts=-1, reconnect_time_wait=1
+    )
+    try:
+        yield client
+    finally:
+        await _bounded(client.close(), options.name)
