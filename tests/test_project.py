@@ -27,7 +27,7 @@ def quick_start_lines() -> list[str]:
 def test_quick_start_is_two_command_lines_and_ci_runs_the_second() -> None:
     lines = quick_start_lines()
     assert len(lines) == 2
-    assert lines[0] == "pip install . && saga demo"
+    assert lines[0] == "pip install . && saga dev --demo 20"
     assert lines[1] in (REPO / ".ci" / "run").read_text()
 
 
