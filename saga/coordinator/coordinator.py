@@ -230,8 +230,10 @@ class Coordinator:
     async def wait(self, saga_id: str) -> SagaResult:
         """Wait until the saga is completed, compensated or stuck."""
         active = self._active.get(saga_id)
-        if active is None or active.state.is_final or active.state.stuck is not None:
+        if active is None:
             return await self.get(saga_id)
+        # Even if its in-memory state looks final, the write may still be under way: wait for
+        # _settle, which runs only once the end is in the log.
         future: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
         active.waiters.append(future)
         return await future
