@@ -294,7 +294,7 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
                 echo(f"  coordinator   in this process, pid {os.getpid()}; sagas {names}")
                 echo(f"                log {coordinator_log}")
                 echo(f"try:  python -m examples.order_saga --nats {nats_url} alice apple:2 fig:1")
-                if options.demo:
+                if options.demo and not stop.is_set():
                     summary = await _demo(coordinator, order_module, options, stop, echo)
                 if not (options.demo and options.exit_after_demo) and not stop.is_set():
                     echo("running; Ctrl-C to stop")
