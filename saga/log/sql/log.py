@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -80,6 +82,20 @@ def _event(row: Row[Any]) -> Event:
     )
 
 
+def _check_sqlite_folder(url: str) -> None:
+    """Refuse a SQLite file in a missing folder before any driver thread is started.
+
+    (A failed aiosqlite connect leaves a worker thread that may call back into a closed
+    event loop; checking first keeps that common mistake clean.)
+    """
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        return
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise LogError(f"cannot open the SQLite log {parsed.database!r}: no folder {folder}")
+
+
 class SqlSagaLog(SagaLog):
     """The saga log in a SQL database: a SQLite file by default, PostgreSQL for production.
 
@@ -112,6 +128,7 @@ class SqlSagaLog(SagaLog):
     async def open(self) -> None:
         if self._engine is not None:
             return
+        _check_sqlite_folder(self._url)
         engine = make_engine(self._url, echo=self._echo)
         try:
             with _wrap_driver_errors(f"open of {redact(self._url)}"):
