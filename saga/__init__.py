@@ -26,6 +26,7 @@ from saga.participant import CommandContext, Participant, SqlIdempotencyStore
 from saga.protocol import Direction, Outcome
 from saga.transport.base import Transport
 from saga.transport.nats import NatsTransport
+from saga.transport.security import NatsSecurity
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "DefinitionError",
     "Direction",
     "LogError",
+    "NatsSecurity",
     "NatsTransport",
     "Outcome",
     "Participant",

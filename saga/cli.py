@@ -21,6 +21,7 @@ from saga.errors import SagaError
 from saga.log.sql import SqlSagaLog
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
 from saga.transport.nats import NatsTransport
+from saga.transport.security import NatsSecurity
 
 DEFAULT_DB = "sqlite:///saga.db"
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -117,7 +118,9 @@ async def _serve(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     servers = [url.strip() for url in nats_url.split(",") if url.strip()]
-    coordinator = Coordinator(SqlSagaLog(db_url), NatsTransport(servers), sagas=sagas)
+    # Credentials and TLS for NATS come from SAGA_NATS_* variables (README: Securing NATS).
+    transport = NatsTransport(servers, security=NatsSecurity.from_env())
+    coordinator = Coordinator(SqlSagaLog(db_url), transport, sagas=sagas)
     async with coordinator:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(f"coordinator running: nats {nats_url}, log {db_url}, sagas {names}")

@@ -34,6 +34,7 @@ from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
 from saga.transport.nats import NatsTransport
 from saga.transport.nats_server import nats_server_binary
+from saga.transport.security import NatsSecurity
 
 SERVICES = ("orders", "payments", "inventory", "shipping")
 READY_MARK = " ready: "
@@ -288,7 +289,8 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
             db_url = options.db_url or f"sqlite:///{folder / 'saga.db'}"
             echo(f"  saga log      {db_url}")
             await _start_services(services, options, nats_url, folder, echo)
-            coordinator = Coordinator(SqlSagaLog(db_url), NatsTransport(nats_url), sagas=sagas)
+            transport = NatsTransport(nats_url, security=NatsSecurity.from_env())
+            coordinator = Coordinator(SqlSagaLog(db_url), transport, sagas=sagas)
             async with coordinator:
                 names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
                 echo(f"  coordinator   in this process, pid {os.getpid()}; sagas {names}")

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from saga import Participant, SqlIdempotencyStore
+from saga import NatsSecurity, Participant, SqlIdempotencyStore
 
 NATS_ENV = "SAGA_NATS_URL"
 DB_ENV = "SERVICE_DB_URL"
@@ -204,13 +204,13 @@ async def run(options: ServiceOptions, db: Database, build: Build, seed: Seed) -
             added = await seed(db)
             click.echo(f"{who}: seeded {added} rows")
         participant = build(db, store, instance=options.instance)
-        async with _nats(options) as target:
-            server = await participant.serve(target)
-            click.echo(f"{who} {READY} nats {options.nats_url}, db {options.db_url}", color=False)
-            try:
-                await stop.wait()
-            finally:
-                await _bounded(server.stop(), who)
+        # Credentials and TLS come from SAGA_NATS_* variables (see README, Securing NATS).
+        server = await participant.serve(_nats(options), security=NatsSecurity.from_env())
+        click.echo(f"{who} {READY} nats {options.nats_url}, db {options.db_url}", color=False)
+        try:
+            await stop.wait()
+        finally:
+            await _bounded(server.stop(), who)
     finally:
         await store.close()
         await db.close()
@@ -226,20 +226,6 @@ async def _bounded(stopping: Awaitable[None], who: str) -> None:
         click.echo(f"{who}: NATS did not let us stop cleanly ({exc!r}); exiting anyway", err=True)
 
 
-@contextlib.asynccontextmanager
-async def _nats(options: ServiceOptions) -> AsyncIterator[Any]:
-    urls = [url.strip() for url in options.nats_url.split(",") if url.strip()]
-    if len(urls) <= 1:
-        yield options.nats_url.strip()
-        return
-    # Participant.serve takes one URL or a connected client: for a cluster, connect to all of
-    # its seed URLs here, so the service starts while any one of them is up.
-    import nats
-
-    client = await nats.connect(
-        servers=urls, name=options.name, max_reconnect_attempts=-1, reconnect_time_wait=1
-    )
-    try:
-        yield client
-    finally:
-        await _bounded(client.close(), options.name)
+def _nats(options: ServiceOptions) -> list[str]:
+    """The NATS URLs to serve on: one server, or a cluster's seed URLs (comma-separated)."""
+    return [url.strip() for url in options.nats_url.split(",") if url.strip()]

@@ -46,7 +46,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(saga.__all__) == sorted(
         [
             "FOREVER", "CommandContext", "ConcurrencyError", "Coordinator", "DefinitionError",
-            "Direction", "LogError", "NatsTransport", "Outcome", "Participant", "ProtocolError",
+            "Direction", "LogError", "NatsSecurity", "NatsTransport", "Outcome", "Participant",
+            "ProtocolError",
             "Rejected", "RetryPolicy", "Saga", "SagaError", "SagaHandle", "SagaLog",
             "SagaNotFoundError", "SagaResult", "SagaStatus", "SqlIdempotencyStore", "SqlSagaLog",
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import nats.errors
 from nats import micro
@@ -71,7 +71,7 @@ class ParticipantServer:
     async def start(
         cls,
         participant: Participant,
-        nats: str | Client,
+        nats: str | Sequence[str] | Client,
         *,
         connect_options: Mapping[str, Any] | None = None,
         security: NatsSecurity | None = None,
@@ -83,7 +83,7 @@ class ParticipantServer:
         """
         if not participant.commands:
             raise DefinitionError(f"participant {participant.name!r} has no commands to serve")
-        if isinstance(nats, str):
+        if isinstance(nats, str | list | tuple):
             errors = NatsErrorWatch()
             client = await connect_nats(
                 nats,
@@ -96,7 +96,7 @@ class ParticipantServer:
         else:
             if security is not None:
                 raise TransportError("security applies to a URL, not to a connected client")
-            server = cls(participant, nats, owns_client=False)
+            server = cls(participant, cast("Client", nats), owns_client=False)
         try:
             await server._start()
         except BaseException:

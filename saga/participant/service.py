@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -179,17 +179,18 @@ class Participant:
 
     async def serve(
         self,
-        nats: str | NatsClient,
+        nats: str | Sequence[str] | NatsClient,
         *,
         connect_options: Mapping[str, Any] | None = None,
         security: NatsSecurity | None = None,
     ) -> ParticipantServer:
         """Serve every command as a ``nats.micro`` endpoint; ``await server.stop()`` to end.
 
-        ``nats`` is a server URL (a connection is made and closed by the server handle) or a
-        connected nats-py client (left open). Replicas share load through a queue group
-        named after the participant. ``security`` holds credentials and TLS for the URL
-        (``NatsSecurity.from_env()`` reads them from ``SAGA_NATS_*`` variables).
+        ``nats`` is a server URL or a list of a cluster's URLs (a connection is made and
+        closed by the server handle), or a connected nats-py client (left open). Replicas
+        share load through a queue group named after the participant. ``security`` holds
+        credentials and TLS for the URLs (``NatsSecurity.from_env()`` reads them from
+        ``SAGA_NATS_*`` variables).
         """
         from saga.participant.nats import ParticipantServer
 
@@ -200,7 +201,7 @@ class Participant:
     @asynccontextmanager
     async def serving(
         self,
-        nats: str | NatsClient,
+        nats: str | Sequence[str] | NatsClient,
         *,
         connect_options: Mapping[str, Any] | None = None,
         security: NatsSecurity | None = None,
