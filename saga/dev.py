@@ -28,6 +28,7 @@ from typing import Any
 
 import click
 
+from saga.api.options import HttpSettings, http_options, http_settings
 from saga.coordinator import Coordinator
 from saga.definition import Saga
 from saga.events import SagaStatus
@@ -35,6 +36,10 @@ from saga.log.sql import SqlSagaLog
 from saga.transport.nats import NatsTransport
 from saga.transport.nats_server import nats_server_binary
 from saga.transport.security import NatsSecurity
+
+DEFAULT_HTTP = "127.0.0.1:8080"
+"""Where ``saga dev`` serves the HTTP API and dashboard unless ``--http`` says otherwise."""
+HTTP_PARAMS = ("http", "token_viewer", "token_operator", "insecure", "redact", "stall_after")
 
 SERVICES = ("orders", "payments", "inventory", "shipping")
 READY_MARK = " ready: "
@@ -263,6 +268,8 @@ class DevOptions:
     replicas: int
     flaky: float
     demo_timeout_s: float
+    http: HttpSettings | None = None
+    """Where to serve the HTTP API and dashboard (None: not at all)."""
 
 
 async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> DemoSummary | None:
@@ -295,12 +302,19 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
                 names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
                 echo(f"  coordinator   in this process, pid {os.getpid()}; sagas {names}")
                 echo(f"                log {coordinator_log}")
-                echo(f"try:  python -m examples.order_saga --nats {nats_url} alice apple:2 fig:1")
-                if options.demo and not stop.is_set():
-                    summary = await _demo(coordinator, order_module, options, stop, echo)
-                if not (options.demo and options.exit_after_demo) and not stop.is_set():
-                    echo("running; Ctrl-C to stop")
-                    await stop.wait()
+                http = await options.http.start(coordinator, echo) if options.http else None
+                try:
+                    echo(
+                        f"try:  python -m examples.order_saga --nats {nats_url} alice apple:2 fig:1"
+                    )
+                    if options.demo and not stop.is_set():
+                        summary = await _demo(coordinator, order_module, options, stop, echo)
+                    if not (options.demo and options.exit_after_demo) and not stop.is_set():
+                        echo("running; Ctrl-C to stop")
+                        await stop.wait()
+                finally:
+                    if http is not None:
+                        await http.close()
                 echo("stopping: coordinator")
     finally:
         for group, what in ((services, "service processes"), (infra, "nats-server")):
@@ -445,8 +459,12 @@ async def _start_services(
     show_default=True,
     help="Seconds to wait for the demo sagas to settle.",
 )
+@http_options
 def dev(**params: Any) -> None:  # fmt: skip
-    """Run NATS, a saga log, a coordinator and the example services here, until Ctrl-C."""
+    """Run NATS, a saga log, a coordinator, the example services and the HTTP API and
+    dashboard (http://127.0.0.1:8080 unless --http says otherwise) here, until Ctrl-C."""
     root = find_checkout(Path.cwd())
-    options = DevOptions(**params)
+    api = {name: params.pop(name) for name in HTTP_PARAMS}
+    settings = http_settings(api.pop("http") or DEFAULT_HTTP, **api)
+    options = DevOptions(**params, http=settings)
     asyncio.run(run_dev(options, root))

@@ -74,7 +74,7 @@ class Database:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(self.metadata.create_all)
                 return
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.2)

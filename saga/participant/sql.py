@@ -242,9 +242,9 @@ async def _create_schema(engine: AsyncEngine) -> None:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
             return
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-            # Two processes creating the table at once on PostgreSQL: the loser retries and
-            # finds it there.
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
+            # Two processes creating the table at once (PostgreSQL: a unique violation in the
+            # catalog; SQLite: "table already exists"): the loser retries and finds it there.
             if attempt:
                 raise
 

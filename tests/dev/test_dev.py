@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -61,7 +63,10 @@ def test_demo_orders_start_with_one_of_each_ending() -> None:
 
 def test_dev_demo_prints_a_summary_and_stops_everything(tmp_path: Path) -> None:
     done = subprocess.run(
-        saga_dev("--dir", str(tmp_path / "dev"), "--demo", "12", "--exit-after-demo"),
+        saga_dev(
+            "--dir", str(tmp_path / "dev"), "--demo", "12", "--exit-after-demo",
+            "--http", "127.0.0.1:0",
+        ),
         cwd=REPO, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -82,7 +87,7 @@ def test_dev_demo_prints_a_summary_and_stops_everything(tmp_path: Path) -> None:
 
 def test_dev_runs_until_sigint_then_leaves_no_process(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        saga_dev("--dir", str(tmp_path / "dev"), "--replicas", "2"),
+        saga_dev("--dir", str(tmp_path / "dev"), "--replicas", "2", "--http", "127.0.0.1:0"),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -94,6 +99,14 @@ def test_dev_runs_until_sigint_then_leaves_no_process(tmp_path: Path) -> None:
             if line.startswith("running; Ctrl-C to stop") or time.monotonic() > deadline:
                 break
         assert lines[-1:] == ["running; Ctrl-C to stop\n"], "".join(lines)
+        served = re.search(r"HTTP API and dashboard on (http://127\.0\.0\.1:\d+)/", "".join(lines))
+        assert served is not None, "".join(lines)
+        assert any("no API tokens configured" in line for line in lines)
+        with urllib.request.urlopen(f"{served.group(1)}/api/sagas", timeout=10) as response:
+            assert response.status == 200
+            assert "sagas" in json.loads(response.read())
+        with urllib.request.urlopen(f"{served.group(1)}/", timeout=10) as response:
+            assert b"<html" in response.read().lower()
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
     finally:
