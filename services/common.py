@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import re
 import signal
 import socket
@@ -26,6 +27,11 @@ DB_ENV = "SERVICE_DB_URL"
 REPLICA_ENV = "SERVICE_REPLICA_ID"
 SEED_ENV = "SERVICE_SEED"
 INSTANCE_ENV = "SERVICE_INSTANCE"
+HANDLER_DELAY_ENV = "SERVICE_HANDLER_DELAY_MS"
+"""A testing aid, never for production: every business transaction of a service started with
+this set waits that many milliseconds after it commits, before its handler goes on and
+replies. The effect is done and the reply not yet recorded, so a test's SIGKILL lands mid-handler
+(tests/faults/test_participant_faults.py). Unset or 0: no delay."""
 READY = "ready:"
 """Printed (after the service name) once a replica serves; ``saga dev`` and tests wait for it."""
 
@@ -62,6 +68,7 @@ class Database:
         self.url = async_url(url)
         self.metadata = metadata
         self.engine: AsyncEngine = create_async_engine(self.url, **POOL)
+        self.handler_delay_s = _handler_delay_s()
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             sa.event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -84,9 +91,20 @@ class Database:
         """One transaction; on SQLite it takes the write lock at once (BEGIN IMMEDIATE)."""
         async with self.engine.begin() as conn:
             yield conn
+        if self.handler_delay_s:  # committed: see HANDLER_DELAY_ENV (tests only)
+            await asyncio.sleep(self.handler_delay_s)
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _handler_delay_s() -> float:
+    value = os.environ.get(HANDLER_DELAY_ENV, "").strip()
+    try:
+        delay_ms = float(value) if value else 0.0
+    except ValueError as exc:
+        raise click.BadParameter(f"{HANDLER_DELAY_ENV}={value!r} is not a number") from exc
+    return max(delay_ms, 0.0) / 1000
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -198,6 +216,7 @@ async def run(options: ServiceOptions, db: Database, build: Build, seed: Seed) -
         loop.add_signal_handler(sig, stop.set)
     who = f"{options.name} replica {options.replica_id} ({options.instance})"
     store = SqlIdempotencyStore(db.url, engine_options=POOL)
+    participant: Participant | None = None
     try:
         await db.open()
         if options.seed:
@@ -214,7 +233,9 @@ async def run(options: ServiceOptions, db: Database, build: Build, seed: Seed) -
     finally:
         await store.close()
         await db.close()
-    click.echo(f"{who} stopped")
+    replayed = 0 if participant is None else participant.replayed
+    # The soak (saga soak) reads this count: repeats answered from the record, handler not run.
+    click.echo(f"{who} stopped; {replayed} repeated commands answered from the record")
 
 
 async def _bounded(stopping: Awaitable[None], who: str) -> None:

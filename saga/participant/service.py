@@ -110,6 +110,10 @@ class Participant:
         """A stable name for this replica (e.g. ``payments-2``). Its claims carry it, and when a
         replica starts under the same name it releases the claims its dead predecessor left
         in progress, rather than waiting ``stale_claim_after`` for them."""
+        self.replayed = 0
+        """Commands answered with the reply recorded for their key, without running the handler:
+        repeats (a retry, a re-send after a restart, a duplicate delivery) of a command this
+        service had already answered."""
         self._clock: Clock = clock or SystemClock()
         self._handlers: dict[str, Handler] = {}
         self._locks = KeyedLocks()
@@ -225,6 +229,8 @@ class Participant:
             key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
         )
         if not claim.won:
+            if claim.record.state is RecordState.DONE and claim.record.reply is not None:
+                self.replayed += 1
             return _existing_answer(claim.record)
         if claim.replaced is not None:
             logger.warning("re-claiming %s: its claim by %s went stale", key, claim.replaced.owner)

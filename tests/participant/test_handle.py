@@ -87,6 +87,7 @@ async def test_a_repeated_command_returns_the_recorded_reply_without_running_aga
     assert first == Reply.succeeded({"reservation": "r-saga-1", "qty": 2})
     assert again == first
     assert inv.count("reserve") == 1
+    assert inv.participant.replayed == 1
     ctx = inv.calls[0][1]
     assert (ctx.saga_id, ctx.step, ctx.direction, ctx.attempt) == (
         "saga-1",
@@ -292,6 +293,7 @@ async def test_concurrent_duplicates_run_the_handler_once() -> None:
     inv.reserve_gate.set()
     replies = await asyncio.gather(*tasks)
     assert inv.count("reserve") == 1
+    assert inv.participant.replayed == 9
     assert all(r == replies[0] for r in replies)
     assert replies[0].outcome is Outcome.SUCCEEDED
 
@@ -310,6 +312,7 @@ async def test_a_replica_sees_a_command_in_progress_elsewhere() -> None:
     done = await running
     assert await two.participant.handle(cmd(attempt=3)) == done
     assert two.count("reserve") == 0
+    assert (one.participant.replayed, two.participant.replayed) == (0, 1)  # not "in progress"
 
 
 async def test_a_stale_claim_is_taken_over() -> None:
