@@ -20,6 +20,7 @@ from saga.dev import dev
 from saga.errors import SagaError
 from saga.log.sql import SqlSagaLog
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
+from saga.soak import soak
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
 
@@ -182,6 +183,7 @@ for _command in OPS_COMMANDS:
     main.add_command(_command)
 
 main.add_command(dev)
+main.add_command(soak)
 
 if __name__ == "__main__":
     main()

@@ -64,6 +64,22 @@ async def _rows(url: str, metadata: sa.MetaData, table: sa.Table) -> list[dict[s
         await db.close()
 
 
+def _repeats(rows: list[dict[str, Any]], *key: str) -> int:
+    seen = Counter(tuple(row[k] for k in key) for row in rows)
+    return sum(n - 1 for n in seen.values())
+
+
+async def effects_twice(urls: dict[str, str]) -> int:
+    """How many effects the services' ledgers record once too often (0 in a sound shop)."""
+    ledgers = [
+        (urls["orders"], orders.metadata, orders.history, ("order_id", "status")),
+        (urls["payments"], payments.metadata, payments.ledger, ("order_id", "kind")),
+        (urls["inventory"], inventory.metadata, inventory.ledger, ("order_id", "sku", "kind")),
+        (urls["shipping"], shipping.metadata, shipping.shipments, ("order_id",)),
+    ]
+    return sum([_repeats(await _rows(u, m, t), *key) for u, m, t, key in ledgers])
+
+
 def _once_each(rows: list[dict[str, Any]], *key: str) -> None:
     seen = Counter(tuple(row[k] for k in key) for row in rows)
     twice = {k: n for k, n in seen.items() if n > 1}

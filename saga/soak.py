@@ -1,0 +1,636 @@
+"""``saga soak``: thousands of order sagas through a coordinator SIGKILLed every few seconds.
+
+From the root of a checkout, like ``saga dev``, it starts the nats-server from the wheel, the
+four example services as subprocesses (``--replicas`` each, on their own databases) and the
+coordinator as a ``saga coordinator --http`` subprocess, which it SIGKILLs every
+``--kill-every`` seconds (at a random moment around that) and restarts. It starts ``--sagas``
+order sagas with a realistic mix (customers short of credit, items out of stock, a flaky
+courier) through ``POST /api/sagas/order`` with saga ids of its own, retrying while the
+coordinator is down (a start with a known id is idempotent), and keeps at most
+``--in-flight`` of them unfinished. Once every saga has ended it checks the shop's books in
+the services' own databases (``tests/services/world.py``, the checks the test suite uses),
+prints the figures, and exits non-zero if a saga was lost, stuck or an effect applied twice,
+or if an invariant failed.
+
+The services are subprocesses, not in-process participants: each has its own interpreter,
+database pool and event loop, as in production, and the figure they alone know (repeated
+commands answered from the record) is in the line each prints when it is told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import click
+
+from saga.dev import (
+    NATS_READY_MARK,
+    SERVICES,
+    Child,
+    Children,
+    find_checkout,
+    free_port,
+    import_from,
+    service_argv,
+)
+from saga.events import SagaStatus
+from saga.log.sql import SqlSagaLog
+from saga.log.sql.url import redact
+from saga.transport.nats_server import nats_server_binary
+
+POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
+COORDINATOR_READY = "HTTP API and dashboard on"
+REPLAYED = re.compile(r"stopped; (\d+) repeated commands answered from the record")
+UNSETTLED = [SagaStatus.RUNNING, SagaStatus.COMPENSATING]
+_PG_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
+_CLEAN_ENV = {
+    # A soak's children must not inherit settings meant for another run.
+    "SAGA_TOKEN_VIEWER": "", "SAGA_TOKEN_OPERATOR": "", "SAGA_FAILPOINT": "",
+    "SERVICE_HANDLER_DELAY_MS": "",
+}  # fmt: skip
+
+Echo = Callable[[str], None]
+
+
+class SoakError(click.ClickException):
+    """The soak could not run (as opposed to ran and found a fault)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoakOptions:
+    sagas: int
+    kill_every_s: float
+    db_url: str | None
+    replicas: int
+    seed: int
+    flaky: float
+    in_flight: int
+    timeout_s: float
+    keep: bool
+    folder: Path
+
+
+# -- the shop: customers, stock and orders ------------------------------------------------------
+
+
+def soak_world(world_module: ModuleType, rng: random.Random, n: int, run: str) -> Any:
+    """A shop sized for ``n`` orders: one customer can afford nothing and one runs out of
+    credit about halfway; one SKU is never in stock and two run out along the way."""
+    plenty = n * 3_000
+    credit = {name: plenty for name in ("ann", "ben", "cat", "dan", "eve", "fay")}
+    credit |= {"gus": 0, "hal": n * 40}
+    stock = {sku: n * 6 for sku in ("apple", "pear", "kiwi", "lime", "date")}
+    stock |= {"plum": 0, "fig": n // 4, "yuzu": n // 10}
+    orders = []
+    for i in range(n):
+        skus = rng.sample(sorted(stock), k=rng.randint(1, 2))
+        items = [
+            {"sku": sku, "qty": rng.randint(1, 3), "unit_price": rng.choice([50, 120, 400])}
+            for sku in skus
+        ]
+        orders.append(
+            {"order_id": f"soak-{run}-{i:05d}", "customer": rng.choice(sorted(credit)),
+             "items": items}
+        )  # fmt: skip
+    return world_module.World(credit=credit, stock=stock, orders=orders)
+
+
+# -- databases ------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakDatabases:
+    """The saga log's URL, each service's, and what to remove afterwards."""
+
+    log: str
+    services: dict[str, str]
+    admin_url: str | None = None
+    created_databases: list[str] = field(default_factory=list)
+    created_files: list[Path] = field(default_factory=list)
+
+    async def remove(self) -> None:
+        if self.admin_url and self.created_databases:
+            import asyncpg  # type: ignore[import-untyped]
+
+            admin = await asyncpg.connect(self.admin_url)
+            try:
+                for name in self.created_databases:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        await asyncio.to_thread(_unlink, self.created_files)
+
+
+def _unlink(files: list[Path]) -> None:
+    for path in files:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def prepare_databases(db_url: str | None, run: str) -> SoakDatabases:
+    """A fresh saga log and four fresh service databases, on PostgreSQL or SQLite files."""
+    if db_url is None:
+        server = os.environ.get(POSTGRES_ENV)
+        if not server:
+            raise click.UsageError(
+                f"give --db (a PostgreSQL or SQLite URL for the saga log) or set {POSTGRES_ENV}"
+            )
+        return await _postgres(server, f"saga_soak_{run}", must_create=True)
+    scheme = urlsplit(db_url).scheme.lower()
+    if scheme.startswith("postgres"):
+        name = urlsplit(db_url).path.lstrip("/")
+        return await _postgres(db_url, name, must_create=False)
+    if scheme.startswith("sqlite") and db_url.partition(":///")[2]:
+        return _sqlite(Path(db_url.partition(":///")[2]))
+    raise click.BadParameter(f"{db_url!r}: expected postgresql://... or sqlite:///file.db")
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    scheme = "postgresql" if parts.scheme.lower().startswith("postgres") else parts.scheme
+    return urlunsplit((scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+async def _postgres(url: str, log_db: str, *, must_create: bool) -> SoakDatabases:
+    import asyncpg
+
+    if not _PG_NAME.match(log_db):
+        raise click.BadParameter(f"database name {log_db!r}: use letters, digits and _ only")
+    names = {service: f"{log_db}_{service}" for service in SERVICES}
+    admin_url = _with_database(url, "postgres")
+    try:
+        admin = await asyncpg.connect(admin_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SoakError(f"cannot connect to PostgreSQL at {redact(admin_url)}: {exc}") from exc
+    dbs = SoakDatabases(
+        log=_with_database(url, log_db),
+        services={s: _with_database(url, name) for s, name in names.items()},
+        admin_url=admin_url,
+    )
+    try:
+        exists = "SELECT 1 FROM pg_database WHERE datname = $1"
+        log_exists = bool(await admin.fetchval(exists, log_db))
+        taken = [name for name in names.values() if await admin.fetchval(exists, name)]
+        taken += [log_db] if log_exists and must_create else []
+        if taken:
+            raise SoakError(f"databases {', '.join(taken)} exist already: drop them or pick --db")
+        for name in ([] if log_exists else [log_db]) + [*names.values()]:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            dbs.created_databases.append(name)
+    except BaseException:
+        await admin.close()
+        await dbs.remove()
+        raise
+    await admin.close()
+    return dbs
+
+
+def _sqlite(path: Path) -> SoakDatabases:
+    path = path.resolve()
+    files = {s: path.with_name(f"{path.stem}-{s}.db") for s in SERVICES}
+    taken = [str(p) for p in files.values() if p.exists()]
+    if taken:
+        raise SoakError(f"{', '.join(taken)} exist already: remove them or pick another --db")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = [*files.values()] + ([] if path.exists() else [path])
+    return SoakDatabases(
+        log=f"sqlite:///{path}",
+        services={s: f"sqlite:///{p}" for s, p in files.items()},
+        created_files=created,
+    )
+
+
+# -- the coordinator that keeps dying -----------------------------------------------------------
+
+
+@dataclass
+class CoordinatorProcess:
+    """``saga coordinator --http`` as a subprocess, restarted after every SIGKILL."""
+
+    children: Children
+    argv: list[str]
+    child: Child | None = None
+    kills: int = 0
+
+    async def start(self) -> None:
+        self.child = await self.children.start("coordinator", self.argv, _CLEAN_ENV)
+        await self.children.wait_ready(self.child, marker=COORDINATOR_READY)
+
+    async def kill_and_restart(self) -> None:
+        if self.child is not None:
+            self.children.kill(self.child)
+            await self.child.process.wait()
+            self.kills += 1
+        await self.start()
+
+    async def keep_killing(self, every_s: float, rng: random.Random, done: asyncio.Event) -> None:
+        """Until ``done``: SIGKILL at a random moment 0.5 to 1.5 times ``every_s`` after each
+        start finished, then restart."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), rng.uniform(0.5, 1.5) * every_s)
+            if not done.is_set():
+                await self.kill_and_restart()
+
+
+# -- feeding sagas through the HTTP API ---------------------------------------------------------
+
+
+@dataclass
+class Feed:
+    """Starts order sagas over HTTP, at most ``window`` unfinished at a time."""
+
+    url: str
+    log: SqlSagaLog
+    window: int
+    started: list[str] = field(default_factory=list)
+    retried: int = 0
+    """Start requests sent again: the coordinator was down or died while answering."""
+    existing: int = 0
+    """Retried starts answered 200 (created: false): the first one had created the saga."""
+    unfinished: int = 0
+    _room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, orders: list[dict[str, Any]], workers: int = 8) -> None:
+        queue = iter(orders)
+        self._room.set()
+        poll = asyncio.create_task(self._poll())
+        try:
+            async with aiohttp.ClientSession() as session:
+                await asyncio.gather(*(self._worker(session, queue) for _ in range(workers)))
+        finally:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+
+    async def count_unfinished(self) -> int:
+        page = await self.log.find(statuses=UNSETTLED, limit=max(self.window, 1000))
+        return len(page.sagas)
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a busy database: keep the last figure
+                self.unfinished = await self.count_unfinished()
+                self._update_room()
+            await asyncio.sleep(0.25)
+
+    async def _worker(self, session: aiohttp.ClientSession, queue: Any) -> None:
+        for order in queue:
+            await self._room.wait()
+            self.unfinished += 1  # until the next poll says how many really are
+            self._update_room()
+            await self._start(session, order)
+
+    def _update_room(self) -> None:
+        if self.unfinished < self.window:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    async def _start(self, session: aiohttp.ClientSession, order: dict[str, Any]) -> None:
+        body = {"input": order, "saga_id": order["order_id"]}
+        timeout = aiohttp.ClientTimeout(total=15)
+        retry = False
+        while True:
+            try:
+                async with session.post(self.url, json=body, timeout=timeout) as response:
+                    text = await response.text()
+                    if response.status in (200, 201):
+                        self.started.append(order["order_id"])
+                        if response.status == 200 and retry:
+                            self.existing += 1
+                        return
+                    if response.status < 500:
+                        raise SoakError(f"POST {self.url} answered {response.status}: {text}")
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # the coordinator is down or was killed mid-request: try again
+            retry = True
+            self.retried += 1
+            await asyncio.sleep(0.2)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    sagas: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    kills: int = 0
+    replayed: dict[str, int | None] = field(default_factory=dict)
+    twice: int | None = None
+    lost: list[str] = field(default_factory=list)
+    retried: int = 0
+    existing: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        known = [n for n in self.replayed.values() if n is not None]
+        delivered = sum(known)
+        per_service = ", ".join(f"{k} {'?' if v is None else v}" for k, v in self.replayed.items())
+        if len(known) != len(self.replayed):
+            per_service += "; ? = a replica did not report"
+        rows = [
+            ("sagas", str(self.sagas), ""),
+            ("completed", str(self.statuses["completed"]), ""),
+            ("compensated", str(self.statuses["compensated"]), ""),
+            ("stuck", str(self.statuses["stuck"]), ""),
+            ("coordinator kills", str(self.kills), "SIGKILL, then a restart"),
+            ("duplicates delivered", str(delivered), f"repeats of answered ones: {per_service}"),
+            ("duplicates suppressed", str(delivered), "answered from the record: no handler ran"),
+            ("effects applied twice", "?" if self.twice is None else str(self.twice), ""),
+            ("sagas lost", str(len(self.lost)), "not in the log, or not ended"),
+            ("start retries", str(self.retried),
+             f"{self.existing} found their saga created by the lost first try"),
+            ("invariants", "FAILED" if self.failures else "hold", ""),
+        ]  # fmt: skip
+        return [f"  {k:<22} {v:>8}  {note}".rstrip() for k, v, note in rows]
+
+
+async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) -> Figures:
+    """Start everything, feed the sagas while killing the coordinator, check, clean up."""
+    world_module = import_from(root, "tests.services.world")
+    run = uuid.uuid4().hex[:8]
+    rng = random.Random(options.seed)
+    world = soak_world(world_module, rng, options.sagas, run)
+    folder = (options.folder / run).resolve()
+    dbs = await prepare_databases(options.db_url, run)
+    log = SqlSagaLog(dbs.log)
+    groups = [Children(log_dir=folder / "logs", cwd=root) for _ in range(3)]
+    coordinators, services, infra = groups  # stopped in this order
+    figures = Figures(sagas=options.sagas)
+    echo(
+        f"soak {run}: {options.sagas} order sagas, {options.replicas} replicas per service,"
+        f" coordinator SIGKILLed every ~{options.kill_every_s:g} s, seed {options.seed}"
+    )
+    echo(f"  saga log {redact(dbs.log)}; logs in {folder / 'logs'}")
+    began = time.monotonic()
+    try:
+        await log.open()
+        if (await log.find(limit=1)).sagas:
+            raise SoakError(f"the saga log {redact(dbs.log)} holds sagas: give a fresh one")
+        await world_module.seed(world, dbs.services)
+        nats_url = await _start_nats(infra, folder)
+        await _start_services(services, options, nats_url, dbs)
+        port = free_port()
+        coordinator = CoordinatorProcess(
+            coordinators,
+            [sys.executable, "-m", "saga", "coordinator", "--nats", nats_url, "--db", dbs.log,
+             "--sagas", "examples.order_saga:ORDER_SAGA", "--http", f"127.0.0.1:{port}"],
+        )  # fmt: skip
+        await coordinator.start()
+        echo(f"  running: nats {nats_url}, coordinator API http://127.0.0.1:{port}")
+        feed = Feed(
+            url=f"http://127.0.0.1:{port}/api/sagas/order", log=log, window=options.in_flight
+        )
+        settled = asyncio.Event()
+        killing = asyncio.create_task(
+            coordinator.keep_killing(options.kill_every_s, rng, settled)
+            if options.kill_every_s > 0
+            else settled.wait()
+        )
+        try:
+            async with asyncio.timeout(options.timeout_s):
+                await _feed_and_settle(feed, world.orders, killing, echo, began)
+        except TimeoutError:
+            figures.failures.append(f"not every saga ended within {options.timeout_s:g} s")
+        finally:
+            settled.set()
+            await killing
+        figures.kills, figures.retried = coordinator.kills, feed.retried
+        figures.existing = feed.existing
+        await coordinators.stop()
+        statuses = await _statuses(log)
+        await services.stop()  # each replica prints its count of repeated commands
+        figures.replayed = _replayed(services)
+        await _check(world_module, world, feed.started, statuses, dbs, figures)
+    finally:
+        figures.seconds = time.monotonic() - began
+        for group in groups:
+            await group.stop()
+        await log.close()
+        shutil.rmtree(folder / "nats", ignore_errors=True)
+        if options.keep:
+            echo(f"  kept the databases: log {redact(dbs.log)}, services beside it")
+        else:
+            await dbs.remove()
+    return figures
+
+
+async def _start_services(
+    children: Children, options: SoakOptions, nats_url: str, dbs: SoakDatabases
+) -> None:
+    starting = []
+    for service in SERVICES:
+        for replica in range(options.replicas):
+            argv = service_argv(
+                service, nats_url, dbs.services[service], replica=replica, seed=False,
+                flaky=options.flaky,
+            )  # fmt: skip
+            starting.append(await children.start(f"{service}-{replica}", argv, _CLEAN_ENV))
+    await asyncio.gather(*(children.wait_ready(child) for child in starting))
+
+
+async def _feed_and_settle(
+    feed: Feed, orders: list[dict[str, Any]], killing: asyncio.Task[Any], echo: Echo,
+    began: float,
+) -> None:  # fmt: skip
+    feeding = asyncio.create_task(feed.run(orders))
+    # A crash of the kill loop (a coordinator that will not start) ends the soak at once.
+    await asyncio.wait({feeding, killing}, return_when=asyncio.FIRST_COMPLETED)
+    if killing.done():
+        feeding.cancel()
+        killing.result()
+    await feeding
+    echo(f"  all {len(feed.started)} started after {time.monotonic() - began:.0f} s; settling")
+    while await _unfinished_or_none(feed) != 0:
+        if killing.done():
+            killing.result()
+        await asyncio.sleep(0.5)
+    echo(f"  all ended after {time.monotonic() - began:.0f} s")
+
+
+async def _unfinished_or_none(feed: Feed) -> int | None:
+    try:
+        return await feed.count_unfinished()
+    except Exception:
+        return None
+
+
+async def _statuses(log: SqlSagaLog) -> dict[str, SagaStatus]:
+    found: dict[str, SagaStatus] = {}
+    cursor: str | None = None
+    while True:
+        page = await log.find(limit=1000, cursor=cursor)
+        found |= {record.saga_id: record.status for record in page.sagas}
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+def _replayed(services: Children) -> dict[str, int | None]:
+    """Repeated commands answered from the record, per service, from each replica's stop line
+    (None when a replica did not print one)."""
+    counts: dict[str, int | None] = {}
+    for child in services.started:
+        service = child.name.rsplit("-", 1)[0]
+        found = REPLAYED.findall(child.output())
+        total = counts.get(service, 0)
+        counts[service] = None if not found or total is None else total + int(found[-1])
+    return counts
+
+
+async def _check(
+    world_module: ModuleType, world: Any, started: list[str],
+    statuses: dict[str, SagaStatus], dbs: SoakDatabases, figures: Figures,
+) -> None:  # fmt: skip
+    ended = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.STUCK)
+    wanted = [order["order_id"] for order in world.orders]
+    figures.lost = [i for i in wanted if statuses.get(i) not in ended]
+    figures.statuses = Counter(statuses[i].value for i in wanted if i in statuses)
+    if len(started) != len(wanted):
+        figures.failures.append(f"only {len(started)} of {len(wanted)} sagas were started")
+    if figures.lost:
+        figures.failures.append(f"{len(figures.lost)} sagas lost, e.g. {figures.lost[:3]}")
+    figures.twice = await world_module.effects_twice(dbs.services)
+    if figures.twice:
+        figures.failures.append(f"{figures.twice} effects applied twice")
+    stuck = figures.statuses["stuck"]
+    if stuck:
+        figures.failures.append(f"{stuck} sagas stuck: the books wait for an operator")
+    if figures.lost or stuck:
+        return  # the books cannot balance with sagas unfinished
+    completed = {i for i in wanted if statuses[i] is SagaStatus.COMPLETED}
+    try:
+        await world_module.check_invariants(world, completed, dbs.services)
+    except AssertionError as exc:
+        figures.failures.append(f"business invariant: {exc}")
+
+
+async def _start_nats(infra: Children, folder: Path) -> str:
+    port = free_port()
+    argv = [nats_server_binary(), "--addr", "127.0.0.1", "--port", str(port), "--jetstream"]
+    child = await infra.start("nats-server", [*argv, "--store_dir", str(folder / "nats")])
+    await infra.wait_ready(child, marker=NATS_READY_MARK)
+    return f"nats://127.0.0.1:{port}"
+
+
+async def _main(options: SoakOptions, root: Path) -> Figures:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    return await run_soak(options, root)
+
+
+@click.command()
+@click.option(
+    "--sagas",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="How many order sagas to run.",
+)
+@click.option(
+    "--kill-every",
+    "kill_every_s",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="SIGKILL the coordinator about this often, in seconds (0: never).",
+)
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    help="The saga log: postgresql://.../DB (the services' databases are created"
+    f" beside it, DB_<service>) or sqlite:///FILE. [default: a fresh database on"
+    f" the PostgreSQL server at ${POSTGRES_ENV}]",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 8),
+    default=2,
+    show_default=True,
+    help="Replicas of each service (they share a queue group).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for the shop, the orders and the kill times. [default: random]",
+)
+@click.option(
+    "--flaky",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.3,
+    show_default=True,
+    help="Probability that a shipping attempt fails transiently.",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="At most this many sagas unfinished at a time.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Give up after this many seconds. [default: 600 + 0.5 per saga]",
+)
+@click.option("--keep", is_flag=True, help="Keep the databases the soak created.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".saga/soak"),
+    show_default=True,
+    help="Where each run's logs go (a folder per run).",
+)
+def soak(**params: Any) -> None:  # fmt: skip
+    """Run many order sagas while SIGKILLing the coordinator, then check the books."""
+    try:
+        root = find_checkout(Path.cwd())
+    except click.ClickException as exc:
+        raise SoakError(exc.message.replace("saga dev", "saga soak")) from None
+    if params["seed"] is None:
+        params["seed"] = random.randrange(1 << 31)
+    if params["timeout_s"] is None:
+        params["timeout_s"] = 600 + 0.5 * params["sagas"]
+    options = SoakOptions(**params)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        figures = asyncio.run(_main(options, root))
+    except asyncio.CancelledError:
+        raise SystemExit("soak: interrupted; every process it started has been stopped") from None
+    click.echo(f"soak figures ({when}, {figures.seconds:.0f} s, seed {options.seed}):")
+    for line in figures.lines():
+        click.echo(line)
+    for failure in figures.failures:
+        click.echo(f"FAILED: {failure}", err=True)
+    if figures.failures:
+        raise SystemExit(1)
+    click.echo("soak: every saga ended, nothing was lost or applied twice, the books balance")
