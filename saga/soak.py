@@ -543,74 +543,42 @@ async def _main(options: SoakOptions, root: Path) -> Figures:
     return await run_soak(options, root)
 
 
+_OPTIONS = [
+    click.option("--sagas", type=click.IntRange(min=1), default=10_000, show_default=True,
+                 help="How many order sagas to run."),
+    click.option("--kill-every", "kill_every_s", type=click.FloatRange(min=0), default=3.0,
+                 show_default=True,
+                 help="SIGKILL the coordinator about this often, in seconds (0: never)."),
+    click.option("--db", "db_url", default=None,
+                 help="The saga log: postgresql://.../DB (the services' databases are created"
+                 " beside it, DB_<service>) or sqlite:///FILE.  [default: a fresh database on"
+                 f" the PostgreSQL server at ${POSTGRES_ENV}]"),
+    click.option("--replicas", type=click.IntRange(1, 8), default=2, show_default=True,
+                 help="Replicas of each service (they share a queue group)."),
+    click.option("--seed", type=int, default=None,
+                 help="Seed for the shop, the orders and the kill times.  [default: random]"),
+    click.option("--flaky", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+                 help="Probability that a shipping attempt fails transiently."),
+    click.option("--in-flight", type=click.IntRange(min=1), default=200, show_default=True,
+                 help="At most this many sagas unfinished at a time."),
+    click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=None,
+                 help="Give up after this many seconds.  [default: 600 + 0.5 per saga]"),
+    click.option("--keep", is_flag=True, help="Keep the databases the soak created."),
+    click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+                 default=Path(".saga/soak"), show_default=True,
+                 help="Where each run's logs go (a folder per run)."),
+]  # fmt: skip
+
+
+def _soak_options(func: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.command()
-@click.option(
-    "--sagas",
-    type=click.IntRange(min=1),
-    default=10_000,
-    show_default=True,
-    help="How many order sagas to run.",
-)
-@click.option(
-    "--kill-every",
-    "kill_every_s",
-    type=click.FloatRange(min=0),
-    default=3.0,
-    show_default=True,
-    help="SIGKILL the coordinator about this often, in seconds (0: never).",
-)
-@click.option(
-    "--db",
-    "db_url",
-    default=None,
-    help="The saga log: postgresql://.../DB (the services' databases are created"
-    f" beside it, DB_<service>) or sqlite:///FILE. [default: a fresh database on"
-    f" the PostgreSQL server at ${POSTGRES_ENV}]",
-)
-@click.option(
-    "--replicas",
-    type=click.IntRange(1, 8),
-    default=2,
-    show_default=True,
-    help="Replicas of each service (they share a queue group).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=None,
-    help="Seed for the shop, the orders and the kill times. [default: random]",
-)
-@click.option(
-    "--flaky",
-    type=click.FloatRange(0.0, 1.0),
-    default=0.3,
-    show_default=True,
-    help="Probability that a shipping attempt fails transiently.",
-)
-@click.option(
-    "--in-flight",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="At most this many sagas unfinished at a time.",
-)
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=click.FloatRange(min=1),
-    default=None,
-    help="Give up after this many seconds. [default: 600 + 0.5 per saga]",
-)
-@click.option("--keep", is_flag=True, help="Keep the databases the soak created.")
-@click.option(
-    "--dir",
-    "folder",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".saga/soak"),
-    show_default=True,
-    help="Where each run's logs go (a folder per run).",
-)
-def soak(**params: Any) -> None:  # fmt: skip
+@_soak_options
+def soak(**params: Any) -> None:
     """Run many order sagas while SIGKILLing the coordinator, then check the books."""
     try:
         root = find_checkout(Path.cwd())
