@@ -60,6 +60,7 @@ POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
 COORDINATOR_READY = "HTTP API and dashboard on"
 REPLAYED = re.compile(r"stopped; (\d+) repeated commands answered from the record")
 UNSETTLED = [SagaStatus.RUNNING, SagaStatus.COMPENSATING]
+PROGRESS_EVERY_S = 30.0
 _PG_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 _CLEAN_ENV = {
     # A soak's children must not inherit settings meant for another run.
@@ -410,7 +411,7 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
         )
         try:
             async with asyncio.timeout(options.timeout_s):
-                await _feed_and_settle(feed, world.orders, killing, echo, began)
+                await _feed_and_settle(feed, world.orders, killing, echo, began, coordinator)
         except TimeoutError:
             figures.failures.append(f"not every saga ended within {options.timeout_s:g} s")
         finally:
@@ -451,6 +452,28 @@ async def _start_services(
 
 
 async def _feed_and_settle(
+    feed: Feed, orders: list[dict[str, Any]], killing: asyncio.Task[Any], echo: Echo,
+    began: float, coordinator: CoordinatorProcess,
+) -> None:  # fmt: skip
+    progress = asyncio.create_task(_progress(feed, len(orders), coordinator, echo, began))
+    try:
+        await _feed_then_wait(feed, orders, killing, echo, began)
+    finally:
+        progress.cancel()
+
+
+async def _progress(
+    feed: Feed, total: int, coordinator: CoordinatorProcess, echo: Echo, began: float
+) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        echo(
+            f"  {time.monotonic() - began:.0f} s: {len(feed.started)} of {total} started,"
+            f" ~{feed.unfinished} unfinished, {coordinator.kills} coordinator kills"
+        )
+
+
+async def _feed_then_wait(
     feed: Feed, orders: list[dict[str, Any]], killing: asyncio.Task[Any], echo: Echo,
     began: float,
 ) -> None:  # fmt: skip
