@@ -58,6 +58,14 @@ def _time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _step(saga: dict[str, Any]) -> str:
+    """The current step, with its attempt once it is past the first (``credit #3``)."""
+    step, attempt = saga.get("current_step"), saga.get("attempt")
+    if not step:
+        return "-"
+    return f"{step} #{attempt}" if isinstance(attempt, int) and attempt > 1 else str(step)
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """Plain aligned columns, wide enough for every cell, for a terminal."""
     cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
@@ -114,7 +122,7 @@ def list_sagas(
     page = Api(url, token).call("GET", "/api/sagas?" + urllib.parse.urlencode(query))
     rows = [
         [s["saga_id"], f"{s['name']} v{s['version']}", s["status"], s["health"],
-         s["current_step"], _time(s["updated_ms"])]
+         _step(s), _time(s["updated_ms"])]
         for s in page["sagas"]
     ]  # fmt: skip
     text = table(["saga", "definition", "status", "health", "step", "updated (utc)"], rows)

@@ -76,6 +76,7 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": [s.value for s in SagaStatus]},
             "health": {"type": "string", "enum": [h.value for h in Health], "nullable": True},
             "current_step": NULLABLE_STR,
+            "attempt": {"type": "integer", "nullable": True},
             "created_ms": {"type": "integer"},
             "updated_ms": {"type": "integer"},
         },

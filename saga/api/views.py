@@ -38,6 +38,7 @@ def summary(record: SagaRecord, stalled_before_ms: int | None) -> dict[str, Any]
         "status": record.status.value,
         "health": None if found is None else found.value,
         "current_step": record.current_step,
+        "attempt": record.attempt,
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
     }

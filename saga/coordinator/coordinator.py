@@ -412,6 +412,7 @@ class Coordinator:
                     status=work.status,
                     current_step=work.cursor.step if work.cursor else None,
                     health=engine.health(work),
+                    attempt=work.cursor.attempts if work.cursor else None,
                 )
                 try:
                     await self._writer.write(append)

@@ -24,6 +24,8 @@ class SagaRecord:
     current_step: str | None = None
     health: Health | None = None
     """None once the saga is completed or compensated."""
+    attempt: int | None = None
+    """The current step's (or compensation's) attempt number, when one has been sent."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,8 +44,8 @@ class Append:
     """Events for one saga, appended after ``expected_seq`` (the last seq the writer saw).
 
     The events get seq ``expected_seq + 1, + 2, ...``; the saga row takes ``status``,
-    ``current_step`` and ``health``. If another writer already appended past ``expected_seq``
-    the whole batch fails with ConcurrencyError.
+    ``current_step``, ``health`` and ``attempt``. If another writer already appended past
+    ``expected_seq`` the whole batch fails with ConcurrencyError.
     """
 
     saga_id: str
@@ -52,6 +54,7 @@ class Append:
     status: SagaStatus
     current_step: str | None = None
     health: Health | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

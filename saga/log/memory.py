@@ -123,6 +123,7 @@ class InMemorySagaLog(SagaLog):
                 status=item.status,
                 current_step=item.current_step,
                 health=None if item.health is None else Health(item.health),
+                attempt=item.attempt,
                 last_seq=item.expected_seq + len(item.events),
                 updated_ms=item.events[-1].at_ms if item.events else current.updated_ms,
             )

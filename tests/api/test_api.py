@@ -315,3 +315,17 @@ async def test_definitions_list_the_registered_sagas(client: Client) -> None:
     body = await (await client.get("/api/definitions", headers=VIEWER)).json()
     assert [(s["name"], s["version"]) for s in body["sagas"]] == [("order", 1), ("ship", 1)]
     assert [s["kind"] for s in body["sagas"][1]["steps"]] == ["compensatable", "pivot", "retriable"]
+
+
+async def test_a_stuck_sagas_list_row_shows_its_step_and_attempt(
+    client: Client, coordinator: Coordinator, shop: Shop
+) -> None:
+    shop.reject.add("inventory.reserve")
+    shop.fail["payments.release"] = 10  # the order saga's FAST policy allows three attempts
+    saga_id = await start(client, input={"sku": "A"})
+    assert await settled(coordinator, saga_id) is SagaStatus.STUCK
+    response = await client.get("/api/sagas?health=stuck", headers=VIEWER)
+    (row,) = (await response.json())["sagas"]
+    assert row["saga_id"] == saga_id
+    assert row["current_step"] == "credit"
+    assert row["attempt"] == 3  # the compensation of credit, out of attempts

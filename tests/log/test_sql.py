@@ -78,7 +78,7 @@ async def test_schema_is_at_head_and_matches_the_metadata(url: str) -> None:
     log = SqlSagaLog(url)
     await log.open()
     try:
-        assert head_revision() == "0002"
+        assert head_revision() == "0003"
         assert await _revision(log) == head_revision()
 
         def diff(conn: Connection) -> list[Any]:

@@ -126,7 +126,7 @@ function sagaRow(saga) {
     el("td", {}, el("a", { href: `#/saga/${encodeURIComponent(saga.saga_id)}`, class: "mono" }, saga.saga_id)),
     el("td", {}, `${saga.name} v${saga.version}`),
     el("td", {}, badge(saga.status)),
-    el("td", {}, saga.current_step || "—"),
+    el("td", {}, saga.current_step ? (saga.attempt > 1 ? `${saga.current_step} #${saga.attempt}` : saga.current_step) : "—"),
     el("td", { title: when(saga.created_ms) }, ago(saga.created_ms)),
     el("td", { title: when(saga.updated_ms) }, ago(saga.updated_ms)));
 }

@@ -69,6 +69,7 @@ def _record(row: Row[Any]) -> SagaRecord:
         last_seq=row.last_seq,
         current_step=row.current_step,
         health=None if row.health is None else Health(row.health),
+        attempt=row.attempt,
     )
 
 
@@ -328,6 +329,7 @@ async def _advance(conn: AsyncConnection, item: Append) -> None:
         "status": SagaStatus(item.status).value,
         "current_step": item.current_step,
         "health": None if item.health is None else Health(item.health).value,
+        "attempt": item.attempt,
     }
     if item.events:
         values["updated_ms"] = item.events[-1].at_ms

@@ -50,6 +50,7 @@ sagas = Table(
     Column("updated_ms", BigInteger, nullable=False),
     Column("last_seq", Integer, nullable=False),
     Column("current_step", String, nullable=True),
+    Column("attempt", Integer, nullable=True),
     Column("health", String, nullable=True),
     # One index per list filter; saga_id last so the keyset order needs no extra sort.
     Index(None, "status", "created_ms", "saga_id"),
