@@ -2,50 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from saga.events import EventType, Health, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog
-from saga.log.memory import InMemorySagaLog
-from saga.log.sql import SqlSagaLog
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory"
-    return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-@pytest.fixture
-async def log(url: str) -> AsyncIterator[SagaLog]:
-    saga_log: SagaLog = InMemorySagaLog() if url == "memory" else SqlSagaLog(url)
-    await saga_log.open()
-    yield saga_log
-    await saga_log.close()
-
-
-async def test_append_records_the_attempt_and_find_returns_it(log: SagaLog) -> None:
+async def test_append_records_the_attempt_and_find_returns_it(any_log: SagaLog) -> None:
     started = NewEvent(
         type=EventType.SAGA_STARTED,
         data={"name": "s", "version": 1, "input": {}, "deadline_at_ms": None},
         at_ms=1000,
     )
-    await log.create(NewSaga(saga_id="a", name="s", version=1, input={}, started=started))
-    created = await log.get("a")
+    await any_log.create(NewSaga(saga_id="a", name="s", version=1, input={}, started=started))
+    created = await any_log.get("a")
     assert created is not None
     assert created.attempt is None
     failed = NewEvent(type=EventType.STEP_FAILED, data={"step": "credit"}, at_ms=2000)
-    await log.append([
+    await any_log.append([
         Append(
             saga_id="a", expected_seq=1, events=[failed], status=SagaStatus.RUNNING,
             current_step="credit", health=Health.RETRYING, attempt=3,
         )
     ])  # fmt: skip
-    record = await log.get("a")
+    record = await any_log.get("a")
     assert record is not None
     assert (record.current_step, record.attempt, record.health) == ("credit", 3, Health.RETRYING)
-    page = await log.find(healths=[Health.RETRYING])
+    page = await any_log.find(healths=[Health.RETRYING])
     assert [(r.saga_id, r.attempt) for r in page.sagas] == [("a", 3)]
