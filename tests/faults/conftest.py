@@ -11,13 +11,13 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from saga.transport.nats_server import free_port
 from tests.conftest import REQUIRE_POSTGRES_ENV
 
 
@@ -26,19 +26,13 @@ def _bin_dir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PrivatePostgres:
     """initdb + pg_ctl for one temp cluster."""
 
     def __init__(self, bin_dir: Path, root: Path) -> None:
         self.bin_dir = bin_dir
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as_postgres = os.geteuid() == 0
 
@@ -76,7 +70,7 @@ async def private_postgres(tmp_path: Path) -> AsyncIterator[PrivatePostgres]:
         if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
             pytest.fail("the PostgreSQL server binaries (initdb, pg_ctl) are required in CI")
         pytest.skip("needs PostgreSQL server binaries (initdb, pg_ctl) to run a private server")
-    root = Path("/tmp") / f"saga-pg-{os.getpid()}-{_free_port()}"
+    root = Path("/tmp") / f"saga-pg-{os.getpid()}-{free_port()}"
     server = PrivatePostgres(bin_dir, root)
     await asyncio.to_thread(server.init)
     await asyncio.to_thread(server.start)
