@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from saga.errors import ProtocolError
+from saga.names import check_saga_id, is_name
 
 JsonObject = dict[str, Any]
 
@@ -48,7 +49,14 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     """A business "no": the step had no effect."""
     FAILED = "failed"
-    """Unknown: a timeout, no responder, a transport or transient handler error. Retried."""
+    """Unknown: a timeout, no responder, a transport or transient handler error. Retried,
+    unless the reply is ``final`` (the effect was taken, but the step cannot succeed)."""
+
+
+RESULT_TOO_LARGE = "result_too_large"
+"""The code of a final failure: the handler succeeded, but its result cannot be sent."""
+REPLY_TOO_LARGE = "reply_too_large"
+"""The code of a final failure: a reply arrived over the coordinator's size limit."""
 
 
 def idempotency_key(saga_id: str, step: str, direction: Direction) -> str:
@@ -191,9 +199,14 @@ class Command:
             raise ProtocolError(f"header {HEADER_ATTEMPT} must be an integer") from exc
         if attempt < 1:
             raise ProtocolError(f"header {HEADER_ATTEMPT} must be >= 1")
+        saga_name = headers.get(HEADER_SAGA_NAME, "")
+        if saga_name and not is_name(saga_name):
+            raise ProtocolError(f"header {HEADER_SAGA_NAME} {saga_name[:60]!r} is not a name")
+        if not is_name(headers[HEADER_STEP]):
+            raise ProtocolError(f"header {HEADER_STEP} {headers[HEADER_STEP][:60]!r} is not a name")
         decoded = cls(
-            saga_id=headers[HEADER_SAGA_ID],
-            saga_name=headers.get(HEADER_SAGA_NAME, ""),
+            saga_id=check_saga_id(headers[HEADER_SAGA_ID]),
+            saga_name=saga_name,
             step=headers[HEADER_STEP],
             direction=direction,
             attempt=attempt,
@@ -240,6 +253,9 @@ class Reply:
     outcome: Outcome
     result: JsonObject | None = None
     error: ErrorInfo | None = None
+    final: bool = False
+    """For a failure: do not retry. The attempt took effect (or may have) and a repeat would
+    answer the same, so the step goes straight to compensation (or stuck, after the pivot)."""
 
     @classmethod
     def succeeded(cls, result: JsonObject | None = None) -> Reply:
@@ -253,10 +269,13 @@ class Reply:
         )
 
     @classmethod
-    def failed(cls, code: str, message: str, details: JsonObject | None = None) -> Reply:
+    def failed(
+        cls, code: str, message: str, details: JsonObject | None = None, *, final: bool = False
+    ) -> Reply:
         return cls(
             outcome=Outcome.FAILED,
             error=ErrorInfo(code=code, message=message, details=details or {}),
+            final=final,
         )
 
     def to_json(self) -> JsonObject:
@@ -265,6 +284,8 @@ class Reply:
             value["result"] = self.result or {}
         else:
             value["error"] = (self.error or ErrorInfo(code="unknown", message="")).to_json()
+            if self.final and self.outcome is Outcome.FAILED:
+                value["final"] = True
         return value
 
     def encode(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
@@ -281,7 +302,11 @@ class Reply:
             if not isinstance(result, dict):
                 raise ProtocolError("reply result must be a JSON object")
             return cls(outcome=outcome, result=result)
-        return cls(outcome=outcome, error=ErrorInfo.from_json(value.get("error")))
+        final = value.get("final", False)
+        if not isinstance(final, bool):
+            raise ProtocolError("reply 'final' must be true or false")
+        error = ErrorInfo.from_json(value.get("error"))
+        return cls(outcome=outcome, error=error, final=final and outcome is Outcome.FAILED)
 
     @classmethod
     def decode(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,6 +10,7 @@ from typing import Any
 
 from saga.definition.retry import FOREVER, RetryPolicy
 from saga.errors import DefinitionError
+from saga.names import NAME_RULE, is_name
 
 JsonObject = dict[str, Any]
 Results = Mapping[str, JsonObject]
@@ -18,8 +18,6 @@ Results = Mapping[str, JsonObject]
 
 RequestBuilder = Callable[[JsonObject, Results], JsonObject]
 """Builds a step's request from the saga input and earlier steps' results."""
-
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class StepKind(StrEnum):
@@ -60,13 +58,11 @@ class Step:
 
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("service", self.service)):
-            if not isinstance(value, str) or not _NAME.match(value):
-                raise DefinitionError(
-                    f"step {label} {value!r} must be letters, digits, '_' or '-'", step=self.name
-                )
-        if not isinstance(self.command, str) or not _NAME.match(self.command):
+            if not is_name(value):
+                raise DefinitionError(f"step {label} {value!r} must be {NAME_RULE}", step=self.name)
+        if not is_name(self.command):
             raise DefinitionError(f"invalid command name {self.command!r}", step=self.name)
-        if self.compensation is not None and not _NAME.match(self.compensation):
+        if self.compensation is not None and not is_name(self.compensation):
             raise DefinitionError(
                 f"invalid compensation name {self.compensation!r}", step=self.name
             )
@@ -115,8 +111,8 @@ class Saga:
     deadline: timedelta | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise DefinitionError(f"saga name {self.name!r} must be letters, digits, '_' or '-'")
+        if not is_name(self.name):
+            raise DefinitionError(f"saga name {self.name!r} must be {NAME_RULE}")
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
             raise DefinitionError(f"saga {self.name!r}: version must be a positive int")
         steps = tuple(self.steps)

@@ -152,8 +152,9 @@ def _step_after_failure(
     forward = cursor.direction is Direction.FORWARD
     policy = step.policy if forward else step.compensation_retry
     retry_at = now + policy.delay_ms(cursor.attempts_in_budget)
-    if cursor.unlimited or policy.allows_another(
-        cursor.attempts_in_budget, cursor.budget_started_ms, retry_at
+    if not cursor.final and (
+        cursor.unlimited
+        or policy.allows_another(cursor.attempts_in_budget, cursor.budget_started_ms, retry_at)
     ):
         _emit(
             state,
@@ -168,7 +169,8 @@ def _step_after_failure(
             now,
         )
     elif forward and step.kind is StepKind.COMPENSATABLE:
-        _start_compensation(defn, state, decision, f"step {step.name!r} exhausted its retries", now)
+        why = "failed for good" if cursor.final else "exhausted its retries"
+        _start_compensation(defn, state, decision, f"step {step.name!r} {why}", now)
     elif forward and step.kind is StepKind.PIVOT:
         _stick(state, decision, "pivot_unknown", f"pivot {step.name!r} outcome unknown", now)
     elif forward:
@@ -350,6 +352,8 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
         assert reply.error is not None
         event_type = EventType.STEP_FAILED
         data["error"] = reply.error.to_json()
+        if reply.final:
+            data["final"] = True
     else:
         if cursor.phase not in (Phase.IN_FLIGHT, Phase.FAILED, Phase.WAITING):
             return []

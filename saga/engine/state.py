@@ -43,6 +43,8 @@ class Cursor:
     timeout_at_ms: int | None = None
     retry_at_ms: int | None = None
     last_error: JsonObject | None = None
+    final: bool = False
+    """The last attempt failed for good (``final`` in its event): no retry is worth making."""
 
     @property
     def attempts_in_budget(self) -> int:
@@ -157,6 +159,7 @@ def apply(state: SagaState, event: Event | NewEvent) -> None:
         cursor.phase = Phase.IN_FLIGHT
         cursor.timeout_at_ms = int(data["timeout_at_ms"])
         cursor.retry_at_ms = None
+        cursor.final = False
         if direction is Direction.FORWARD:
             progress = state.progress(data["step"])
             progress.sent = True
@@ -185,6 +188,7 @@ def apply(state: SagaState, event: Event | NewEvent) -> None:
         else:
             cursor.phase = Phase.FAILED
             cursor.last_error = data.get("error")
+            cursor.final = bool(data.get("final", False))
     elif kind is EventType.RETRY_SCHEDULED:
         if state.cursor is not None:
             state.cursor.phase = Phase.WAITING

@@ -25,7 +25,15 @@ class CommandContext:
     command: str
     forward_result: JsonObject | None = None
     """For a compensation: the result this participant recorded for the step's forward
-    command, or None if it recorded none (e.g. the forward command's process died mid-way)."""
+    command, or None if it recorded none (the forward attempt failed, its process died
+    mid-way, or it returned an unusable result). A compensation handler runs whenever a
+    forward attempt reached this service, even one that failed: it must treat "nothing to
+    undo" as success."""
+    connection: Any = None
+    """For a command registered with ``transactional=True``: the open transaction (an
+    SQLAlchemy ``AsyncConnection`` for ``SqlIdempotencyStore``) to write the effect on. It
+    commits together with the idempotency record when the handler returns, and rolls back
+    when the handler raises. Do not commit or roll it back yourself. None otherwise."""
 
     @property
     def is_compensation(self) -> bool:

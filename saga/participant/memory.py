@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
@@ -13,6 +14,12 @@ class InMemoryIdempotencyStore(IdempotencyStore):
 
     def __init__(self) -> None:
         self._records: dict[str, IdempotencyRecord] = {}
+        self._identity = f"memory:{uuid.uuid4().hex}"
+
+    @property
+    def identity(self) -> str:
+        """Unique to this object: replicas in other processes can never share it."""
+        return self._identity
 
     def __len__(self) -> int:
         return len(self._records)
@@ -28,12 +35,16 @@ class InMemoryIdempotencyStore(IdempotencyStore):
 
     async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         existing = self._records.get(key)
-        stale = (
-            existing is not None
-            and existing.state is RecordState.IN_PROGRESS
-            and existing.claimed_at_ms < stale_before_ms
+        claimable = (
+            existing is None
+            or existing.state is RecordState.ATTEMPTED
+            or (
+                existing.state is RecordState.IN_PROGRESS
+                and existing.claimed_at_ms < stale_before_ms
+            )
         )
-        if existing is not None and not stale:
+        if not claimable:
+            assert existing is not None
             return Claim(won=False, record=existing)
         return self._put(key, RecordState.IN_PROGRESS, owner, now_ms, replaced=existing)
 
@@ -68,19 +79,21 @@ class InMemoryIdempotencyStore(IdempotencyStore):
         return True
 
     async def release(self, key: str, *, owner: str) -> bool:
-        if not _held(self._records.get(key), owner):
+        existing = self._records.get(key)
+        if not _held(existing, owner):
             return False
-        del self._records[key]
+        assert existing is not None
+        self._records[key] = replace(existing, state=RecordState.ATTEMPTED)
         return True
 
     async def abandon(self, *, owner_prefix: str) -> int:
         dead = [
-            key
-            for key, record in self._records.items()
+            record
+            for record in self._records.values()
             if record.state is RecordState.IN_PROGRESS and record.owner.startswith(owner_prefix)
         ]
-        for key in dead:
-            del self._records[key]
+        for record in dead:
+            self._records[record.key] = replace(record, state=RecordState.ATTEMPTED)
         return len(dead)
 
 

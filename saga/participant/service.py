@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from saga.clock import Clock, SystemClock
 from saga.errors import DefinitionError, ProtocolError, Rejected
+from saga.names import NAME_RULE, is_name
 from saga.participant.context import CommandContext, Handler, JsonObject
 from saga.participant.locks import KeyedLocks
 from saga.participant.memory import InMemoryIdempotencyStore
 from saga.participant.store import IdempotencyRecord, IdempotencyStore, RecordState
 from saga.protocol import (
     MAX_PAYLOAD_BYTES,
+    RESULT_TOO_LARGE,
     Command,
     Direction,
     Outcome,
@@ -44,14 +46,15 @@ logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Handler)
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
 )
 _MAX_ERROR_MESSAGE = 2000
 FENCED_RESULT: JsonObject = {"fenced": True}
 """The result of a compensation whose forward command never ran here."""
+MAX_RECORDED_RESULT_BYTES = 64 * 1024 * 1024
+"""The largest handler result recorded (and handed to the compensation handler)."""
 ABANDONED_FORWARD = Reply.failed(
     "forward_abandoned",
     "the forward command's handler died mid-way and its compensation has started;"
@@ -85,11 +88,9 @@ class Participant:
         description: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise DefinitionError(
-                f"participant name {name!r} must be letters, digits, '_' or '-' only"
-            )
-        if not _SEMVER.match(version):
+        if not is_name(name):
+            raise DefinitionError(f"participant name {name!r} must be {NAME_RULE}")
+        if not isinstance(version, str) or not _SEMVER.fullmatch(version):
             raise DefinitionError(f"participant version {version!r} is not a semantic version")
         if max_payload_bytes < 1:
             raise DefinitionError("max_payload_bytes must be positive")
@@ -104,8 +105,8 @@ class Participant:
         self.max_payload_bytes = max_payload_bytes
         self.max_concurrency = max_concurrency
         self.stale_claim_after = stale_claim_after
-        if instance is not None and not _NAME.match(instance):
-            raise DefinitionError(f"instance {instance!r} must be letters, digits, '_' or '-'")
+        if instance is not None and not is_name(instance):
+            raise DefinitionError(f"instance {instance!r} must be {NAME_RULE}")
         self.instance = instance
         """A stable name for this replica (e.g. ``payments-2``). Its claims carry it, and when a
         replica starts under the same name it releases the claims its dead predecessor left
@@ -116,6 +117,7 @@ class Participant:
         service had already answered."""
         self._clock: Clock = clock or SystemClock()
         self._handlers: dict[str, Handler] = {}
+        self._transactional: set[str] = set()
         self._locks = KeyedLocks()
 
     @property
@@ -141,10 +143,22 @@ class Participant:
         """Registered command names, in registration order."""
         return tuple(self._handlers)
 
-    def command(self, name: str) -> Callable[[H], H]:
-        """Register ``async def handler(ctx, request)`` as command ``name``."""
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise DefinitionError(f"command name {name!r} must be letters, digits, '_' or '-' only")
+    def command(self, name: str, *, transactional: bool = False) -> Callable[[H], H]:
+        """Register ``async def handler(ctx, request)`` as command ``name``.
+
+        With ``transactional=True`` (the transactional inbox; the store must join
+        transactions, as ``SqlIdempotencyStore`` does) the handler writes its effect on
+        ``ctx.connection``, and the idempotency record commits in that same transaction: a
+        committed effect is always recorded and never run again, and an effect whose handler
+        raised is rolled back with it.
+        """
+        if not is_name(name):
+            raise DefinitionError(f"command name {name!r} must be {NAME_RULE}")
+        if transactional and not self.store.joins_transactions:
+            raise DefinitionError(
+                f"command {self.name}.{name} is transactional, but {type(self.store).__name__}"
+                " cannot join a handler's transaction; use SqlIdempotencyStore"
+            )
 
         def register(handler: H) -> H:
             if not _is_async_function(handler):
@@ -155,6 +169,8 @@ class Participant:
             if name in self._handlers:
                 raise DefinitionError(f"command {self.name}.{name} is already registered")
             self._handlers[name] = handler
+            if transactional:
+                self._transactional.add(name)
             return handler
 
         return register
@@ -171,7 +187,7 @@ class Participant:
         key = self._store_key(command.idempotency_key)
         async with self._locks.hold(key):
             try:
-                return await self._handle_held(command, handler, key)
+                reply = await self._handle_held(command, handler, key)
             except Exception as exc:
                 logger.exception(
                     "idempotency store failed for %s (saga %s step %s)",
@@ -180,6 +196,31 @@ class Participant:
                     command.step,
                 )
                 return Reply.failed("store_error", _message(exc))
+        return self.fit(reply)[0]
+
+    def fit(self, reply: Reply, max_bytes: int | None = None) -> tuple[Reply, bytes]:
+        """``reply`` and its wire bytes, or, when it is over ``max_bytes`` (default: this
+        participant's limit), a final failure that says the effect was taken.
+
+        The recorded reply stays as it was, so the compensation handler still receives the
+        forward result; only what crosses the wire changes.
+        """
+        limit = (
+            self.max_payload_bytes if max_bytes is None else min(max_bytes, self.max_payload_bytes)
+        )
+        try:
+            return reply, reply.encode(limit)
+        except ProtocolError as exc:
+            size = len(json.dumps(reply.to_json(), separators=(",", ":")).encode())
+            logger.error("a reply of %d bytes is over the %d byte limit: %s", size, limit, exc)
+            too_large = Reply.failed(
+                RESULT_TOO_LARGE,
+                f"the handler succeeded and its effect was taken, but its reply is {size} bytes,"
+                f" over the {limit} byte limit; the step will be compensated",
+                {"bytes": size, "limit": limit, "effect_taken": True},
+                final=True,
+            )
+            return too_large, too_large.encode(limit)
 
     async def serve(
         self,
@@ -232,8 +273,9 @@ class Participant:
             if claim.record.state is RecordState.DONE and claim.record.reply is not None:
                 self.replayed += 1
             return _existing_answer(claim.record)
-        if claim.replaced is not None:
-            logger.warning("re-claiming %s: its claim by %s went stale", key, claim.replaced.owner)
+        replaced = claim.replaced
+        if replaced is not None and replaced.state is RecordState.IN_PROGRESS:
+            logger.warning("re-claiming %s: its claim by %s went stale", key, replaced.owner)
         try:
             forward_result: JsonObject | None = None
             if command.direction is Direction.COMPENSATE:
@@ -241,12 +283,39 @@ class Participant:
                 if verdict.reply is not None:
                     return await self._settle(key, owner, verdict.reply, final=verdict.final)
                 forward_result = verdict.forward_result
-            reply = await self._run(handler, command, forward_result)
+            if command.command in self._transactional:
+                reply, recorded = await self._run_in_transaction(
+                    handler, command, forward_result, key, owner
+                )
+                if recorded:
+                    return reply
+            else:
+                reply = await self._run(handler, command, forward_result)
         except BaseException:
             # Cancelled or the store failed: the outcome is unknown, so let a retry run again.
             await asyncio.shield(self._release_quietly(key, owner))
             raise
-        return await self._settle(key, owner, reply, final=reply.outcome is not Outcome.FAILED)
+        return await self._settle(key, owner, reply, final=_is_final(reply))
+
+    async def _run_in_transaction(
+        self,
+        handler: Handler,
+        command: Command,
+        forward_result: JsonObject | None,
+        key: str,
+        owner: str,
+    ) -> tuple[Reply, bool]:
+        """Run the handler inside the store's transaction; True when its record committed."""
+        async with self.store.transaction(key, owner=owner) as tx:
+            reply = await self._run(handler, command, forward_result, tx.connection)
+            if reply.outcome is Outcome.REJECTED or not _is_final(reply):
+                tx.discard()  # a "no" or a failure: no effect is kept
+                return reply, False
+            if not await tx.complete(reply, now_ms=self._clock.now_ms()):
+                tx.discard()  # another replica took the claim over: it owns the effect now
+                logger.warning("the claim on %s was taken over; the effect is rolled back", key)
+                return Reply.failed("claim_lost", "another replica took this command over"), False
+        return reply, True
 
     async def _check_forward(
         self, command: Command, owner: str, now_ms: int, stale_before_ms: int
@@ -259,7 +328,9 @@ class Participant:
             logger.info("fenced %s: its compensation arrived first", forward_key)
             return _Verdict(reply=Reply.succeeded(dict(FENCED_RESULT)))
         record = fence.record
-        if record.state is RecordState.IN_PROGRESS:
+        if record.state in (RecordState.IN_PROGRESS, RecordState.ATTEMPTED):
+            # A forward attempt reached this service: it may have taken effect, so the
+            # compensation handler runs. A forward still running is waited for.
             claim = await self.store.claim(
                 forward_key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
             )
@@ -282,24 +353,34 @@ class Participant:
             return _Verdict(reply=Reply.succeeded({"forward_rejected": True}))
         if forward is not None and forward.outcome is Outcome.SUCCEEDED:
             return _Verdict(forward_result=dict(forward.result or {}))
-        # Abandoned (see below): the forward effect is unknown, so compensate without a result.
+        # Abandoned (see below) or a final failure: the forward effect is unknown or was taken
+        # without a usable result, so compensate without a result.
         return _Verdict()
 
     async def _abandon_forward(
         self, forward_key: str, owner: str, now_ms: int, replaced: IdempotencyRecord | None
     ) -> _Verdict:
-        # The forward handler died mid-way (stale claim) or just failed and released its
-        # claim: either way its effect is unknown. Record it as abandoned, so a redelivery
-        # never runs it, and compensate regardless.
+        # The forward handler died mid-way (stale claim) or failed (attempted): either way its
+        # effect is unknown. Record it as abandoned, so a redelivery never runs it, and
+        # compensate regardless.
         if replaced is not None:
-            logger.warning("forward %s was abandoned mid-way; compensating anyway", forward_key)
+            logger.warning(
+                "forward %s was %s; compensating anyway",
+                forward_key,
+                "abandoned mid-way" if replaced.state is RecordState.IN_PROGRESS else "attempted",
+            )
         await self.store.complete(forward_key, owner=owner, reply=ABANDONED_FORWARD, now_ms=now_ms)
         return _Verdict()
 
     async def _run(
-        self, handler: Handler, command: Command, forward_result: JsonObject | None
+        self,
+        handler: Handler,
+        command: Command,
+        forward_result: JsonObject | None,
+        connection: Any = None,
     ) -> Reply:
         ctx = CommandContext(
+            connection=connection,
             saga_id=command.saga_id,
             saga_name=command.saga_name,
             step=command.step,
@@ -319,23 +400,21 @@ class Participant:
         except Exception as exc:
             logger.exception("handler %s raised; the step will be retried", where)
             return Reply.failed("handler_error", _message(exc))
+        # The handler returned, so its effect was taken: from here on the answer is final,
+        # whatever is wrong with the result, and a retry never runs the handler again.
         if result is None:
             result = {}
         if not isinstance(result, dict):
             logger.error("handler %s returned %s, not a dict", where, type(result).__name__)
-            return Reply.failed(
-                "bad_result",
-                f"handler returned {type(result).__name__}; it must return a dict or None",
-            )
+            return _bad_result(f"handler returned {type(result).__name__}, not a dict or None")
         try:
-            # Round-trip through JSON: what is recorded is exactly what a repeat will get.
-            normalised = json.loads(encode_json(result, self.max_payload_bytes))
-            reply = Reply.succeeded(normalised)
-            reply.encode(self.max_payload_bytes)
+            # Round-trip through JSON: what is recorded is exactly what a repeat will get. The
+            # record may be larger than a message; ``fit`` shapes what crosses the wire.
+            normalised = json.loads(encode_json(result, MAX_RECORDED_RESULT_BYTES))
         except ProtocolError as exc:
             logger.error("handler %s returned an unusable result: %s", where, exc.message)
-            return Reply.failed("bad_result", f"handler result: {exc.message}")
-        return reply
+            return _bad_result(f"handler result: {exc.message}")
+        return Reply.succeeded(normalised)
 
     def _rejection(self, exc: Rejected, where: str) -> Reply:
         reply = Reply.rejected(str(exc.code), exc.message, exc.details)
@@ -375,6 +454,20 @@ class Participant:
 
     def __repr__(self) -> str:
         return f"<Participant {self.name} {self.version} commands={list(self._handlers)}>"
+
+
+def _is_final(reply: Reply) -> bool:
+    """Recorded for good: a success, a rejection, or a failure marked final."""
+    return reply.outcome is not Outcome.FAILED or reply.final
+
+
+def _bad_result(message: str) -> Reply:
+    return Reply.failed(
+        "bad_result",
+        f"{message}; the handler returned, so its effect was taken: the step will be compensated",
+        {"effect_taken": True},
+        final=True,
+    )
 
 
 def _is_async_function(value: object) -> bool:

@@ -1,15 +1,22 @@
 """SqlIdempotencyStore: the IdempotencyStore on SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
 
-One table, ``saga_idempotency``, created at ``open()``. A claim is a primary-key insert
-(``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so exactly one of several processes wins a
-key; a stale claim is taken over with a compare-and-set ``UPDATE`` on its owner and claim time.
-Independent of the saga log's schema: a participant's database is its own.
+One table, ``saga_idempotency``, created at ``open()``, and a one-row ``saga_idempotency_store``
+holding the store's identity. A claim is a primary-key insert (``INSERT ... ON CONFLICT DO
+NOTHING RETURNING``), so exactly one of several processes wins a key; an attempted or stale
+claim is taken over with a compare-and-set ``UPDATE`` on its owner, state and claim time.
+
+``transaction()`` is the transactional inbox: the handler writes its effect on the store's
+connection, and the idempotency record is completed in the same transaction, so a committed
+effect is always recorded (and never run again) and an uncommitted one never is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +24,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
+from saga.participant.store import (
+    Claim,
+    EffectTransaction,
+    IdempotencyRecord,
+    IdempotencyStore,
+    RecordState,
+)
 from saga.protocol import Reply
 
 metadata = sa.MetaData()
@@ -32,6 +45,14 @@ idempotency_table = sa.Table(
     sa.Column("claimed_at_ms", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
 )
+
+identity_table = sa.Table(
+    "saga_idempotency_store",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("identity", sa.String(64), nullable=False),
+)
+"""One row: a random id made when the store's tables are first created."""
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _SQLITE_PRAGMAS = (
@@ -60,32 +81,59 @@ def async_database_url(url: str | URL) -> URL:
 
 
 class SqlIdempotencyStore(IdempotencyStore):
-    """Idempotency records in a SQL table; safe to share between replicas of one service."""
+    """Idempotency records in a SQL table; replicas of one service must share one database.
 
-    def __init__(self, url: str | URL, *, engine_options: dict[str, Any] | None = None) -> None:
-        self.url = async_database_url(url)
+    ``url`` is a SQLite or PostgreSQL URL (the store makes and disposes its own engine), or an
+    ``AsyncEngine`` the caller owns (for example the one the service's business tables use,
+    so the store and the handlers share one pool).
+    """
+
+    def __init__(
+        self, url: str | URL | AsyncEngine, *, engine_options: dict[str, Any] | None = None
+    ) -> None:
+        self._given: AsyncEngine | None = None
+        if isinstance(url, AsyncEngine):
+            self._given = url
+            self.url = url.url
+        else:
+            self.url = async_database_url(url)
         self._engine_options = dict(engine_options or {})
         self._engine: AsyncEngine | None = None
+        self._identity: str | None = None
         self._open_lock = asyncio.Lock()
 
+    @property
+    def identity(self) -> str | None:
+        """The random id stored in this database at its first ``open()`` (None before)."""
+        return self._identity
+
+    @property
+    def joins_transactions(self) -> bool:
+        return True
+
     async def open(self) -> None:
-        """Create the engine and the table if missing. Idempotent; called lazily on first use."""
+        """Create the engine and the tables if missing. Idempotent; called lazily on first use."""
         async with self._open_lock:
             if self._engine is not None:
                 return
-            engine = create_async_engine(self.url, **self._engine_options)
-            if engine.dialect.name == "sqlite":
-                sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            engine = self._given
+            if engine is None:
+                engine = create_async_engine(self.url, **self._engine_options)
+                if engine.dialect.name == "sqlite":
+                    sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
+                    sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
             try:
                 await _create_schema(engine)
+                self._identity = await _identity(engine)
             except BaseException:
-                await engine.dispose()
+                if self._given is None:
+                    await engine.dispose()
                 raise
             self._engine = engine
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is not None:
+        if engine is not None and self._given is None:
             await engine.dispose()
 
     async def _ready(self) -> AsyncEngine:
@@ -111,17 +159,15 @@ class SqlIdempotencyStore(IdempotencyStore):
                     return Claim(won=True, record=mine)
                 existing = await _select(conn, key)
                 if existing is None:
-                    continue  # released between our insert and select: try again
-                if existing.state is not RecordState.IN_PROGRESS or (
-                    existing.claimed_at_ms >= stale_before_ms
-                ):
+                    continue  # deleted between our insert and select: try again
+                if not _claimable(existing, stale_before_ms):
                     return Claim(won=False, record=existing)
-                # Compare-and-set on the stale claim: of several takers, one matches.
+                # Compare-and-set on the record we saw: of several takers, one matches.
                 taken = await conn.execute(
                     sa.update(t)
                     .where(
                         t.c.key == key,
-                        t.c.state == RecordState.IN_PROGRESS.value,
+                        t.c.state == existing.state.value,
                         t.c.owner == existing.owner,
                         t.c.claimed_at_ms == existing.claimed_at_ms,
                     )
@@ -131,7 +177,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                 if taken.first() is not None:
                     return Claim(won=True, record=mine, replaced=existing)
                 current = await _select(conn, key)
-                if current is not None:
+                if current is not None and not _claimable(current, stale_before_ms):
                     return Claim(won=False, record=current)
         raise RuntimeError(f"could not claim idempotency key {key!r}: it keeps changing")
 
@@ -150,26 +196,18 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
         engine = await self._ready()
-        t = idempotency_table
         async with engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(t)
-                .where(*_held_by(key, owner))
-                .values(
-                    state=RecordState.DONE.value,
-                    reply=json.dumps(reply.to_json(), separators=(",", ":")),
-                    updated_ms=now_ms,
-                )
-                .returning(t.c.key)
-            )
-            return result.first() is not None
+            return await _complete(conn, key, owner, reply, now_ms)
 
     async def release(self, key: str, *, owner: str) -> bool:
         engine = await self._ready()
         t = idempotency_table
         async with engine.begin() as conn:
             result = await conn.execute(
-                sa.delete(t).where(*_held_by(key, owner)).returning(t.c.key)
+                sa.update(t)
+                .where(*_held_by(key, owner))
+                .values(state=RecordState.ATTEMPTED.value)
+                .returning(t.c.key)
             )
             return result.first() is not None
 
@@ -179,14 +217,70 @@ class SqlIdempotencyStore(IdempotencyStore):
         escaped = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         async with engine.begin() as conn:
             result = await conn.execute(
-                sa.delete(t)
+                sa.update(t)
                 .where(
                     t.c.state == RecordState.IN_PROGRESS.value,
                     t.c.owner.like(f"{escaped}%", escape="\\"),
                 )
+                .values(state=RecordState.ATTEMPTED.value)
                 .returning(t.c.key)
             )
             return len(result.all())
+
+    @asynccontextmanager
+    async def transaction(self, key: str, *, owner: str) -> AsyncIterator[EffectTransaction]:
+        engine = await self._ready()
+        async with engine.connect() as conn:
+            await conn.begin()
+            tx = _SqlEffectTransaction(conn, key, owner)
+            try:
+                yield tx
+            except BaseException:
+                await conn.rollback()
+                raise
+            if tx.discarded:
+                await conn.rollback()
+            else:
+                await conn.commit()
+
+
+class _SqlEffectTransaction(EffectTransaction):
+    def __init__(self, conn: AsyncConnection, key: str, owner: str) -> None:
+        self._conn = conn
+        self._key = key
+        self._owner = owner
+        self.discarded = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
+
+    async def complete(self, reply: Reply, *, now_ms: int) -> bool:
+        return await _complete(self._conn, self._key, self._owner, reply, now_ms)
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+def _claimable(record: IdempotencyRecord, stale_before_ms: int) -> bool:
+    if record.state is RecordState.ATTEMPTED:
+        return True
+    return record.state is RecordState.IN_PROGRESS and record.claimed_at_ms < stale_before_ms
+
+
+async def _complete(conn: AsyncConnection, key: str, owner: str, reply: Reply, now_ms: int) -> bool:
+    t = idempotency_table
+    result = await conn.execute(
+        sa.update(t)
+        .where(*_held_by(key, owner))
+        .values(
+            state=RecordState.DONE.value,
+            reply=json.dumps(reply.to_json(), separators=(",", ":")),
+            updated_ms=now_ms,
+        )
+        .returning(t.c.key)
+    )
+    return result.first() is not None
 
 
 def _new_record(
@@ -249,10 +343,28 @@ async def _create_schema(engine: AsyncEngine) -> None:
                 raise
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+async def _identity(engine: AsyncEngine) -> str:
+    """The store's identity row, made by whichever process opens the database first."""
+    t = identity_table
+    values = {"id": 1, "identity": uuid.uuid4().hex}
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    async with engine.begin() as conn:
+        await conn.execute(insert(t).values(values).on_conflict_do_nothing())
+        found: str = (await conn.execute(sa.select(t.c.identity).where(t.c.id == 1))).scalar_one()
+    return found
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
             cursor.execute(pragma)
     finally:
         cursor.close()
+    # SQLAlchemy emits BEGIN itself (below), so a handler's read-then-write transaction never
+    # has to upgrade its lock: with several replicas on one file, that is where deadlocks live.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -26,7 +26,7 @@ from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
 from saga.errors import ProtocolError, TransportError
-from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply
+from saga.protocol import MAX_PAYLOAD_BYTES, REPLY_TOO_LARGE, Command, Reply
 from saga.transport.base import ReplyHandler, Transport
 from saga.transport.security import NatsSecurity
 
@@ -383,12 +383,28 @@ class NatsTransport(Transport):
         headers: dict[str, str] | None = msg.headers
         data: bytes = msg.data
         token = subject.rpartition(".")[2]
-        try:
-            reply = Reply.decode(headers=headers, body=data, max_bytes=self.max_payload_bytes)
-        except ProtocolError as exc:
-            self.malformed_replies += 1
-            logger.warning("dropping a malformed reply on %s: %s", subject, exc.message)
-            return
+        if len(data) > self.max_payload_bytes and token in self._pending:
+            # The participant answered (its handler ran and recorded the answer), and every
+            # repeat gets the same bytes: say so, rather than letting the step time out.
+            logger.warning(
+                "a reply on %s is %d bytes, over this coordinator's %d byte limit",
+                subject, len(data), self.max_payload_bytes,
+            )  # fmt: skip
+            reply = Reply.failed(
+                REPLY_TOO_LARGE,
+                f"the reply is {len(data)} bytes, over the coordinator's"
+                f" {self.max_payload_bytes} byte limit (max_payload_bytes); the participant"
+                " answered and may have taken effect",
+                {"bytes": len(data), "limit": self.max_payload_bytes},
+                final=True,
+            )
+        else:
+            try:
+                reply = Reply.decode(headers=headers, body=data, max_bytes=self.max_payload_bytes)
+            except ProtocolError as exc:
+                self.malformed_replies += 1
+                logger.warning("dropping a malformed reply on %s: %s", subject, exc.message)
+                return
         pending = self._pending.pop(token, None)
         if pending is None:
             self.unmatched_replies += 1

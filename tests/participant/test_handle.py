@@ -60,6 +60,7 @@ class Inventory:
         self.reserve_gate: asyncio.Event | None = None
         self.reserve_started = asyncio.Event()
         self.fail_next: list[BaseException] = []
+        self.result_override: JsonObject | None = None
 
         @self.participant.command("reserve")
         async def reserve(ctx: CommandContext, request: JsonObject) -> JsonObject:
@@ -69,6 +70,8 @@ class Inventory:
                 await self.reserve_gate.wait()
             if self.fail_next:
                 raise self.fail_next.pop(0)
+            if self.result_override is not None:
+                return self.result_override
             return {"reservation": f"r-{ctx.saga_id}", "qty": request["qty"]}
 
         @self.participant.command("release")
@@ -168,10 +171,9 @@ async def test_a_cancelled_handler_releases_its_claim() -> None:
         ("text", "str"),
         ({"when": object()}, "not JSON-serialisable"),
         ({"nan": float("nan")}, "not JSON-serialisable"),
-        ({"blob": "x" * 2000}, "byte limit"),
     ],
 )
-async def test_a_bad_result_is_a_failure_with_a_clear_code(result: object, fragment: str) -> None:
+async def test_a_bad_result_is_a_final_failure_recorded_once(result: object, fragment: str) -> None:
     participant = Participant("svc", max_payload_bytes=1000)
     calls = 0
 
@@ -184,11 +186,43 @@ async def test_a_bad_result_is_a_failure_with_a_clear_code(result: object, fragm
     command = cmd("do", service="svc")
     reply = await participant.handle(command)
     assert reply.outcome is Outcome.FAILED
+    assert reply.final, "the handler returned: its effect was taken, a retry must not run it"
     assert reply.error is not None
     assert reply.error.code == "bad_result"
     assert fragment in reply.error.message
-    await participant.handle(command)
-    assert calls == 2, "a bad result is not recorded"
+    assert await participant.handle(cmd("do", service="svc", attempt=2)) == reply
+    assert calls == 1, "a bad result is recorded: the handler never runs twice"
+
+
+async def test_a_result_too_large_to_send_is_recorded_and_answered_with_a_final_error() -> None:
+    participant = Participant("svc", max_payload_bytes=1000)
+    big = {"blob": "x" * 2000}
+    seen: list[JsonObject | None] = []
+
+    @participant.command("do")
+    async def do(ctx: CommandContext, request: JsonObject) -> JsonObject:
+        seen.append(ctx.forward_result)
+        return big
+
+    @participant.command("undo")
+    async def undo(ctx: CommandContext, request: JsonObject) -> JsonObject:
+        seen.append(ctx.forward_result)
+        return {}
+
+    reply = await participant.handle(cmd("do", service="svc"))
+    assert reply.outcome is Outcome.FAILED
+    assert reply.final
+    assert reply.error is not None
+    assert reply.error.code == "result_too_large"
+    assert "effect was taken" in reply.error.message
+    assert reply.error.details["limit"] == 1000
+    assert len(reply.encode(1000)) <= 1000
+    assert await participant.handle(cmd("do", service="svc", attempt=2)) == reply
+    assert len(seen) == 1, "the handler succeeded once and is never run again"
+    # The compensation handler receives the forward result that could not be sent.
+    comp = await participant.handle(cmd("undo", service="svc", direction=Direction.COMPENSATE))
+    assert comp == Reply.succeeded({})
+    assert seen == [None, big]
 
 
 async def test_none_result_is_an_empty_success() -> None:
@@ -254,13 +288,31 @@ async def test_compensation_of_a_rejected_forward_has_nothing_to_undo() -> None:
     assert inv.count("release") == 0
 
 
-async def test_compensation_after_a_failed_forward_is_fenced() -> None:
+async def test_compensation_after_a_failed_forward_runs_the_compensation_handler() -> None:
+    # The handler may have committed its effect and then raised: the compensation must run.
+    inv = Inventory()
+    inv.fail_next = [RuntimeError("raised after its commit")]
+    assert (await inv.participant.handle(cmd())).outcome is Outcome.FAILED
+    comp = await inv.participant.handle(compensation())
+    assert comp.outcome is Outcome.SUCCEEDED
+    assert comp != Reply.succeeded({"fenced": True})
+    assert inv.count("release") == 1
+    assert inv.calls[-1][1].forward_result is None, "no result was recorded for the forward"
+    late = await inv.participant.handle(cmd(attempt=2))
+    assert late.outcome is Outcome.FAILED
+    assert late.error is not None
+    assert late.error.code == "forward_abandoned"
+    assert inv.count("reserve") == 1, "a forward retry after the compensation never runs"
+
+
+async def test_compensation_after_a_failed_and_retried_forward_gets_the_result() -> None:
     inv = Inventory()
     inv.fail_next = [RuntimeError("flaky")]
     assert (await inv.participant.handle(cmd())).outcome is Outcome.FAILED
-    assert await inv.participant.handle(compensation()) == Reply.succeeded({"fenced": True})
-    assert (await inv.participant.handle(cmd(attempt=2))).outcome is Outcome.REJECTED
-    assert inv.count("reserve") == 1
+    ok = await inv.participant.handle(cmd(attempt=2))
+    assert ok.outcome is Outcome.SUCCEEDED
+    await inv.participant.handle(compensation())
+    assert inv.calls[-1][1].forward_result == ok.result
 
 
 async def test_compensation_while_the_forward_runs_is_retried_later() -> None:
@@ -390,7 +442,9 @@ async def test_keyed_locks_are_dropped_when_idle() -> None:
 # -- definition-time checks ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", "with space", "dot.ted", "star*", "ünï"])
+@pytest.mark.parametrize(
+    "name", ["", "with space", "dot.ted", "star*", "ünï", "payments\n", "x" * 201]
+)
 def test_bad_participant_names_are_refused(name: str) -> None:
     with pytest.raises(DefinitionError, match="participant name"):
         Participant(name)

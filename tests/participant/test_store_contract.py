@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga.participant import (
     IdempotencyStore,
@@ -70,8 +72,17 @@ class IdempotencyStoreContract:
     async def test_release_lets_a_retry_claim_again(self, store: IdempotencyStore) -> None:
         await store.claim("k", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
         assert await store.release("k", owner="a")
-        assert await store.get("k") is None
-        assert (await store.claim("k", owner="b", now_ms=T0, stale_before_ms=NEVER_STALE)).won
+        released = await store.get("k")
+        assert released is not None, "a released attempt is remembered: it may have had effect"
+        assert released.state is RecordState.ATTEMPTED
+        assert not (await store.fence("k", owner="c", now_ms=T0)).won, "attempted: no fence"
+        again = await store.claim("k", owner="b", now_ms=T0, stale_before_ms=NEVER_STALE)
+        assert again.won
+        assert again.replaced is not None
+        assert again.replaced.state is RecordState.ATTEMPTED
+        assert not (
+            await store.claim("k", owner="d", now_ms=T0, stale_before_ms=NEVER_STALE)
+        ).won, "once claimed again, the key is held"
         await store.complete("k", owner="b", reply=DONE, now_ms=T0)
         assert not await store.release("k", owner="b"), "a done record is never released"
 
@@ -169,6 +180,58 @@ class SqlRaces:
             record = await store.get("k")
             assert record is not None
             assert record.reply == DONE
+
+    async def test_stores_on_one_database_share_an_identity(
+        self, url: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        async with SqlIdempotencyStore(url) as one, SqlIdempotencyStore(url) as two:
+            assert one.identity is not None
+            assert one.identity == two.identity
+        other = tmp_path_factory.mktemp("other") / "other.db"
+        async with SqlIdempotencyStore(f"sqlite:///{other}") as elsewhere:
+            assert elsewhere.identity not in (None, one.identity)
+
+    async def test_a_transaction_commits_the_effect_and_the_record_together(self, url: str) -> None:
+        async with SqlIdempotencyStore(url) as store:
+            engine = create_async_engine(async_database_url(url))
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("CREATE TABLE effects (k VARCHAR(20))"))
+                for key, keep in (("kept", True), ("dropped", False)):
+                    await store.claim(key, owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+                    async with store.transaction(key, owner="a") as tx:
+                        await tx.connection.execute(
+                            sa.text("INSERT INTO effects VALUES (:k)"), {"k": key}
+                        )
+                        assert await tx.complete(DONE, now_ms=T0)
+                        if not keep:
+                            tx.discard()
+                await store.claim("raised", owner="a", now_ms=T0, stale_before_ms=0)
+
+                async def effect_then_raise() -> None:
+                    async with store.transaction("raised", owner="a") as tx:
+                        await tx.connection.execute(
+                            sa.text("INSERT INTO effects VALUES ('raised')")
+                        )
+                        await tx.complete(DONE, now_ms=T0)
+                        raise RuntimeError("raised after the effect")
+
+                with pytest.raises(RuntimeError, match="raised"):
+                    await effect_then_raise()
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(sa.text("SELECT k FROM effects"))).scalars().all()
+                assert rows == ["kept"]
+                kept, dropped = await store.get("kept"), await store.get("dropped")
+                assert kept is not None
+                assert kept.state is RecordState.DONE
+                assert dropped is not None
+                assert dropped.state is RecordState.IN_PROGRESS, "the record rolled back too"
+                async with store.transaction("nobody", owner="a") as tx:
+                    assert not await tx.complete(DONE, now_ms=T0), "no claim, no record"
+            finally:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("DROP TABLE effects"))
+                await engine.dispose()
 
     async def test_opens_lazily_and_closes_idempotently(self, url: str) -> None:
         store = SqlIdempotencyStore(url)

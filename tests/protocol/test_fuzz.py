@@ -268,11 +268,16 @@ json_objects = st.dictionaries(
 )
 
 
+saga_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}", fullmatch=True)
+"""Every id the saga id grammar accepts (saga.names)."""
+valid_names = st.from_regex(r"[A-Za-z0-9_-]{1,30}", fullmatch=True)
+
+
 @FUZZ
 @given(
-    saga_id=names,
-    saga_name=st.text(max_size=10),
-    step=names,
+    saga_id=saga_ids,
+    saga_name=valid_names | st.just(""),
+    step=valid_names,
     direction=st.sampled_from(Direction),
     attempt=st.integers(min_value=1, max_value=10**9),
     payload=json_objects,
