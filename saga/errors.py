@@ -6,6 +6,7 @@
     ├── UnknownSagaError           no registered definition for a name (and version)
     ├── SagaNotFoundError          no saga with that id in the log
     ├── StateError                 an action that does not fit the saga's current state
+    │   └── SagaConflictError      a used saga id started again with another name or input
     ├── LogError                   the saga log failed (driver errors are wrapped here)
     │   └── ConcurrencyError       another writer appended to the same saga (sequence clash)
     ├── TransportError             the transport could not send (broker down, closed)
@@ -57,6 +58,19 @@ class SagaNotFoundError(SagaError):
 
 class StateError(SagaError):
     """The requested action does not fit the saga's current state."""
+
+
+class SagaConflictError(StateError):
+    """A saga id that exists already was started with another saga name, version or input.
+
+    ``differences`` names what differs (``"name"``, ``"version"``, ``"input"``). Starting the
+    same id with the same name and input is idempotent; anything else is a caller's bug (two
+    orders sharing an id), never silently answered with the old saga.
+    """
+
+    def __init__(self, message: str, *, saga_id: str, differences: tuple[str, ...]) -> None:
+        super().__init__(message, saga_id=saga_id)
+        self.differences = differences
 
 
 class LogError(SagaError):

@@ -91,13 +91,12 @@ class SagaMetrics:
     def observe(self, change: SagaChange) -> None:
         """A coordinator listener: update every metric from one recorded change."""
         name = change.name
-        if change.events and change.seq - len(change.events) == 1:
-            # The first append after saga_started (which the log's create wrote, unnotified).
-            self.started.labels(name).inc()
         for event in change.events:
             data = event.data
             kind = event.type
-            if kind is EventType.STEP_SENT:
+            if kind is EventType.SAGA_STARTED:
+                self.started.labels(name).inc()
+            elif kind is EventType.STEP_SENT:
                 key = (str(data["step"]), str(data["direction"]))
                 self._sent.setdefault(change.saga_id, {})[key] = event.at_ms
             elif kind in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_FAILED):

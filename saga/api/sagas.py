@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -11,8 +12,10 @@ from saga.api.context import context, identity
 from saga.api.problems import ApiError, bad_request, invalid
 from saga.engine import Action, SagaState, replay
 from saga.engine.timeline import timeline
+from saga.errors import SagaConflictError
 from saga.events import Event, Health, SagaStatus
 from saga.log.base import SagaRecord, TimeRange
+from saga.names import SAGA_ID_RULE, is_saga_id
 
 MAX_REASON = 2000
 
@@ -52,7 +55,9 @@ async def list_sagas(request: web.Request) -> web.Response:
 
 
 async def load(request: web.Request, saga_id: str) -> tuple[SagaRecord, list[Event], SagaState]:
-    """The saga row, its events and its replayed state, or 404."""
+    """The saga row, its events and its replayed state, or 404 (400 for an invalid id)."""
+    if not is_saga_id(saga_id):
+        raise bad_request(f"saga id {saga_id[:60]!r} is invalid: it must be {SAGA_ID_RULE}")
     log = context(request).coordinator.log
     record = await log.get(saga_id)
     events = await log.events(saga_id) if record is not None else []
@@ -104,19 +109,22 @@ async def start_saga(request: web.Request) -> web.Response:
     version = body.get("version")
     if not isinstance(saga_input, dict):
         raise invalid("input must be a JSON object")
-    if saga_id is not None and (not isinstance(saga_id, str) or not 0 < len(saga_id) <= 200):
-        raise invalid("saga_id must be a string of 1 to 200 characters")
+    if saga_id is not None and not is_saga_id(saga_id):
+        raise bad_request(f"saga_id {str(saga_id)[:60]!r} is invalid: it must be {SAGA_ID_RULE}")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise invalid("version must be an integer")
     size = len(json.dumps(saga_input, ensure_ascii=False).encode())
     if size > coordinator.max_input_bytes:
         raise ApiError(413, f"input is {size} bytes, over the {coordinator.max_input_bytes} limit")
-    handle = await coordinator.start(name, saga_input, saga_id=saga_id, version=version)
+    try:
+        handle = await coordinator.start(name, saga_input, saga_id=saga_id, version=version)
+    except SagaConflictError as exc:
+        raise ApiError(409, exc.message) from exc
     record = await coordinator.log.get(handle.saga_id)
     answer = {"saga_id": handle.saga_id, "created": handle.created}
     if record is not None:
         answer |= {"name": record.name, "version": record.version, "status": record.status.value}
-    location = f"/api/sagas/{handle.saga_id}"
+    location = f"/api/sagas/{quote(handle.saga_id, safe='')}"
     return web.json_response(
         answer, status=201 if handle.created else 200, headers={"Location": location}
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,12 +30,14 @@ from saga.engine import Action, Preview, SagaState
 from saga.errors import (
     ConcurrencyError,
     ProtocolError,
+    SagaConflictError,
     SagaNotFoundError,
     StateError,
     TransportError,
 )
 from saga.events import EventType, Health, JsonObject, NewEvent, SagaStatus
-from saga.log.base import Append, NewSaga, SagaLog
+from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
+from saga.names import check_saga_id
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
 from saga.transport.base import Transport
 
@@ -72,6 +75,28 @@ def new_saga(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) -> N
     return NewSaga(
         saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
     )
+
+
+def _check_same_start(existing: SagaRecord, new: NewSaga, *, version_given: bool) -> None:
+    """A repeated start must repeat the first one; SagaConflictError names what differs."""
+    differences = []
+    if existing.name != new.name:
+        differences.append("name")
+    elif version_given and existing.version != new.version:
+        differences.append("version")
+    if _canonical(existing.input) != _canonical(new.input):
+        differences.append("input")
+    if differences:
+        raise SagaConflictError(
+            f"saga id {new.saga_id!r} is already used by saga {existing.name!r}"
+            f" v{existing.version} with another {' and '.join(differences)}",
+            saga_id=new.saga_id,
+            differences=tuple(differences),
+        )
+
+
+def _canonical(value: JsonObject) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _resumed(reason: str, now_ms: int) -> Callable[[SagaState], list[NewEvent]]:
@@ -187,23 +212,31 @@ class Coordinator:
     ) -> SagaHandle:
         """Start a saga and return its handle at once.
 
-        With a caller-chosen ``saga_id`` the start is idempotent: if that id exists already,
-        nothing is started and the existing saga's handle is returned (``created`` False).
+        With a caller-chosen ``saga_id`` (see ``saga.names`` for its grammar; ProtocolError
+        otherwise) the start is idempotent: if that id exists with the same saga name and
+        input, nothing is started and the existing saga's handle is returned (``created``
+        False). If it exists with another name, input or (when given) version, nothing is
+        started and SagaConflictError names what differs.
         """
         defn = self.registry.resolve(saga, version)
         saga_input = {} if input is None else input
         if not isinstance(saga_input, dict):
             raise ProtocolError(f"saga input must be a JSON object, not {type(input).__name__}")
-        encode_json(saga_input, self.max_input_bytes)
-        if saga_id is not None and (not isinstance(saga_id, str) or not 0 < len(saga_id) <= 200):
-            raise ProtocolError("saga_id must be a non-empty string of at most 200 characters")
+        body = encode_json(saga_input, self.max_input_bytes)
+        if saga_id is not None:
+            check_saga_id(saga_id)
+        # What is stored is the JSON form, so compare and record that (tuples become lists).
+        saga_input = json.loads(body)
         new = new_saga(defn, saga_input, saga_id or uuid.uuid4().hex, self.clock.now_ms())
         saga_id = new.saga_id
-        _, created = await self._writer.create(new)
+        record, created = await self._writer.create(new)
         if created:
             state = engine.new_state(saga_id, new.started)
             self._active[saga_id] = _Active(defn=defn, state=state)
+            self._notify(state, [new.started])
             await self._advance(saga_id)
+        else:
+            _check_same_start(record, new, version_given=version is not None)
         return SagaHandle(self, saga_id, created)
 
     async def execute(
@@ -339,6 +372,8 @@ class Coordinator:
                         health=Health.STUCK,
                     )
                 )
+                engine.apply(state, event)
+                self._notify(state, [event])
                 log.warning("saga %s is stuck: %s", saga_id, reason)
             return False
         if state.stuck is not None and state.stuck.get("code") != "unknown_version":

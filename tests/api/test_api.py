@@ -72,10 +72,14 @@ async def test_start_is_idempotent_with_a_saga_id(client: Client, coordinator: C
     assert body["created"] is True
     assert body["saga_id"] == "o-1"
     again = await client.post(
-        "/api/sagas/order", json={"input": {"sku": "B"}, "saga_id": "o-1"}, headers=OPERATOR
+        "/api/sagas/order", json={"input": {"sku": "A"}, "saga_id": "o-1"}, headers=OPERATOR
     )
     assert again.status == 200
     assert (await again.json())["created"] is False
+    conflict = await client.post(
+        "/api/sagas/order", json={"input": {"sku": "B"}, "saga_id": "o-1"}, headers=OPERATOR
+    )
+    assert "another input" in await error_of(conflict, 409)
     assert await settled(coordinator, "o-1") is SagaStatus.COMPLETED
     detail = await (await client.get("/api/sagas/o-1", headers=VIEWER)).json()
     assert detail["input"] == {"sku": "A"}
@@ -91,8 +95,8 @@ async def test_start_is_idempotent_with_a_saga_id(client: Client, coordinator: C
         ("/api/sagas/order", b"{not json", 400, "not valid JSON"),
         ("/api/sagas/order", b"[1, 2]", 422, "JSON object"),
         ("/api/sagas/order", b'{"input": [1]}', 422, "input must be a JSON object"),
-        ("/api/sagas/order", b'{"saga_id": 7}', 422, "saga_id"),
-        ("/api/sagas/order", b'{"saga_id": ""}', 422, "saga_id"),
+        ("/api/sagas/order", b'{"saga_id": 7}', 400, "saga_id"),
+        ("/api/sagas/order", b'{"saga_id": ""}', 400, "saga_id"),
         ("/api/sagas/order", b'{"version": "1"}', 422, "version"),
         ("/api/sagas/order", b'{"version": 9}', 404, "version 9"),
         ("/api/sagas/order", b'{"inptu": {}}', 422, "unknown fields: inptu"),

@@ -20,7 +20,7 @@ from saga import (
     UnknownSagaError,
 )
 from saga.coordinator import SagaChange
-from saga.errors import LogError
+from saga.errors import LogError, SagaConflictError
 from saga.events import EventType, Health
 from saga.log.base import Append
 from saga.protocol import Command, Direction
@@ -63,15 +63,54 @@ async def test_start_with_same_id_twice_runs_once() -> None:
     saga = order_saga()
     async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga]) as coord:
         first = await coord.start(saga, {"n": 1}, saga_id="order-42")
-        second = await coord.start(saga, {"n": 2}, saga_id="order-42")
+        second = await coord.start(saga, {"n": 1}, saga_id="order-42")
         assert first.created
         assert not second.created
         result = await asyncio.wait_for(second.result(), 10)
         assert result.status is SagaStatus.COMPLETED
-        again = await coord.start(saga, {"n": 3}, saga_id="order-42")
+        again = await coord.start(saga.name, {"n": 1}, saga_id="order-42")
         assert not again.created
     assert shop.effects[("orders.create", "order-42")] == 1
     assert len(shop.order) == 3
+
+
+async def test_a_used_id_with_another_input_or_saga_is_a_conflict() -> None:
+    shop, log = Shop(), InMemorySagaLog()
+    saga, other = order_saga(), Saga(name="other", steps=order_saga().steps)
+    async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga, other]) as coord:
+        await coord.start(saga, {"n": 1, "items": ["a"]}, saga_id="order-42")
+        # The same input, keys in another order and a tuple for a list: the same JSON.
+        assert not (await coord.start(saga, {"items": ("a",), "n": 1}, saga_id="order-42")).created
+        with pytest.raises(SagaConflictError, match="input") as by_input:
+            await coord.start(saga, {"n": 2, "items": ["a"]}, saga_id="order-42")
+        assert by_input.value.differences == ("input",)
+        assert by_input.value.saga_id == "order-42"
+        with pytest.raises(SagaConflictError, match="name") as by_name:
+            await coord.start(other, {"n": 1, "items": ["a"]}, saga_id="order-42")
+        assert by_name.value.differences == ("name",)
+        with pytest.raises(SagaConflictError) as both:
+            await coord.start(other, {}, saga_id="order-42")
+        assert both.value.differences == ("name", "input")
+        events = await log.events("order-42")
+        assert events[0].data["input"] == {"n": 1, "items": ["a"]}, "the first input stays"
+        assert len((await log.find()).sagas) == 1
+
+
+@pytest.mark.parametrize(
+    "saga_id",
+    [" victim", "victim ", "vic tim", "line\nbreak", "a/b", "..", ".hidden", "a?b", "a#b",
+     "50%", "ünï", "", "x" * 201, "tab\t"],
+)  # fmt: skip
+async def test_saga_ids_outside_the_grammar_are_refused_and_nothing_is_written(
+    saga_id: str,
+) -> None:
+    shop, log = Shop(), InMemorySagaLog()
+    saga = order_saga()
+    async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga]) as coord:
+        with pytest.raises(ProtocolError, match="saga id"):
+            await coord.start(saga, {}, saga_id=saga_id)
+        assert (await log.find()).sagas == []
+    assert shop.order == []
 
 
 async def test_bad_input_is_refused_and_nothing_is_written() -> None:
@@ -400,3 +439,41 @@ async def test_decisions_that_cannot_be_recorded_are_not_kept_and_the_saga_goes_
     # Nothing was sent that the log does not show as sent.
     sent = [e for e in events if e.type is EventType.STEP_SENT]
     assert {e.data["step"] for e in sent} == {"create", "credit", "stock"}
+
+
+async def test_every_recorded_event_reaches_listeners_in_order() -> None:
+    shop, log = Shop(), InMemorySagaLog()
+    shop.reject.add("inventory.reserve")
+    saga = order_saga()
+    changes: list[SagaChange] = []
+    coord = Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga])
+    coord.add_listener(changes.append)
+    async with coord:
+        done = await asyncio.wait_for(coord.execute(saga, {}, saga_id="listened"), 10)
+        recorded = await log.events("listened")
+    assert done.status is SagaStatus.COMPENSATED
+    heard = [e for c in changes if c.saga_id == "listened" for e in c.events]
+    assert [e.type for e in heard] == [e.type for e in recorded]
+    assert heard[0].type is EventType.SAGA_STARTED
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes)
+    assert changes[-1].seq == len(recorded)
+
+
+async def test_the_stuck_event_of_an_unregistered_version_reaches_listeners() -> None:
+    shop, log = Shop(), InMemorySagaLog()
+    v1 = order_saga()
+    v2 = Saga(name=v1.name, version=2, steps=v1.steps)
+    shop.fail["payments.reserve"] = 1000  # keeps v1 unfinished
+    async with Coordinator(log, InMemoryTransport(shop.participants), sagas=[v1]) as coord:
+        await coord.start(v1, {}, saga_id="old-version")
+    changes: list[SagaChange] = []
+    coord = Coordinator(log, InMemoryTransport(shop.participants), sagas=[v2])
+    coord.add_listener(changes.append)
+    async with coord:
+        recorded = await log.events("old-version")
+    stuck = [e for c in changes for e in c.events if e.type is EventType.SAGA_STUCK]
+    assert len(stuck) == 1
+    assert stuck[0].data["code"] == "unknown_version"
+    assert changes[-1].status is SagaStatus.STUCK
+    assert recorded[-1].type is EventType.SAGA_STUCK
+    assert changes[-1].seq == len(recorded)
