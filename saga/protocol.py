@@ -31,6 +31,13 @@ HEADER_STEP = "Saga-Step"
 HEADER_DIRECTION = "Saga-Direction"
 HEADER_ATTEMPT = "Saga-Attempt"
 HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
+HEADER_MAX_REPLY = "Saga-Max-Reply-Bytes"
+"""The largest reply the sending coordinator accepts; the participant SDK answers a final
+``result_too_large`` rather than send more."""
+MIN_MAX_REPLY_BYTES = 1024
+"""A ``Saga-Max-Reply-Bytes`` below this is ignored (a final error must still fit)."""
+STORE_METADATA_KEY = "saga.idempotency_store"
+"""The ``nats.micro`` metadata key where a participant replica announces its store identity."""
 HEADER_STATUS = "Status"
 """Set by the NATS server itself, e.g. ``503`` when a request has no responders."""
 
@@ -54,9 +61,17 @@ class Outcome(StrEnum):
 
 
 RESULT_TOO_LARGE = "result_too_large"
-"""The code of a final failure: the handler succeeded, but its result cannot be sent."""
-REPLY_TOO_LARGE = "reply_too_large"
-"""The code of a final failure: a reply arrived over the coordinator's size limit."""
+"""The code of a final failure: the handler succeeded, but its result is over the size limit
+(the participant's, the NATS server's, or the one the coordinator announced)."""
+
+
+def max_reply_bytes(headers: Mapping[str, str] | None) -> int | None:
+    """The reply limit a command announces (``Saga-Max-Reply-Bytes``), or None."""
+    value = (headers or {}).get(HEADER_MAX_REPLY, "")
+    if not value.isdigit() or len(value) > 12:
+        return None
+    limit = int(value)
+    return limit if limit >= MIN_MAX_REPLY_BYTES else None
 
 
 def idempotency_key(saga_id: str, step: str, direction: Direction) -> str:

@@ -21,7 +21,14 @@ from nats.micro.request import Handler, Request
 from nats.micro.service import EndpointStats, Service
 
 from saga.errors import DefinitionError, ProtocolError, TransportError
-from saga.protocol import Command, Outcome, Reply, subject_for
+from saga.protocol import (
+    STORE_METADATA_KEY,
+    Command,
+    Outcome,
+    Reply,
+    max_reply_bytes,
+    subject_for,
+)
 from saga.transport.nats import NatsErrorWatch, connect_nats, flush_pending
 from saga.transport.security import NatsSecurity
 
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MAX_HEADER_CHARS = 256
+_HEADER_ROOM_BYTES = 4096
 _STOP_TIMEOUT_S = 30.0
 _UNSUBSCRIBE_TIMEOUT_S = 10.0
 
@@ -106,12 +114,16 @@ class ParticipantServer:
 
     async def _start(self) -> None:
         participant = self.participant
+        await participant.store.open()
         await participant.take_over()
+        identity = participant.store.identity
         service = await micro.add_service(
             self._client,
             name=participant.name,
             version=participant.version,
             description=participant.description,
+            # Replicas must share one store; the coordinator compares what they announce.
+            metadata={STORE_METADATA_KEY: identity} if identity is not None else None,
             queue_group=participant.name,
             stats_handler=self._endpoint_data,
         )
@@ -191,15 +203,17 @@ class ParticipantServer:
             await self._respond(command, request, Reply.rejected("bad_request", exc.message))
             return
         reply = await participant.handle(decoded)
-        await self._respond(command, request, reply)
+        await self._respond(command, request, reply, max_reply_bytes(request.headers))
 
-    async def _respond(self, command: str, request: Request, reply: Reply) -> None:
+    async def _respond(
+        self, command: str, request: Request, reply: Reply, asked: int | None = None
+    ) -> None:
         subject = subject_for(self.participant.name, command)
-        try:
-            body = reply.encode(self.participant.max_payload_bytes)
-        except ProtocolError as exc:
-            reply = Reply.failed("reply_too_large", exc.message)
-            body = reply.encode(self.participant.max_payload_bytes)
+        # The server refuses a message over its max_payload (headers included), and the
+        # coordinator announced what it accepts: a reply that fits neither becomes a final
+        # "result_too_large" (the effect is recorded; the compensation gets the result).
+        limit = self._client.max_payload - _HEADER_ROOM_BYTES
+        reply, body = self.participant.fit(reply, limit if asked is None else min(asked, limit))
         label = reply.error.code if reply.error and reply.error.code == "bad_request" else None
         self.outcomes.setdefault(command, Counter())[label or reply.outcome.value] += 1
         try:

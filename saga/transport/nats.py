@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import ssl
 import time
@@ -26,13 +27,23 @@ from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
 from saga.errors import ProtocolError, TransportError
-from saga.protocol import MAX_PAYLOAD_BYTES, REPLY_TOO_LARGE, Command, Reply
+from saga.protocol import (
+    HEADER_MAX_REPLY,
+    MAX_PAYLOAD_BYTES,
+    STORE_METADATA_KEY,
+    Command,
+    Reply,
+)
 from saga.transport.base import ReplyHandler, Transport
 from saga.transport.security import NatsSecurity
 
 logger = logging.getLogger(__name__)
 
 REPLY_PREFIX = "_SAGA_REPLY"
+STORE_CHECK_INTERVAL_S = 60.0
+"""How often an open NatsTransport asks the participants which idempotency store they use."""
+STORE_CHECK_WAIT_S = 0.5
+"""How long a check collects ``$SRV.INFO`` answers."""
 PENDING_REPLY_TTL_S = 3600.0
 """A command with no reply after this long is forgotten; a later reply counts as unmatched."""
 INITIAL_CONNECT_ATTEMPTS = 2
@@ -257,6 +268,12 @@ class NatsTransport(Transport):
         """Commands forgotten after PENDING_REPLY_TTL_S without a reply."""
         self.reply_handler_errors = 0
         """Exceptions raised by ``on_reply`` (logged, not re-raised)."""
+        self.store_mismatches: dict[str, set[str]] = {}
+        """Services whose replicas announce different idempotency stores (last check)."""
+        self.check_stores_every_s: float | None = STORE_CHECK_INTERVAL_S
+        """Seconds between store checks while open; None turns them off."""
+        self._warned: set[tuple[str, frozenset[str]]] = set()
+        self._store_check: asyncio.Task[None] | None = None
         self._errors = NatsErrorWatch()
 
     @property
@@ -307,6 +324,63 @@ class NatsTransport(Transport):
                 f"NATS does not let this user subscribe to {self._prefix}.*"
                 f" ({refused[0]}); allow subscribe on {REPLY_PREFIX}.>"
             )
+        if self.check_stores_every_s is not None:
+            self._store_check = asyncio.create_task(
+                self._check_stores_forever(self.check_stores_every_s), name="saga-store-check"
+            )
+
+    async def check_participant_stores(
+        self, wait_s: float = STORE_CHECK_WAIT_S
+    ) -> dict[str, set[str]]:
+        """Ask every ``nats.micro`` service for its INFO; return the services whose replicas
+        announce different idempotency stores, and warn (once per difference) about each.
+
+        Replicas with separate stores each run a retried command's handler: its effect is
+        applied twice. They must share one store (one database for ``SqlIdempotencyStore``).
+        """
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return {}
+        infos: list[Any] = []
+
+        async def collect(msg: Msg) -> None:
+            with contextlib.suppress(ValueError):
+                infos.append(json.loads(msg.data))
+
+        subscription = await nc.subscribe(nc.new_inbox(), cb=collect)
+        try:
+            await nc.publish("$SRV.INFO", b"", reply=subscription.subject)
+            await asyncio.sleep(wait_s)
+        finally:
+            with contextlib.suppress(OSError, nats.errors.Error):
+                await subscription.unsubscribe()
+        stores: dict[str, set[str]] = {}
+        for info in infos:
+            if not isinstance(info, dict) or not isinstance(info.get("metadata"), dict):
+                continue
+            identity = info["metadata"].get(STORE_METADATA_KEY)
+            if isinstance(identity, str) and isinstance(info.get("name"), str):
+                stores.setdefault(info["name"], set()).add(identity)
+        mismatches = {name: ids for name, ids in stores.items() if len(ids) > 1}
+        for name, ids in sorted(mismatches.items()):
+            if (name, frozenset(ids)) not in self._warned:
+                self._warned.add((name, frozenset(ids)))
+                logger.warning(
+                    "replicas of service %r use %d different idempotency stores (%s): a retry"
+                    " that lands on another replica runs its handler again; give every"
+                    " replica the same store (one database for SqlIdempotencyStore)",
+                    name, len(ids), ", ".join(sorted(ids)),
+                )  # fmt: skip
+        self.store_mismatches = mismatches
+        return mismatches
+
+    async def _check_stores_forever(self, every_s: float) -> None:
+        while True:
+            try:
+                await self.check_participant_stores()
+            except (OSError, nats.errors.Error) as exc:
+                logger.debug("the idempotency store check failed: %s", exc)
+            await asyncio.sleep(every_s)
 
     async def send(self, command: Command) -> None:
         """Publish one command; raises TransportError when closed, ProtocolError when oversize.
@@ -330,7 +404,7 @@ class NatsTransport(Transport):
                 command.subject,
                 body,
                 reply=f"{self._prefix}.{token}",
-                headers=command.headers(),
+                headers={**command.headers(), HEADER_MAX_REPLY: str(self.max_payload_bytes)},
             )
         except (OSError, nats.errors.Error) as exc:
             self._pending.pop(token, None)
@@ -356,6 +430,11 @@ class NatsTransport(Transport):
         nc, self._nc = self._nc, None
         if nc is None:
             return
+        check, self._store_check = self._store_check, None
+        if check is not None:
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
         if nc.is_connected:
             try:
                 await asyncio.wait_for(nc.drain(), _CLOSE_TIMEOUT_S)
@@ -383,28 +462,15 @@ class NatsTransport(Transport):
         headers: dict[str, str] | None = msg.headers
         data: bytes = msg.data
         token = subject.rpartition(".")[2]
-        if len(data) > self.max_payload_bytes and token in self._pending:
-            # The participant answered (its handler ran and recorded the answer), and every
-            # repeat gets the same bytes: say so, rather than letting the step time out.
-            logger.warning(
-                "a reply on %s is %d bytes, over this coordinator's %d byte limit",
-                subject, len(data), self.max_payload_bytes,
-            )  # fmt: skip
-            reply = Reply.failed(
-                REPLY_TOO_LARGE,
-                f"the reply is {len(data)} bytes, over the coordinator's"
-                f" {self.max_payload_bytes} byte limit (max_payload_bytes); the participant"
-                " answered and may have taken effect",
-                {"bytes": len(data), "limit": self.max_payload_bytes},
-                final=True,
-            )
-        else:
-            try:
-                reply = Reply.decode(headers=headers, body=data, max_bytes=self.max_payload_bytes)
-            except ProtocolError as exc:
-                self.malformed_replies += 1
-                logger.warning("dropping a malformed reply on %s: %s", subject, exc.message)
-                return
+        try:
+            reply = Reply.decode(headers=headers, body=data, max_bytes=self.max_payload_bytes)
+        except ProtocolError as exc:
+            # Our participant SDK never sends more than the limit each command announces
+            # (HEADER_MAX_REPLY): it answers a final "result_too_large" instead. So this is
+            # garbage, or a participant that is not ours; a real reply may still come.
+            self.malformed_replies += 1
+            logger.warning("dropping a malformed reply on %s: %s", subject, exc.message)
+            return
         pending = self._pending.pop(token, None)
         if pending is None:
             self.unmatched_replies += 1
