@@ -135,6 +135,9 @@ def _ends_match_effects(saga: Saga, run: Run) -> str | None:
     status = run.result.status
     forward = {step: r for step, r in _outcomes(run, Direction.FORWARD).items() if _acted(r)}
     undone = {step for step, r in _outcomes(run, Direction.COMPENSATE).items() if _acted(r)}
+    # A handler that took effect and then raised: no success was recorded, yet there is an
+    # effect, so a compensated saga must have run that step's compensation handler.
+    forward |= dict.fromkeys(run.failed_after_effect(Direction.FORWARD), Reply.succeeded())
     plan = _plan(run)
     for step in saga.steps:
         took_effect = step.name in forward

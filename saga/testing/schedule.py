@@ -46,6 +46,9 @@ class FaultKind(StrEnum):
     """A transient error reply (the service was down); the step is retried."""
     RESTART = "restart"
     """The participant acts, its reply is lost, and the coordinator restarts on the same log."""
+    EFFECT_THEN_FAIL = "effect_then_fail"
+    """The handler takes its effect, then the attempt fails (it raised after its commit); the
+    step is retried, and a compensation must still undo that effect."""
 
     @property
     def label(self) -> str:
@@ -62,6 +65,7 @@ _TRANSPORT_FAULT = {
     FaultKind.DUPLICATE_COMMAND: Fault.DUPLICATE_COMMAND,
     FaultKind.FAIL: Fault.FAIL,
     FaultKind.RESTART: Fault.LOSE_REPLY,
+    FaultKind.EFFECT_THEN_FAIL: Fault.EFFECT_THEN_FAIL,
 }
 
 
@@ -135,6 +139,16 @@ class Run:
     """How many times each (step, direction) was recorded by its participant."""
     commands: list[Sent] = field(default_factory=list)
     """The Sent items of the trace, in order."""
+
+    def failed_after_effect(self, direction: Direction) -> set[str]:
+        """Steps whose handler took effect in an attempt that then failed (injected)."""
+        return {
+            item.point.step
+            for item in self.commands
+            if item.point.direction is direction
+            and item.delivery is not None
+            and item.delivery.handler_returned
+        }
 
 
 def _duration(ms: int) -> str:

@@ -11,7 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from saga.errors import TransportError
-from saga.participant import Participant
+from saga.participant import CommandContext, Participant
+from saga.participant.context import JsonObject
 from saga.protocol import Command, Direction, Reply
 from saga.transport.base import ReplyHandler, Transport
 
@@ -19,6 +20,8 @@ INJECTED_REJECTION = "injected_rejection"
 """The error code of a rejection made by ``Fault.REJECT``."""
 INJECTED_FAILURE = "injected_failure"
 """The error code of a failure made by ``Fault.FAIL``."""
+INJECTED_FAILURE_AFTER_EFFECT = "injected_failure_after_effect"
+"""The message of the exception ``Fault.EFFECT_THEN_FAIL`` raises after the handler returned."""
 
 
 class Fault(StrEnum):
@@ -41,6 +44,9 @@ class Fault(StrEnum):
     """
     FAIL = "fail"
     """A transient failure reply (the service was down), without running the handler."""
+    EFFECT_THEN_FAIL = "effect_then_fail"
+    """The handler runs and takes its effect, then the attempt raises (a downstream call after
+    the handler's own commit failed): the participant answers a transient failure."""
 
 
 Interceptor = Callable[[Command], Fault]
@@ -58,6 +64,8 @@ class Delivery:
     """What came back: one reply per hand-over to the participant (two when duplicated)."""
     passed_on: int = 0
     """How many replies reached the coordinator."""
+    handler_returned: bool = False
+    """With ``Fault.EFFECT_THEN_FAIL``: the handler returned (took effect) before the raise."""
     done: bool = False
 
 
@@ -142,6 +150,8 @@ class InMemoryTransport(Transport):
             return Reply.failed("no_responders", f"nobody serves {command.subject}")
         token = _current.set(delivery)
         try:
+            if delivery.fault is Fault.EFFECT_THEN_FAIL:
+                return await _handle_then_fail(participant, delivery)
             return await participant.handle(command)
         finally:
             _current.reset(token)
@@ -158,3 +168,22 @@ class InMemoryTransport(Transport):
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+async def _handle_then_fail(participant: Participant, delivery: Delivery) -> Reply:
+    """``participant.handle`` with this command's handler raising right after it returns."""
+    name = delivery.command.command
+    # The participant's own handler table: swapped for this one delivery (the explorer sends
+    # one command at a time), so the SDK's real handling of a raise is what is tested.
+    original = participant._handlers[name]
+
+    async def effect_then_fail(ctx: CommandContext, request: JsonObject) -> JsonObject | None:
+        await original(ctx, request)
+        delivery.handler_returned = True
+        raise RuntimeError(INJECTED_FAILURE_AFTER_EFFECT)
+
+    participant._handlers[name] = effect_then_fail
+    try:
+        return await participant.handle(delivery.command)
+    finally:
+        participant._handlers[name] = original

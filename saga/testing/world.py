@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 
 from saga.participant import Participant
-from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore
+from saga.participant.store import Claim, EffectTransaction, IdempotencyRecord, IdempotencyStore
 from saga.protocol import Reply
 from saga.testing.transport import Delivery, current_delivery
 
@@ -59,5 +60,49 @@ class WitnessStore(IdempotencyStore):
     async def release(self, key: str, *, owner: str) -> bool:
         return await self.inner.release(key, owner=owner)
 
+    @property
+    def identity(self) -> str | None:
+        return self.inner.identity
+
+    @property
+    def joins_transactions(self) -> bool:
+        return self.inner.joins_transactions
+
+    @asynccontextmanager
+    async def transaction(self, key: str, *, owner: str) -> AsyncIterator[EffectTransaction]:
+        async with self.inner.transaction(key, owner=owner) as tx:
+            witnessed = _WitnessedTransaction(tx)
+            yield witnessed
+        # Committed: the reply recorded inside the transaction is the command's effect.
+        delivery = current_delivery()
+        if (
+            witnessed.reply is not None
+            and delivery is not None
+            and not witnessed.discarded
+            and key.endswith(delivery.command.idempotency_key)
+        ):
+            self._on_record(delivery, witnessed.reply)
+
     async def abandon(self, *, owner_prefix: str) -> int:
         return await self.inner.abandon(owner_prefix=owner_prefix)
+
+
+class _WitnessedTransaction(EffectTransaction):
+    def __init__(self, inner: EffectTransaction) -> None:
+        self.inner = inner
+        self.reply: Reply | None = None
+        self.discarded = False
+
+    @property
+    def connection(self) -> object:
+        return self.inner.connection
+
+    async def complete(self, reply: Reply, *, now_ms: int) -> bool:
+        recorded = await self.inner.complete(reply, now_ms=now_ms)
+        if recorded:
+            self.reply = reply
+        return recorded
+
+    def discard(self) -> None:
+        self.discarded = True
+        self.inner.discard()

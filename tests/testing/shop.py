@@ -23,7 +23,10 @@ CREDIT, STOCK = 100, 5
 
 
 class Shop:
-    """Three services over dicts. ``bug`` names a compensation that forgets to undo its step."""
+    """Three services over dicts, idempotent by saga id (a retry after a handler that took
+    effect and then failed must not take it again). ``bug`` names a compensation that forgets
+    to undo its step, ``"reserve_stock_twice"``: a reservation that is not idempotent, or
+    ``"release_needs_result"``: a release that undoes only what the forward reply said."""
 
     def __init__(self, bug: str | None = None) -> None:
         self.credit = {"alice": CREDIT}
@@ -31,6 +34,8 @@ class Shop:
         self.orders: dict[str, str] = {}
         self.shipped: list[str] = []
         self.charged: dict[str, int] = {}
+        self.credit_held: dict[str, int] = {}
+        self.stock_held: dict[str, int] = {}
         self.bug = bug
         orders, payments, inventory, shipping = (
             Participant(name) for name in ("orders", "payments", "inventory", "shipping")
@@ -51,38 +56,51 @@ class Shop:
         @payments.command("reserve")
         async def reserve_credit(ctx: CommandContext, request: dict[str, Any]) -> dict[str, Any]:
             amount = request["qty"] * request["price"]
+            if ctx.saga_id in self.credit_held:
+                return {"amount": self.credit_held[ctx.saga_id]}
             if self.credit[request["customer"]] < amount:
                 raise Rejected("not enough credit", code="insufficient_credit")
             self.credit[request["customer"]] -= amount
+            self.credit_held[ctx.saga_id] = amount
             return {"amount": amount}
 
         @payments.command("release")
         async def release_credit(ctx: CommandContext, request: dict[str, Any]) -> dict[str, Any]:
-            if ctx.forward_result is not None and self.bug != "release_credit":
-                self.credit[request["customer"]] += ctx.forward_result["amount"]
+            # What was held, whatever the forward reply said: nothing held is nothing to undo.
+            amount = self.credit_held.pop(ctx.saga_id, 0)
+            if self.bug != "release_credit":
+                self.credit[request["customer"]] += amount
             return {}
 
         @payments.command("charge")
         async def charge(ctx: CommandContext, request: dict[str, Any]) -> dict[str, Any]:
-            self.charged[ctx.saga_id] = self.charged.get(ctx.saga_id, 0) + request["price"]
+            self.charged[ctx.saga_id] = request["price"]
             return {}
 
         @inventory.command("reserve")
         async def reserve_stock(ctx: CommandContext, request: dict[str, Any]) -> dict[str, Any]:
+            if ctx.saga_id in self.stock_held and self.bug != "reserve_stock_twice":
+                return {"qty": self.stock_held[ctx.saga_id]}
             if self.stock[request["sku"]] < request["qty"]:
                 raise Rejected("out of stock", code="out_of_stock")
             self.stock[request["sku"]] -= request["qty"]
+            self.stock_held[ctx.saga_id] = self.stock_held.get(ctx.saga_id, 0) + request["qty"]
             return {"qty": request["qty"]}
 
         @inventory.command("release")
         async def release_stock(ctx: CommandContext, request: dict[str, Any]) -> dict[str, Any]:
-            if ctx.forward_result is not None and self.bug != "release_stock":
-                self.stock[request["sku"]] += ctx.forward_result["qty"]
+            qty = self.stock_held.pop(ctx.saga_id, 0)
+            if self.bug == "release_needs_result":
+                # Undoes only what the recorded reply says: nothing after a failed attempt.
+                qty = ctx.forward_result["qty"] if ctx.forward_result is not None else 0
+            if self.bug != "release_stock":
+                self.stock[request["sku"]] += qty
             return {}
 
         @shipping.command("ship")
         async def ship(ctx: CommandContext, request: dict[str, Any]) -> dict[str, Any]:
-            self.shipped.append(ctx.saga_id)
+            if ctx.saga_id not in self.shipped:
+                self.shipped.append(ctx.saga_id)
             return {}
 
 

@@ -303,3 +303,42 @@ async def test_a_failing_schedule_can_be_run_again_alone() -> None:
     assert again.schedules_run == 1
     assert again.failures[0].problem == first.failures[0].problem
     assert again.failures[0].story.splitlines()[1:] == first.failures[0].story.splitlines()[1:]
+
+
+async def test_a_handler_that_is_not_idempotent_is_caught_when_it_fails_after_its_effect() -> None:
+    report = await explore(
+        order_saga(),
+        lambda: Shop(bug="reserve_stock_twice"),
+        input=ORDER,
+        check=books_balance,
+        faults=[FaultKind.EFFECT_THEN_FAIL],
+        max_faults=1,
+    )
+    text = failure_text(report)
+    assert "EFFECT_THEN_FAIL at stock forward attempt 1" in text
+    assert "stock   forward     attempt 1  inventory.reserve  EFFECT_THEN_FAIL -> failed" in text
+
+
+async def test_a_compensation_that_needs_the_forward_result_is_caught() -> None:
+    # Every attempt of the stock step takes effect and then fails: the saga compensates,
+    # and the compensation handler runs with no recorded result. It must still undo.
+    report = await explore(
+        order_saga(),
+        lambda: Shop(bug="release_needs_result"),
+        input=ORDER,
+        check=books_balance,
+        faults=[FaultKind.EFFECT_THEN_FAIL],
+        max_faults=3,
+    )
+    text = failure_text(report)
+    assert text.count("EFFECT_THEN_FAIL") >= 3
+    assert "stock of 'widget' is 3 after compensation, expected 5" in text
+    correct = await explore(
+        order_saga(),
+        Shop,
+        input=ORDER,
+        check=books_balance,
+        faults=[FaultKind.EFFECT_THEN_FAIL],
+        max_faults=3,
+    )
+    assert correct.ok, "the correct shop undoes what the failed attempts took"
