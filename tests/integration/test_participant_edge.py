@@ -277,8 +277,8 @@ def test_a_transactional_command_needs_a_store_that_joins_transactions() -> None
 )
 async def test_a_result_too_large_is_compensated_with_the_reason_in_the_timeline(
     nats_server: NatsServer, coordinator: Callable[..., Coordinator],
-    make_store: Callable[[str], IdempotencyStore], store_kind: str, result_bytes: int, participant_limit: int | None,
-    coordinator_limit: int | None, limit_shown: int | None,
+    make_store: Callable[[str], IdempotencyStore], store_kind: str, result_bytes: int,
+    participant_limit: int | None, coordinator_limit: int | None, limit_shown: int | None,
 ) -> None:  # fmt: skip
     options = {} if participant_limit is None else {"max_payload_bytes": participant_limit}
     hotel = Hotel(make_store(store_kind), **options)
