@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from saga import NatsSecurity, Participant, SqlIdempotencyStore
+from saga import CommandContext, NatsSecurity, Participant, SqlIdempotencyStore
 
 NATS_ENV = "SAGA_NATS_URL"
 DB_ENV = "SERVICE_DB_URL"
@@ -28,15 +28,15 @@ REPLICA_ENV = "SERVICE_REPLICA_ID"
 SEED_ENV = "SERVICE_SEED"
 INSTANCE_ENV = "SERVICE_INSTANCE"
 HANDLER_DELAY_ENV = "SERVICE_HANDLER_DELAY_MS"
-"""A testing aid, never for production: every business transaction of a service started with
-this set waits that many milliseconds after it commits, before its handler goes on and
-replies. The effect is done and the reply not yet recorded, so a test's SIGKILL lands mid-handler
-(tests/faults/test_participant_faults.py). Unset or 0: no delay."""
+"""A testing aid, never for production: every handler of a service started with this set waits
+that many milliseconds after writing its effect: inside its transaction (not yet committed)
+for a transactional command, after its own commit otherwise. Either way a test's SIGKILL lands
+mid-handler (tests/faults/test_participant_faults.py). Unset or 0: no delay."""
 READY = "ready:"
 """Printed (after the service name) once a replica serves; ``saga dev`` and tests wait for it."""
 
 POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 3}
-"""Per engine: a replica has two (business tables, idempotency store), so at most ten
+"""A replica's one engine (business tables and idempotency store share it), so at most five
 PostgreSQL connections, and a few replicas of four services stay far below its default 100."""
 STOP_TIMEOUT_S = 15.0
 """How long a replica waits for its in-flight commands and NATS when it is told to stop."""
@@ -93,6 +93,23 @@ class Database:
             yield conn
         if self.handler_delay_s:  # committed: see HANDLER_DELAY_ENV (tests only)
             await asyncio.sleep(self.handler_delay_s)
+
+    @contextlib.asynccontextmanager
+    async def effect(self, ctx: CommandContext) -> AsyncIterator[AsyncConnection]:
+        """Where a handler writes its effect: for a transactional command, the transaction
+        its idempotency record commits in (the transactional inbox); otherwise its own."""
+        if ctx.connection is None:
+            async with self.begin() as conn:
+                yield conn
+            return
+        yield ctx.connection
+        if self.handler_delay_s:  # written, not yet committed: see HANDLER_DELAY_ENV
+            await asyncio.sleep(self.handler_delay_s)
+
+    def store(self) -> SqlIdempotencyStore:
+        """An idempotency store in this database, on this engine: one pool, and the effect
+        and its record in one transaction."""
+        return SqlIdempotencyStore(self.engine)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -215,7 +232,7 @@ async def run(options: ServiceOptions, db: Database, build: Build, seed: Seed) -
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     who = f"{options.name} replica {options.replica_id} ({options.instance})"
-    store = SqlIdempotencyStore(db.url, engine_options=POOL)
+    store = db.store()
     participant: Participant | None = None
     try:
         await db.open()

@@ -71,10 +71,10 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
         "inventory", store=store, instance=instance, description="stock per SKU"
     )
 
-    @inventory.command("reserve")
+    @inventory.command("reserve", transactional=store.joins_transactions)
     async def reserve(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id, wanted = _order(req), _items(req)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             status = await _status(conn, order_id)
             if status == "released":
                 raise Rejected(f"order {order_id} was cancelled", code="order_cancelled")
@@ -100,10 +100,10 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
                 await _record(conn, order_id, sku, qty, "reserve")
         return {"order_id": order_id, "items": [{"sku": s, "qty": q} for s, q in wanted.items()]}
 
-    @inventory.command("release")
+    @inventory.command("release", transactional=store.joins_transactions)
     async def release(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id = _order(req)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             status = await _status(conn, order_id)
             if status is None:
                 # Nothing was reserved: leave a tombstone so a late reserve is refused.

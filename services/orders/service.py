@@ -50,13 +50,13 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
         "orders", store=store, instance=instance, description="orders and their approval"
     )
 
-    @service.command("create")
+    @service.command("create", transactional=store.joins_transactions)
     async def create(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id, customer, items = _order(req), req.get("customer"), _items(req)
         if not isinstance(customer, str) or not customer:
             raise Rejected("the order names no customer", code="bad_request")
         total = sum(item["qty"] * item["unit_price"] for item in items)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             existing = await _get(conn, order_id)
             if existing is None:
                 await conn.execute(
@@ -72,10 +72,10 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
                 total = existing["total"]
         return {"order_id": order_id, "total": total}
 
-    @service.command("approve")
+    @service.command("approve", transactional=store.joins_transactions)
     async def approve(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id = _order(req)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             if not await _move(conn, order_id, "pending", "approved"):
                 existing = await _get(conn, order_id)
                 if existing is None or existing["status"] != "approved":
@@ -83,10 +83,10 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
                     raise Rejected(f"order {order_id} is {status}", code="not_pending")
         return {"order_id": order_id, "status": "approved"}
 
-    @service.command("reject")
+    @service.command("reject", transactional=store.joins_transactions)
     async def reject(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id = _order(req)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             existing = await _get(conn, order_id)
             if existing is None:
                 # The create never ran here: record the order as rejected, so a late create

@@ -69,12 +69,12 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
         "payments", store=store, instance=instance, description="customer credit"
     )
 
-    @payments.command("reserve")
+    @payments.command("reserve", transactional=store.joins_transactions)
     async def reserve(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id, customer, amount = _order(req), str(req.get("customer", "")), req.get("amount")
         if not isinstance(amount, int) or amount <= 0:
             raise Rejected(f"amount must be a positive integer, not {amount!r}", code="bad_amount")
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             existing = await _reservation(conn, order_id)
             if existing is not None:
                 if existing["status"] == "released":
@@ -104,10 +104,10 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
             await _record(conn, row_values, "reserve")
         return _result({**row_values, "status": "reserved"})
 
-    @payments.command("release")
+    @payments.command("release", transactional=store.joins_transactions)
     async def release(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id = _order(req)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             existing = await _reservation(conn, order_id)
             if existing is None:
                 # Nothing was reserved: leave a tombstone so a late reserve is refused.
@@ -129,10 +129,10 @@ def build(db: Database, store: IdempotencyStore, *, instance: str | None = None)
                 await _record(conn, existing, "release")
         return {"order_id": order_id, "released": existing["amount"]}
 
-    @payments.command("capture")
+    @payments.command("capture", transactional=store.joins_transactions)
     async def capture(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id = _order(req)
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             existing = await _reservation(conn, order_id)
             if existing is None or existing["status"] == "released":
                 # After the pivot this is a bug upstream, not a business "no": keep it visible

@@ -52,13 +52,13 @@ def build(
     shipping = Participant("shipping", store=store, instance=instance, description="deliveries")
     chance = rng or random.Random()
 
-    @shipping.command("schedule")
+    @shipping.command("schedule", transactional=store.joins_transactions)
     async def schedule(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
         order_id = str(req.get("order_id") or ctx.saga_id)
         draw = chance.random()
         if draw < flaky / 2:
             raise CourierUnavailableError("courier booking timed out (before booking)")
-        async with db.begin() as conn:
+        async with db.effect(ctx) as conn:
             found = await conn.execute(
                 sa.select(shipments.c.delivery_date).where(shipments.c.order_id == order_id)
             )
