@@ -79,8 +79,10 @@ class DemoShop:
 
         @self.orders_svc.command("cancel")
         async def cancel(ctx: CommandContext, req: dict[str, Any]) -> dict[str, Any]:
-            order_id = (ctx.forward_result or {}).get("order_id")
-            if order_id:
+            # From this saga's own records, not the forward reply: after a failed attempt
+            # there is none, and "nothing to undo" is success.
+            order_id = f"order-{ctx.saga_id[:8]}"
+            if order_id in self.orders:
                 self.orders[order_id] = "cancelled"
             return {}
 

@@ -49,7 +49,8 @@ def test_public_api_is_pinned() -> None:
             "Direction", "LogError", "NatsSecurity", "NatsTransport", "Outcome", "Participant",
             "ProtocolError",
             "Rejected", "RetryPolicy", "Saga", "SagaError", "SagaHandle", "SagaLog",
-            "SagaNotFoundError", "SagaResult", "SagaStatus", "SqlIdempotencyStore", "SqlSagaLog",
+            "SagaConflictError", "SagaNotFoundError", "SagaResult", "SagaStatus",
+            "SqlIdempotencyStore", "SqlSagaLog",
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",
             "UnknownSagaError", "__version__",
         ]
