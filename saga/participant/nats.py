@@ -202,18 +202,22 @@ class ParticipantServer:
             )
             await self._respond(command, request, Reply.rejected("bad_request", exc.message))
             return
-        reply = await participant.handle(decoded)
-        await self._respond(command, request, reply, max_reply_bytes(request.headers))
-
-    async def _respond(
-        self, command: str, request: Request, reply: Reply, asked: int | None = None
-    ) -> None:
-        subject = subject_for(self.participant.name, command)
         # The server refuses a message over its max_payload (headers included), and the
         # coordinator announced what it accepts: a reply that fits neither becomes a final
         # "result_too_large" (the effect is recorded; the compensation gets the result).
         limit = self._client.max_payload - _HEADER_ROOM_BYTES
-        reply, body = self.participant.fit(reply, limit if asked is None else min(asked, limit))
+        asked = max_reply_bytes(request.headers)
+        reply, body = await participant.handle_for_wire(
+            decoded, limit if asked is None else min(asked, limit)
+        )
+        await self._respond(command, request, reply, body)
+
+    async def _respond(
+        self, command: str, request: Request, reply: Reply, body: bytes | None = None
+    ) -> None:
+        subject = subject_for(self.participant.name, command)
+        if body is None:
+            reply, body = self.participant.fit(reply)
         label = reply.error.code if reply.error and reply.error.code == "bad_request" else None
         self.outcomes.setdefault(command, Counter())[label or reply.outcome.value] += 1
         try:

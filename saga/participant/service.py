@@ -176,7 +176,20 @@ class Participant:
         return register
 
     async def handle(self, command: Command) -> Reply:
-        """Answer one command: run its handler at most once per idempotency key. Never raises."""
+        """Answer one command: run its handler at most once per idempotency key. Never raises.
+
+        The answer is what a transport sends: one over ``max_payload_bytes`` is replaced as
+        ``fit`` says.
+        """
+        return (await self.handle_for_wire(command))[0]
+
+    async def handle_for_wire(
+        self, command: Command, max_bytes: int | None = None
+    ) -> tuple[Reply, bytes]:
+        """``handle``, with the reply fitted to ``max_bytes`` (see ``fit``) and encoded once."""
+        return self.fit(await self._answer(command), max_bytes)
+
+    async def _answer(self, command: Command) -> Reply:
         handler = self._handlers.get(command.command)
         if handler is None or command.service != self.name:
             return Reply.rejected(
@@ -196,7 +209,7 @@ class Participant:
                     command.step,
                 )
                 return Reply.failed("store_error", _message(exc))
-        return self.fit(reply)[0]
+        return reply
 
     def fit(self, reply: Reply, max_bytes: int | None = None) -> tuple[Reply, bytes]:
         """``reply`` and its wire bytes, or, when it is over ``max_bytes`` (default: this
