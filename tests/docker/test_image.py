@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from saga.api.config import tokens_from_specs
 from tests.docker.topology import DOCKER, REPO, compose, project_services, secret_targets
 
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -159,23 +158,44 @@ def test_entrypoint_without_secrets_runs_the_command(tmp_path: Path) -> None:
     assert done.stdout == "sh 0\n"
 
 
-def test_made_tokens_reach_the_coordinator_as_it_reads_them(tmp_path: Path) -> None:
+COORDINATOR_API = """
+from saga.api.options import http_settings
+from saga.cli import main
+import sys
+
+# As `saga coordinator` parses its command line and environment, then checks --http.
+context = main.commands["coordinator"].make_context("coordinator", sys.argv[1:])
+params = dict(context.params)
+own = {"nats_url", "db_url", "saga_specs", "http"}
+settings = http_settings(params["http"], **{k: v for k, v in params.items() if k not in own})
+print(" ".join(sorted(f"{t.name}:{t.role.value}" for t in settings.config.tokens)))
+"""
+
+
+def test_made_tokens_let_the_coordinator_serve_its_published_address(tmp_path: Path) -> None:
     # make-secrets.sh writes the files, compose mounts them under their targets, the entrypoint
-    # exports them, and click splits SAGA_TOKEN_* on whitespace into NAME:SECRET specs.
+    # exports them, and `saga coordinator --http 0.0.0.0:8080` (which refuses a non-loopback
+    # address without tokens) reads them from SAGA_TOKEN_*.
     made = tmp_path / "made"
     subprocess.run(["sh", str(DOCKER / "make-secrets.sh"), str(made)], check=True, timeout=30)
     mounted = tmp_path / "run-secrets"
     mounted.mkdir()
     files = {name: Path(spec["file"]).name for name, spec in compose()["secrets"].items()}
-    for target, source in secret_targets(project_services()["coordinator-a"]).items():
+    coordinator = project_services()["coordinator-a"]
+    for target, source in secret_targets(coordinator).items():
         (mounted / target).write_text((made / files[source]).read_text())
-    done = run_entrypoint(
-        mounted, "sh", "-c", 'printf "%s\\n" "$SAGA_TOKEN_OPERATOR" "$SAGA_TOKEN_VIEWER"'
-    )
+    argv = coordinator["command"][2:]
+    env = {k: v for k, v in coordinator["environment"].items() if not k.startswith("SAGA_NATS")}
+    done = run_entrypoint(mounted, sys.executable, "-c", COORDINATOR_API, *argv, env=env)
     assert done.returncode == 0, done.stderr
-    operator, viewer = done.stdout.splitlines()
-    tokens = tokens_from_specs(operators=operator.split(), viewers=viewer.split())
-    assert [t.name for t in tokens] == ["viewer", "operator"]
+    assert done.stdout.split() == ["operator:operator", "viewer:viewer"]
+
+    # Without the token secrets the same command refuses to start.
+    for target in ("SAGA_TOKEN_OPERATOR", "SAGA_TOKEN_VIEWER"):
+        (mounted / target).unlink()
+    refused = run_entrypoint(mounted, sys.executable, "-c", COORDINATOR_API, *argv, env=env)
+    assert refused.returncode != 0
+    assert "without tokens" in refused.stderr
 
 
 # docker/healthcheck.py
