@@ -25,6 +25,7 @@ from saga.log.base import SagaLog
 from saga.log.sql import SqlSagaLog
 from saga.participant import CommandContext, Participant, SqlIdempotencyStore
 from saga.protocol import Direction, Outcome
+from saga.redact import redact_url
 from saga.transport.base import Transport
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
@@ -64,4 +65,5 @@ __all__ = [
     "TransportError",
     "UnknownSagaError",
     "__version__",
+    "redact_url",
 ]

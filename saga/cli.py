@@ -16,10 +16,12 @@ import click
 from saga.api.options import HttpSettings, http_options, http_settings
 from saga.coordinator import Coordinator
 from saga.definition import Saga
-from saga.dev import dev
+from saga.dev import dev, ensure_port_free, serve_http
 from saga.errors import SagaError
 from saga.log.sql import SqlSagaLog
+from saga.log.sql.migrate import head_revision
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
+from saga.redact import install_log_redaction, redact_text, redact_url
 from saga.soak import soak
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
@@ -58,12 +60,28 @@ def load_sagas(spec: str) -> list[Saga]:
     return sagas
 
 
-@click.group()
+class _RedactingGroup(click.Group):
+    """The ``saga`` group: an error message never shows a credential, whoever raised it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            # A driver's error text may quote a URL it was given, password and all.
+            hidden = redact_text(exc.message)
+            if hidden == exc.message:
+                raise
+            kind = click.UsageError if isinstance(exc, click.UsageError) else click.ClickException
+            raise kind(hidden) from None
+
+
+@click.group(cls=_RedactingGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """saga-coordinator: sagas over NATS with a SQL log."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
 
 
 @main.command()
@@ -104,6 +122,9 @@ def coordinator(
     sys.path.insert(0, "")
     sagas = [s for spec in saga_specs for s in load_sagas(spec)]
     serve_http = http_settings(http, **api) if http else None
+    if serve_http is not None:
+        # Before connecting to anything: a busy port is one line, not a traceback at the end.
+        ensure_port_free(serve_http.host, serve_http.port, "--http")
     try:
         asyncio.run(_serve(nats_url, db_url, sagas, serve_http))
     except SagaError as exc:
@@ -115,7 +136,7 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     servers = [url.strip() for url in nats_url.split(",") if url.strip()]
@@ -124,9 +145,12 @@ async def _serve(
     coordinator = Coordinator(SqlSagaLog(db_url), transport, sagas=sagas)
     async with coordinator:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
-        click.echo(f"coordinator running: nats {nats_url}, log {db_url}, sagas {names}")
+        click.echo(
+            f"coordinator running: nats {redact_url(nats_url)}, log {redact_url(db_url)},"
+            f" sagas {names}"
+        )
         click.echo(f"resumed {coordinator.active_count} unfinished sagas", err=True)
-        server = None if http is None else await http.start(coordinator)
+        server = None if http is None else await serve_http(http, coordinator, click.echo)
         try:
             await stop.wait()
         finally:
@@ -140,18 +164,24 @@ async def _serve(
 @DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
-    """Show one saga's raw event log, read straight from the database (no API needed)."""
+    """Show one saga's raw event log, read straight from the database (no API needed).
+
+    It only reads: a missing database or an old schema is reported, never created or
+    upgraded (``saga migrate`` does that)."""
 
     async def read() -> None:
-        log = SqlSagaLog(db_url)
-        await log.open()
+        log = SqlSagaLog(db_url, migrate=False)
         try:
-            record = await log.get(saga_id)
-            if record is None:
-                raise click.ClickException(f"no saga {saga_id!r} in {db_url}")
-            events = await log.events(saga_id)
-        finally:
-            await log.close()
+            await log.open()
+            try:
+                record = await log.get(saga_id)
+                if record is None:
+                    raise click.ClickException(f"no saga {saga_id!r} in {redact_url(db_url)}")
+                events = await log.events(saga_id)
+            finally:
+                await log.close()
+        except SagaError as exc:
+            raise click.ClickException(str(exc)) from exc
         if as_json:
             click.echo(
                 json.dumps(
@@ -177,6 +207,26 @@ def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
             click.echo(describe(event))
 
     asyncio.run(read())
+
+
+@main.command("migrate")
+@DB_OPTION
+def migrate(db_url: str) -> None:
+    """Create or upgrade the saga log's schema to this release's, then exit.
+
+    A coordinator does the same when it starts; this does it ahead (before a deploy, or for
+    ``saga log``, which never changes a database)."""
+
+    async def upgrade() -> None:
+        log = SqlSagaLog(db_url)
+        await log.open()
+        await log.close()
+
+    try:
+        asyncio.run(upgrade())
+    except SagaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"saga log at {redact_url(db_url)}: schema at revision {head_revision()} (newest)")
 
 
 for _command in OPS_COMMANDS:

@@ -1,21 +1,25 @@
 """``saga dev``: NATS, a saga log, a coordinator and the example services on this machine.
 
-It starts the nats-server from the wheel on a free port (unless ``--nats`` names one), a SQLite
-log under ``--dir``, the example services of a source checkout as subprocesses (``python -m
-services.<name>``, each in its own process group), and a coordinator in this process; prints
-what runs where; runs until SIGINT or SIGTERM; then stops everything it started. ``--demo N``
-also starts N order sagas with a realistic mix and prints a one-line summary.
+It checks that the ``--http`` port is free, then starts the nats-server from the wheel on a
+free port (unless ``--nats`` names one), a SQLite log under ``--dir``, the example services of a
+source checkout as subprocesses (``python -m services.<name>``, each in its own process group),
+and a coordinator in this process; prints what runs where; runs until SIGINT, SIGTERM or SIGHUP
+(or until its output goes away: ``saga dev | tee log`` after the tee ended); then stops every
+process group it started, whether or not it can still print. ``--demo N`` also starts N order
+sagas with a realistic mix and prints a one-line summary.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
 import os
 import random
 import signal
+import socket
 import sys
 import uuid
 from collections import Counter
@@ -28,10 +32,12 @@ from typing import Any
 import click
 
 from saga.api.options import HttpSettings, http_options, http_settings
+from saga.api.server import HttpServer
 from saga.coordinator import Coordinator
 from saga.definition import Saga
 from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
+from saga.redact import RedactingFilter, redact_url
 from saga.transport.nats import NatsTransport
 from saga.transport.nats_server import free_port, nats_server_binary
 from saga.transport.security import NatsSecurity
@@ -47,6 +53,10 @@ NATS_READY_MARK = "Server is ready"
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
 """How long a child has to exit after SIGTERM before it is killed."""
+STOP_REPORT_S = 3.0
+"""After this long (and as often) a stop says which children it still waits for."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, a service manager's stop, and a closed terminal all stop saga dev the same way."""
 
 Echo = Callable[[str], None]
 
@@ -145,19 +155,38 @@ class Children:
                 )
             await asyncio.sleep(0.05)
 
-    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM every child's process group, wait, then SIGKILL what is left; reap all."""
+    async def stop(
+        self, grace_s: float = STOP_GRACE_S, echo: Echo | None = None,
+        report_every_s: float = STOP_REPORT_S,
+    ) -> None:  # fmt: skip
+        """SIGTERM every child's process group, wait, then SIGKILL what is left; reap all.
+
+        While children take their time, ``echo`` hears which ones it waits for, every
+        ``report_every_s``: a frozen service is named, not a silent hang.
+        """
         running = [c for c in self.started if c.process.returncode is None]
         for child in running:
             _signal_group(child, signal.SIGTERM)
-        waits = [asyncio.ensure_future(c.process.wait()) for c in running]
-        if waits:
-            await asyncio.wait(waits, timeout=grace_s)
+            _signal_group(child, signal.SIGCONT)  # a stopped (Ctrl-Z) child must see the TERM
+        waiting = {asyncio.ensure_future(c.process.wait()): c for c in running}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while waiting and (left := deadline - loop.time()) > 0:
+            done, _ = await asyncio.wait(waiting, timeout=min(report_every_s, left))
+            for future in done:
+                del waiting[future]
+            left = deadline - loop.time()
+            if waiting and echo is not None and left > 0:
+                for child in waiting.values():
+                    echo(f"  waiting for {child.name} (pid {child.pid}) to exit;"
+                         f" SIGKILL in {left:.0f} s")  # fmt: skip
         for child in self.started:
             # The whole group: a child's own children (if any) go with it.
             _signal_group(child, signal.SIGKILL)
         for child in self.started:
             await child.process.wait()
+        for future in waiting:
+            future.cancel()
 
     def kill(self, child: Child) -> None:
         """SIGKILL one child's group now, as a crash would."""
@@ -257,6 +286,78 @@ async def run_demo(
 # -- saga dev ---------------------------------------------------------------------------------
 
 
+def ensure_port_free(host: str, port: int, option: str) -> None:
+    """ClickException, one line naming ``option``, if nothing could listen on ``host:port``.
+
+    Called before anything is started, so a busy port costs no NATS or service start-up.
+    """
+    if port == 0:
+        return
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(
+            f"cannot serve on {where}: {exc.strerror}; give another address with {option}"
+        ) from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As aiohttp binds (reuse_address on Unix), so a port in TIME_WAIT is not "busy".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise click.ClickException(_port_problem(where, exc, option)) from None
+
+
+def _port_problem(where: str, exc: OSError, option: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where} is already in use by another program: give another port with {option}"
+    return f"cannot serve on {where}: {exc.strerror or exc}; give another address with {option}"
+
+
+async def serve_http(settings: HttpSettings, coordinator: Coordinator, echo: Echo) -> HttpServer:
+    """Start the HTTP API; a port taken since ``ensure_port_free`` is one line too."""
+    try:
+        return await settings.start(coordinator, echo)
+    except OSError as exc:
+        raise click.ClickException(
+            _port_problem(f"{settings.host}:{settings.port}", exc, "--http")
+        ) from None
+
+
+class Output:
+    """``echo`` until the terminal or pipe goes away; then silence, and ``on_lost()`` once.
+
+    Stopping must never depend on printing: ``saga dev | tee log`` and a Ctrl-C end tee too,
+    and each print after that raises BrokenPipeError (EIO once a terminal is closed).
+    """
+
+    def __init__(self, echo: Echo, on_lost: Callable[[], None]) -> None:
+        self._echo = echo
+        self._on_lost = on_lost
+        self.lost = False
+
+    def __call__(self, line: str) -> None:
+        if self.lost:
+            return
+        try:
+            self._echo(line)
+        except OSError:
+            self.lost = True
+            _silence_stdout()
+            self._on_lost()
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's last flush at exit cannot fail either
+    (the standard library's advice for SIGPIPE, in the signal module's documentation)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DevOptions:
     nats_url: str | None
@@ -272,11 +373,14 @@ class DevOptions:
 
 
 async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> DemoSummary | None:
-    """Start everything, run until SIGINT/SIGTERM (or the demo ends), stop everything."""
+    """Start everything, run until a stop signal (or the demo ends), stop everything."""
+    if options.http is not None:
+        ensure_port_free(options.http.host, options.http.port, "--http")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    say = Output(echo, on_lost=stop.set)
     folder = options.folder.resolve()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     order_module = import_from(root, "examples.order_saga")
@@ -286,42 +390,52 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
     services = Children(log_dir=folder / "logs", cwd=root)
     infra = Children(log_dir=folder / "logs", cwd=root)
     summary: DemoSummary | None = None
-    echo(f"saga dev: everything below runs on this machine; Ctrl-C stops it all (in {folder})")
+    say(f"saga dev: everything below runs on this machine; Ctrl-C stops it all (in {folder})")
     try:
         with _log_to(folder / "logs" / "coordinator.log") as coordinator_log:
-            nats_url = options.nats_url or await _start_nats(infra, folder, echo)
+            nats_url = options.nats_url or await _start_nats(infra, folder, say)
             if options.nats_url:
-                echo(f"  nats          {nats_url}  (given; not started here)")
+                say(f"  nats          {redact_url(nats_url)}  (given; not started here)")
             db_url = options.db_url or f"sqlite:///{folder / 'saga.db'}"
-            echo(f"  saga log      {db_url}")
-            await _start_services(services, options, nats_url, folder, echo)
+            say(f"  saga log      {redact_url(db_url)}")
+            await _start_services(services, options, nats_url, folder, say)
             transport = NatsTransport(nats_url, security=NatsSecurity.from_env())
             coordinator = Coordinator(SqlSagaLog(db_url), transport, sagas=sagas)
             async with coordinator:
                 names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
-                echo(f"  coordinator   in this process, pid {os.getpid()}; sagas {names}")
-                echo(f"                log {coordinator_log}")
-                http = await options.http.start(coordinator, echo) if options.http else None
+                say(f"  coordinator   in this process, pid {os.getpid()}; sagas {names}")
+                say(f"                log {coordinator_log}")
+                http = await serve_http(options.http, coordinator, say) if options.http else None
                 try:
-                    echo(
-                        f"try:  python -m examples.order_saga --nats {nats_url} alice apple:2 fig:1"
+                    say(
+                        f"try:  python -m examples.order_saga --nats {redact_url(nats_url)}"
+                        " alice apple:2 fig:1"
                     )
                     if options.demo and not stop.is_set():
-                        summary = await _demo(coordinator, order_module, options, stop, echo)
+                        summary = await _demo(coordinator, order_module, options, stop, say)
                     if not (options.demo and options.exit_after_demo) and not stop.is_set():
-                        echo("running; Ctrl-C to stop")
+                        say("running; Ctrl-C to stop")
                         await stop.wait()
                 finally:
                     if http is not None:
                         await http.close()
-                echo("stopping: coordinator")
+                say("stopping: coordinator")
     finally:
-        for group, what in ((services, "service processes"), (infra, "nats-server")):
-            if group.started:
-                echo(f"stopping: {what}")
-            await group.stop()
-        echo("saga dev stopped; every process it started has exited")
+        await _stop_all(((services, "service processes"), (infra, "nats-server")), say)
     return summary
+
+
+async def _stop_all(groups: Sequence[tuple[Children, str]], say: Output) -> None:
+    """Stop each group in order; a failure in one (or in printing) never skips the next."""
+    try:
+        for group, what in groups:
+            try:
+                if group.started:
+                    say(f"stopping: {what}")
+            finally:
+                await group.stop(echo=say)
+    finally:
+        say("saga dev stopped; every process it started has exited")
 
 
 async def _demo(
@@ -357,6 +471,7 @@ def _log_to(path: Path) -> Iterator[Path]:
     """Send the coordinator's log (retries, needs attention) to a file, not the terminal."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     logger = logging.getLogger("saga")
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)

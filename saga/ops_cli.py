@@ -11,9 +11,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from saga.redact import redact_url
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT_S = 30
+ATTEMPTS = 4
+"""Tries per call when the API cannot be reached (a coordinator restarting, say)."""
+RETRY_WAIT = wait_random_exponential(multiplier=0.25, max=2)
+"""Jittered back-off between tries, so many scripts retrying at once spread out."""
+
+
+def is_transient(method: str, exc: BaseException) -> bool:
+    """Whether a failed call may be sent again: never after a 4xx; a write only when the
+    connection was refused (nothing reached the server), a read after any connection
+    failure, a timeout, or a 502/503/504."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return method == "GET" and exc.code in (502, 503, 504)
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, ConnectionRefusedError):
+        return True
+    return method == "GET" and isinstance(reason, ConnectionError | TimeoutError)
 
 
 class Api:
@@ -31,16 +50,26 @@ class Api:
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: is_transient(method, exc)),
+            stop=stop_after_attempt(ATTEMPTS),
+            wait=RETRY_WAIT,
+            reraise=True,
+        )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                return json.loads(response.read() or b"{}")
+            return retrying(_send, request)
         except urllib.error.HTTPError as exc:
             raise click.ClickException(_problem(exc)) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise click.ClickException(
-                f"cannot reach the saga API at {self.url}: {reason}"
+                f"cannot reach the saga API at {redact_url(self.url)}: {reason}"
             ) from exc
+
+
+def _send(request: urllib.request.Request) -> Any:
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        return json.loads(response.read() or b"{}")
 
 
 def _problem(exc: urllib.error.HTTPError) -> str:

@@ -40,6 +40,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import click
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from saga.dev import (
     NATS_READY_MARK,
@@ -52,7 +59,7 @@ from saga.dev import (
 )
 from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
-from saga.log.sql.url import redact
+from saga.redact import redact_url as redact
 from saga.transport.nats_server import free_port, nats_server_binary
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
@@ -60,6 +67,10 @@ COORDINATOR_READY = "HTTP API and dashboard on"
 REPLAYED = re.compile(r"stopped; (\d+) repeated commands answered from the record")
 UNSETTLED = [SagaStatus.RUNNING, SagaStatus.COMPENSATING]
 PROGRESS_EVERY_S = 30.0
+START_RETRY_FOR_S = 300.0
+"""How long one start is retried while the coordinator is down (it restarts in seconds)."""
+START_RETRY_WAIT = wait_random_exponential(multiplier=0.1, max=2.0)
+"""Jittered back-off, so the workers do not all hit a restarted coordinator at once."""
 _PG_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 _CLEAN_ENV = {
     # A soak's children must not inherit settings meant for another run.
@@ -72,6 +83,10 @@ Echo = Callable[[str], None]
 
 class SoakError(click.ClickException):
     """The soak could not run (as opposed to ran and found a fault)."""
+
+
+class _UnavailableError(Exception):
+    """A 5xx answer to a start: the coordinator is starting, stopping or was killed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,7 +175,7 @@ async def prepare_databases(db_url: str | None, run: str) -> SoakDatabases:
         return await _postgres(db_url, name, must_create=False)
     if scheme.startswith("sqlite") and db_url.partition(":///")[2]:
         return _sqlite(Path(db_url.partition(":///")[2]))
-    raise click.BadParameter(f"{db_url!r}: expected postgresql://... or sqlite:///file.db")
+    raise click.BadParameter(f"{redact(db_url)!r}: expected postgresql://... or sqlite:///file.db")
 
 
 def _with_database(url: str, name: str) -> str:
@@ -306,25 +321,36 @@ class Feed:
             self._room.clear()
 
     async def _start(self, session: aiohttp.ClientSession, order: dict[str, Any]) -> None:
+        """POST one start until it is answered; a start with a known id is idempotent, so
+        resending after a lost answer is safe. Never resent after a 4xx."""
         body = {"input": order, "saga_id": order["order_id"]}
         timeout = aiohttp.ClientTimeout(total=15)
-        retry = False
-        while True:
-            try:
-                async with session.post(self.url, json=body, timeout=timeout) as response:
-                    text = await response.text()
-                    if response.status in (200, 201):
-                        self.started.append(order["order_id"])
-                        if response.status == 200 and retry:
-                            self.existing += 1
-                        return
-                    if response.status < 500:
-                        raise SoakError(f"POST {self.url} answered {response.status}: {text}")
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # the coordinator is down or was killed mid-request: try again
-            retry = True
-            self.retried += 1
-            await asyncio.sleep(0.2)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError, _UnavailableError)),
+            stop=stop_after_delay(START_RETRY_FOR_S),
+            wait=START_RETRY_WAIT,
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with session.post(self.url, json=body, timeout=timeout) as response:
+                        text = await response.text()
+                        if response.status >= 500:
+                            raise _UnavailableError(f"{response.status}: {text}")
+                        if response.status not in (200, 201):
+                            raise SoakError(f"POST {self.url} answered {response.status}: {text}")
+                    self.started.append(order["order_id"])
+                    if response.status == 200 and attempt.retry_state.attempt_number > 1:
+                        self.existing += 1
+        except (aiohttp.ClientError, TimeoutError, _UnavailableError) as exc:
+            raise SoakError(
+                f"could not start saga {order['order_id']} in {START_RETRY_FOR_S:g} s: {exc!r}"
+            ) from exc
+
+    def _count_retry(self, _state: RetryCallState) -> None:
+        self.retried += 1
 
 
 # -- the run --------------------------------------------------------------------------------

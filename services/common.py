@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from saga import CommandContext, NatsSecurity, Participant, SqlIdempotencyStore
+from saga import CommandContext, NatsSecurity, Participant, SqlIdempotencyStore, redact_url
 
 NATS_ENV = "SAGA_NATS_URL"
 DB_ENV = "SERVICE_DB_URL"
@@ -242,7 +242,8 @@ async def run(options: ServiceOptions, db: Database, build: Build, seed: Seed) -
         participant = build(db, store, instance=options.instance)
         # Credentials and TLS come from SAGA_NATS_* variables (see README, Securing NATS).
         server = await participant.serve(_nats(options), security=NatsSecurity.from_env())
-        click.echo(f"{who} {READY} nats {options.nats_url}, db {options.db_url}", color=False)
+        nats, dbs = redact_url(options.nats_url), redact_url(options.db_url)
+        click.echo(f"{who} {READY} nats {nats}, db {dbs}", color=False)
         try:
             await stop.wait()
         finally:

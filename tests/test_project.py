@@ -52,7 +52,7 @@ def test_public_api_is_pinned() -> None:
             "SagaConflictError", "SagaNotFoundError", "SagaResult", "SagaStatus",
             "SqlIdempotencyStore", "SqlSagaLog",
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",
-            "UnknownSagaError", "__version__",
+            "UnknownSagaError", "__version__", "redact_url",
         ]
     )  # fmt: skip
     for name in saga.__all__:

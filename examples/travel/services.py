@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from saga import CommandContext, Participant, Rejected
+from saga import CommandContext, Participant, Rejected, redact_url
 
 DECLINED_CARD = "4000000000000002"
 
@@ -80,7 +80,7 @@ def main(nats_url: str) -> None:
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         services = TravelServices()
         servers = [await p.serve(nats_url) for p in services.participants]
-        click.echo(f"travel (flight, hotel, car) ready: nats {nats_url}")
+        click.echo(f"travel (flight, hotel, car) ready: nats {redact_url(nats_url)}")
         await stop.wait()
         for server in servers:
             await asyncio.wait_for(server.stop(), 15)

@@ -18,7 +18,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
 from nats.aio.client import Client
@@ -34,6 +33,7 @@ from saga.protocol import (
     Command,
     Reply,
 )
+from saga.redact import redact_url
 from saga.transport.base import ReplyHandler, Transport
 from saga.transport.security import NatsSecurity
 
@@ -70,14 +70,6 @@ async def flush_pending(nc: Client) -> None:
     """
     await nc.flush(timeout=_FLUSH_TIMEOUT_S)
     await nc.flush(timeout=_FLUSH_TIMEOUT_S)
-
-
-def _redact(url: str) -> str:
-    """The URL without its user info, for error messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 async def _log_error(exc: Exception) -> None:
@@ -154,7 +146,7 @@ async def connect_nats(
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), _FIRST_CLOSE_TIMEOUT_S)
-        where = ", ".join(_redact(url) for url in urls)
+        where = ", ".join(redact_url(url) for url in urls)
         why = str(exc) or type(exc).__name__
         if isinstance(exc, ssl.SSLError):
             why = f"TLS handshake failed: {why}"

@@ -17,7 +17,7 @@ from saga.events import Event, EventType, Health, SagaStatus
 from saga.log.base import Append, NewSaga, Page, SagaLog, SagaRecord, TimeRange
 from saga.log.paging import check_limit, encode_cursor
 from saga.log.sql.engine import WRITE, make_engine
-from saga.log.sql.migrate import upgrade
+from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.url import normalize_url, redact
@@ -103,12 +103,15 @@ class SqlSagaLog(SagaLog):
     ``url`` is ``sqlite:///path/to/saga.db`` or ``postgresql://user:pw@host/db`` (the async
     driver forms are accepted too). ``open()`` creates or upgrades the schema; several
     coordinators may open the same PostgreSQL database at once. ``echo`` logs every SQL
-    statement (through the ``sqlalchemy.engine`` logger).
+    statement (through the ``sqlalchemy.engine`` logger). With ``migrate=False`` (for readers)
+    ``open()`` creates and upgrades nothing: a missing SQLite file or a schema other than this
+    release's is a LogError that says to run ``saga migrate``.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, migrate: bool = True) -> None:
         self._url = normalize_url(url)
         self._echo = echo
+        self._migrate = migrate
         self._engine: AsyncEngine | None = None
 
     def __repr__(self) -> str:
@@ -133,7 +136,10 @@ class SqlSagaLog(SagaLog):
         engine = make_engine(self._url, echo=self._echo)
         try:
             with _wrap_driver_errors(f"open of {redact(self._url)}"):
-                await upgrade(engine)
+                if self._migrate:
+                    await upgrade(engine)
+                else:
+                    await check_schema(engine, redact(self._url))
         except BaseException:
             await engine.dispose()
             raise

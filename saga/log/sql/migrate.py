@@ -1,4 +1,9 @@
-"""Schema migrations: run Alembic programmatically, from inside the installed package."""
+"""Schema migrations: run Alembic programmatically, from inside the installed package.
+
+Schemas are upgraded by writers only: a coordinator (``saga coordinator``, ``saga dev``) at
+start, or ``saga migrate`` ahead of it. Readers (``saga log``) call ``check_schema``, which
+creates and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +73,43 @@ async def upgrade(engine: AsyncEngine) -> None:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
                 )
             await conn.run_sync(_upgrade)
+
+
+async def check_schema(engine: AsyncEngine, where: str) -> None:
+    """LogError unless the database holds a saga log at this release's schema; writes nothing.
+
+    A missing SQLite file is reported, not created; an older schema is reported, not upgraded.
+    ``where`` names the database in messages (a redacted URL).
+    """
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database:
+        missing = _missing_file(database)
+        if missing is not None:
+            raise LogError(f"no saga log at {missing}: no such file")
+    async with engine.connect() as conn:
+        found = await conn.run_sync(current_revision)
+    head = head_revision()
+    if found == head:
+        return
+    run = "run `saga migrate` with the same --db"
+    if found is None:
+        raise LogError(f"no saga log at {where}: the database holds no saga log tables ({run})")
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if found in known:
+        raise LogError(
+            f"the saga log at {where} has schema revision {found} and this release reads {head}:"
+            f" {run} to upgrade it"
+        )
+    raise LogError(
+        f"the saga log at {where} has schema revision {found!r}, unknown to this release (was"
+        f" it created by a newer saga-coordinator?)"
+    )
+
+
+def _missing_file(database: str) -> Path | None:
+    """The absolute path of a SQLite file that does not exist (None if it does)."""
+    path = Path(database).expanduser()
+    return None if path.is_file() else path.resolve()
 
 
 def _upgrade(connection: Connection) -> None:

@@ -6,6 +6,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from saga.errors import LogError
+from saga.redact import redact_url as redact
+
+__all__ = ["normalize_url", "redact"]
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -29,7 +32,7 @@ def normalize_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise LogError(f"not a database URL: {url!r}; expected {_SUPPORTED}") from exc
+        raise LogError(f"not a database URL: {redact(url)!r}; expected {_SUPPORTED}") from exc
     driver = _DRIVERS.get(parsed.drivername.lower())
     if driver is None:
         raise LogError(
@@ -43,14 +46,6 @@ def normalize_url(url: str) -> str:
     if driver.startswith("postgresql") and not parsed.database:
         raise LogError(f"the PostgreSQL URL names no database; expected {_SUPPORTED}")
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for error messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
 
 
 def _is_memory(parsed: URL) -> bool:
