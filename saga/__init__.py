@@ -24,6 +24,7 @@ from saga.log.base import SagaLog
 from saga.log.sql import SqlSagaLog
 from saga.participant import CommandContext, Participant, SqlIdempotencyStore
 from saga.protocol import Direction, Outcome
+from saga.sqlpool import PoolOptions
 from saga.transport.base import Transport
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
@@ -42,6 +43,7 @@ __all__ = [
     "NatsTransport",
     "Outcome",
     "Participant",
+    "PoolOptions",
     "ProtocolError",
     "Rejected",
     "RetryPolicy",

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
 from saga.protocol import Reply
+from saga.sqlpool import PoolOptions, pool_problem, retrying
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 metadata = sa.MetaData()
 
@@ -60,11 +67,23 @@ def async_database_url(url: str | URL) -> URL:
 
 
 class SqlIdempotencyStore(IdempotencyStore):
-    """Idempotency records in a SQL table; safe to share between replicas of one service."""
+    """Idempotency records in a SQL table; safe to share between replicas of one service.
 
-    def __init__(self, url: str | URL, *, engine_options: dict[str, Any] | None = None) -> None:
+    ``pool`` bounds the connections held (``PoolOptions``: by default one while idle, at most
+    five); ``engine_options`` are passed to SQLAlchemy's ``create_async_engine`` after it.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        pool: PoolOptions | None = None,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
         self.url = async_database_url(url)
-        self._engine_options = dict(engine_options or {})
+        self.pool = pool or PoolOptions()
+        """The connection pool's bounds."""
+        self._engine_options = {**self.pool.engine_options(), **(engine_options or {})}
         self._engine: AsyncEngine | None = None
         self._open_lock = asyncio.Lock()
 
@@ -77,11 +96,29 @@ class SqlIdempotencyStore(IdempotencyStore):
             if engine.dialect.name == "sqlite":
                 sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             try:
-                await _create_schema(engine)
+                await self._retry(lambda: _create_schema(engine))
             except BaseException:
                 await engine.dispose()
                 raise
             self._engine = engine
+
+    async def _retry(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``operation``, trying again (tenacity, bounded) while SQLite is busy or the
+        connection is lost or refused; a pool limit is named in a RuntimeError.
+
+        Only for operations that are safe to repeat: a read, or a write whose transaction
+        cannot have committed when the error came (SQLite busy), or that is idempotent.
+        """
+        try:
+            async for attempt in retrying(logger, f"idempotency store {self.url.database}"):
+                with attempt:
+                    return await operation()
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            problem = pool_problem(exc, self.pool)
+            if problem is None:
+                raise
+            raise RuntimeError(f"idempotency store: {problem}") from exc
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
@@ -96,8 +133,12 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     async def get(self, key: str) -> IdempotencyRecord | None:
         engine = await self._ready()
-        async with engine.connect() as conn:
-            return await _select(conn, key)
+
+        async def read() -> IdempotencyRecord | None:
+            async with engine.connect() as conn:
+                return await _select(conn, key)
+
+        return await self._retry(read)
 
     async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         engine = await self._ready()
@@ -237,16 +278,20 @@ async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
 
 
 async def _create_schema(engine: AsyncEngine) -> None:
-    for attempt in range(2):
-        try:
+    # Two processes creating the table at once (PostgreSQL: a unique violation in the
+    # catalog; SQLite: "table already exists"): the loser tries again and finds it there.
+    # CREATE TABLE IF NOT EXISTS is one transaction, so trying again is always safe.
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(
+            (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError)
+        ),
+        stop=stop_after_attempt(3),
+        wait=wait_random(0.05, 0.2),
+        reraise=True,
+    ):
+        with attempt:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
-            return
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
-            # Two processes creating the table at once (PostgreSQL: a unique violation in the
-            # catalog; SQLite: "table already exists"): the loser retries and finds it there.
-            if attempt:
-                raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
