@@ -26,6 +26,7 @@ from saga.log.sql import SqlSagaLog
 from saga.participant import CommandContext, Participant, SqlIdempotencyStore
 from saga.protocol import Direction, Outcome
 from saga.redact import redact_url
+from saga.sqlpool import PoolOptions
 from saga.transport.base import Transport
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
@@ -44,6 +45,7 @@ __all__ = [
     "NatsTransport",
     "Outcome",
     "Participant",
+    "PoolOptions",
     "ProtocolError",
     "Rejected",
     "RetryPolicy",

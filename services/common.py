@@ -19,8 +19,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from saga import CommandContext, NatsSecurity, Participant, SqlIdempotencyStore, redact_url
+from saga import (
+    CommandContext,
+    NatsSecurity,
+    Participant,
+    PoolOptions,
+    SqlIdempotencyStore,
+    redact_url,
+)
 
 NATS_ENV = "SAGA_NATS_URL"
 DB_ENV = "SERVICE_DB_URL"
@@ -35,9 +43,10 @@ mid-handler (tests/faults/test_participant_faults.py). Unset or 0: no delay."""
 READY = "ready:"
 """Printed (after the service name) once a replica serves; ``saga dev`` and tests wait for it."""
 
-POOL: dict[str, Any] = {"pool_size": 2, "max_overflow": 3}
-"""A replica's one engine (business tables and idempotency store share it), so at most five
-PostgreSQL connections, and a few replicas of four services stay far below its default 100."""
+POOL = PoolOptions(size=1, overflow=3)
+"""A replica's one engine (business tables and idempotency store share it): one PostgreSQL
+connection while idle and at most four under load, so a few replicas of four services stay
+far below the server's default 100 (see README, Storage)."""
 STOP_TIMEOUT_S = 15.0
 """How long a replica waits for its in-flight commands and NATS when it is told to stop."""
 
@@ -67,7 +76,7 @@ class Database:
     def __init__(self, url: str, metadata: sa.MetaData) -> None:
         self.url = async_url(url)
         self.metadata = metadata
-        self.engine: AsyncEngine = create_async_engine(self.url, **POOL)
+        self.engine: AsyncEngine = create_async_engine(self.url, **POOL.engine_options())
         self.handler_delay_s = _handler_delay_s()
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
@@ -75,16 +84,18 @@ class Database:
 
     async def open(self) -> None:
         # Replicas starting together on PostgreSQL may race to create the tables: the loser
-        # of the race retries and finds them.
-        for attempt in range(3):
-            try:
+        # of the race tries again and finds them (create_all is one transaction).
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(
+                (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError)
+            ),
+            stop=stop_after_attempt(3),
+            wait=wait_random(0.1, 0.3),
+            reraise=True,
+        ):
+            with attempt:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(self.metadata.create_all)
-                return
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.2)
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:

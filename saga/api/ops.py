@@ -94,7 +94,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """GET /readyz: the saga log answers a cheap query and the transport is connected."""
+    """GET /readyz: the saga log answers a cheap query and accepted the last write, and the
+    transport is connected."""
     coordinator = context(request).coordinator
     checks: dict[str, dict[str, Any]] = {}
     try:
@@ -102,6 +103,20 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = {"ok": True}
     except Exception as exc:  # any failure means "not ready", with the reason
         checks["database"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+    # A log that answers reads may still refuse writes (a full disk): then nothing can move.
+    # Every unfinished saga's write is retried each second, so recovery shows up here too.
+    writes = coordinator.log_writes
+    if writes.ok:
+        checks["writes"] = {"ok": True}
+    else:
+        checks["writes"] = {
+            "ok": False,
+            "error": writes.error,
+            "failures": writes.failures,
+            "failing_since_ms": None
+            if writes.failing_since is None
+            else int(writes.failing_since * 1000),
+        }
     # The Transport port has no health method; NatsTransport says whether it is connected.
     connected = getattr(coordinator.transport, "is_connected", None)
     if connected is None:

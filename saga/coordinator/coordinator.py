@@ -24,7 +24,7 @@ from saga.coordinator.failpoints import crash_if
 from saga.coordinator.registry import Registry
 from saga.coordinator.result import SagaChange, SagaResult, needs_attention, result_of
 from saga.coordinator.timers import TimerWheel
-from saga.coordinator.writer import GroupWriter
+from saga.coordinator.writer import GroupWriter, WriteHealth
 from saga.definition import Saga
 from saga.engine import Action, Preview, SagaState
 from saga.errors import (
@@ -333,6 +333,11 @@ class Coordinator:
     def active_count(self) -> int:
         return len(self._active)
 
+    @property
+    def log_writes(self) -> WriteHealth:
+        """Whether the log accepted this coordinator's last write (``/readyz`` reports it)."""
+        return self._writer.health
+
     # -- recovery --------------------------------------------------------------------------
 
     async def recover(self) -> int:
@@ -460,7 +465,8 @@ class Coordinator:
                     active.stale = True
                     if not isinstance(exc, Exception):
                         raise
-                    log.exception("could not record the next step of saga %s", saga_id)
+                    # The group writer logs the log's failures, throttled (one per commit).
+                    log.debug("could not record the next step of saga %s: %s", saga_id, exc)
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
             if events:

@@ -5,11 +5,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from dataclasses import dataclass
 
-from saga.errors import LogError
+from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
 from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteHealth:
+    """Whether the saga log accepts writes: the outcome of the group writer's last commit."""
+
+    ok: bool
+    """The last commit succeeded (or none was tried yet)."""
+    failures: int = 0
+    """Commits that failed in a row since the last one that succeeded."""
+    error: str | None = None
+    """The last failure's message, while ``ok`` is False."""
+    failing_since: float | None = None
+    """``time.time()`` of the first failure in the row, while ``ok`` is False."""
+
+
+class _FailureReport:
+    """Logs a run of failed commits at a slowing pace: the 1st (with its traceback), then the
+    2nd, 4th, 8th, ... with the count, and once more when writes succeed again.
+
+    A full disk fails every saga's write every second; logging each would bury the cause.
+    """
+
+    def __init__(self) -> None:
+        self.health = WriteHealth(ok=True)
+        self._next_report = 1
+
+    def failed(self, exc: BaseException) -> None:
+        failures = self.health.failures + 1
+        since = self.health.failing_since or time.time()
+        self.health = WriteHealth(
+            ok=False, failures=failures, error=str(exc) or type(exc).__name__, failing_since=since
+        )
+        if failures < self._next_report:
+            return
+        self._next_report = failures * 2
+        if failures == 1:
+            log.error("the saga log refused a write: %s", exc, exc_info=exc)
+        else:
+            log.error(
+                "the saga log has refused %d writes in a row over %.0f s (next report at %d): %s",
+                failures, time.time() - since, self._next_report, exc,
+            )  # fmt: skip
+
+    def succeeded(self) -> None:
+        if not self.health.ok:
+            log.warning(
+                "the saga log accepts writes again, after %d failed writes", self.health.failures
+            )
+        self.health = WriteHealth(ok=True)
+        self._next_report = 1
 
 
 class GroupWriter:
@@ -29,6 +82,12 @@ class GroupWriter:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.appends = 0
+        self._report = _FailureReport()
+
+    @property
+    def health(self) -> WriteHealth:
+        """Whether the log accepted the last write (readiness reports it)."""
+        return self._report.health
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="saga-group-writer")
@@ -88,10 +147,12 @@ class GroupWriter:
         try:
             results = await self._log.create_many([saga for saga, _ in creates])
         except Exception as exc:
+            self._report.failed(exc)
             for _, future in creates:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self._report.succeeded()
         self.commits += 1
         for (_, future), result in zip(creates, results, strict=True):
             if not future.done():
@@ -102,14 +163,19 @@ class GroupWriter:
             await self._log.append([append for append, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
+                if isinstance(exc, ConcurrencyError | SagaNotFoundError):
+                    self._report.succeeded()  # the log works; this saga's writer must reload
+                else:
+                    self._report.failed(exc)
                 _, future = batch[0]
                 if not future.done():
                     future.set_exception(exc)
                 return
-            log.info("batch of %d appends failed (%s); retrying one by one", len(batch), exc)
+            log.debug("batch of %d appends failed (%s); retrying one by one", len(batch), exc)
             for item in batch:
                 await self._commit([item])
             return
+        self._report.succeeded()
         self.commits += 1
         self.appends += len(batch)
         for _, future in batch:

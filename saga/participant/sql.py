@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from saga.participant.store import (
     Claim,
@@ -32,6 +34,10 @@ from saga.participant.store import (
     RecordState,
 )
 from saga.protocol import Reply
+from saga.sqlpool import PoolOptions, pool_problem, retrying
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 metadata = sa.MetaData()
 
@@ -83,13 +89,19 @@ def async_database_url(url: str | URL) -> URL:
 class SqlIdempotencyStore(IdempotencyStore):
     """Idempotency records in a SQL table; replicas of one service must share one database.
 
-    ``url`` is a SQLite or PostgreSQL URL (the store makes and disposes its own engine), or an
+    ``url`` is a SQLite or PostgreSQL URL (the store makes and disposes its own engine, with
+    ``pool`` bounding the connections it holds, by default one while idle and at most five;
+    ``engine_options`` go to SQLAlchemy's ``create_async_engine`` after it), or an
     ``AsyncEngine`` the caller owns (for example the one the service's business tables use,
-    so the store and the handlers share one pool).
+    so the store and the handlers share one pool and one transaction).
     """
 
     def __init__(
-        self, url: str | URL | AsyncEngine, *, engine_options: dict[str, Any] | None = None
+        self,
+        url: str | URL | AsyncEngine,
+        *,
+        pool: PoolOptions | None = None,
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
         self._given: AsyncEngine | None = None
         if isinstance(url, AsyncEngine):
@@ -97,7 +109,9 @@ class SqlIdempotencyStore(IdempotencyStore):
             self.url = url.url
         else:
             self.url = async_database_url(url)
-        self._engine_options = dict(engine_options or {})
+        self.pool = pool or PoolOptions()
+        """The connection pool's bounds (for an engine the store makes)."""
+        self._engine_options = {**self.pool.engine_options(), **(engine_options or {})}
         self._engine: AsyncEngine | None = None
         self._identity: str | None = None
         self._open_lock = asyncio.Lock()
@@ -123,13 +137,31 @@ class SqlIdempotencyStore(IdempotencyStore):
                     sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
                     sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
             try:
-                await _create_schema(engine)
-                self._identity = await _identity(engine)
+                await self._retry(lambda: _create_schema(engine))
+                self._identity = await self._retry(lambda: _identity(engine))
             except BaseException:
                 if self._given is None:
                     await engine.dispose()
                 raise
             self._engine = engine
+
+    async def _retry(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``operation``, trying again (tenacity, bounded) while SQLite is busy or the
+        connection is lost or refused; a pool limit is named in a RuntimeError.
+
+        Only for operations that are safe to repeat: a read, or a write whose transaction
+        cannot have committed when the error came (SQLite busy), or that is idempotent.
+        """
+        try:
+            async for attempt in retrying(logger, f"idempotency store {self.url.database}"):
+                with attempt:
+                    return await operation()
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            problem = pool_problem(exc, self.pool)
+            if problem is None:
+                raise
+            raise RuntimeError(f"idempotency store: {problem}") from exc
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
@@ -144,11 +176,24 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     async def get(self, key: str) -> IdempotencyRecord | None:
         engine = await self._ready()
-        async with engine.connect() as conn:
-            return await _select(conn, key)
+
+        async def read() -> IdempotencyRecord | None:
+            async with engine.connect() as conn:
+                return await _select(conn, key)
+
+        return await self._retry(read)
+
+    # Each write below is one transaction, tried again (``_retry``) while SQLite is busy or
+    # the connection is lost. A first try may have committed before its connection dropped,
+    # so each recognises its own earlier write (same owner) as success: repeating is safe.
 
     async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         engine = await self._ready()
+        return await self._retry(lambda: self._claim(engine, key, owner, now_ms, stale_before_ms))
+
+    async def _claim(
+        self, engine: AsyncEngine, key: str, owner: str, now_ms: int, stale_before_ms: int
+    ) -> Claim:
         t = idempotency_table
         mine, values = _new_record(key, RecordState.IN_PROGRESS, owner, now_ms)
         for _ in range(_TAKE_RETRIES):
@@ -160,6 +205,8 @@ class SqlIdempotencyStore(IdempotencyStore):
                 existing = await _select(conn, key)
                 if existing is None:
                     continue  # deleted between our insert and select: try again
+                if existing.owner == owner and existing.state is RecordState.IN_PROGRESS:
+                    return Claim(won=True, record=existing)  # our own earlier try committed
                 if not _claimable(existing, stale_before_ms):
                     return Claim(won=False, record=existing)
                 # Compare-and-set on the record we saw: of several takers, one matches.
@@ -183,6 +230,9 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
         engine = await self._ready()
+        return await self._retry(lambda: self._fence(engine, key, owner, now_ms))
+
+    async def _fence(self, engine: AsyncEngine, key: str, owner: str, now_ms: int) -> Claim:
         mine, values = _new_record(key, RecordState.FENCED, owner, now_ms)
         for _ in range(_TAKE_RETRIES):
             async with engine.begin() as conn:
@@ -191,41 +241,58 @@ class SqlIdempotencyStore(IdempotencyStore):
                     return Claim(won=True, record=mine)
                 existing = await _select(conn, key)
                 if existing is not None:
-                    return Claim(won=False, record=existing)
+                    mine_already = existing.owner == owner and existing.state is RecordState.FENCED
+                    return Claim(won=mine_already, record=existing)
         raise RuntimeError(f"could not fence idempotency key {key!r}: it keeps changing")
 
     async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
         engine = await self._ready()
-        async with engine.begin() as conn:
-            return await _complete(conn, key, owner, reply, now_ms)
+
+        async def complete_once() -> bool:
+            async with engine.begin() as conn:
+                if await _complete(conn, key, owner, reply, now_ms):
+                    return True
+                return await _was(conn, key, owner, RecordState.DONE)
+
+        return await self._retry(complete_once)
 
     async def release(self, key: str, *, owner: str) -> bool:
         engine = await self._ready()
         t = idempotency_table
-        async with engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(t)
-                .where(*_held_by(key, owner))
-                .values(state=RecordState.ATTEMPTED.value)
-                .returning(t.c.key)
-            )
-            return result.first() is not None
+
+        async def release_once() -> bool:
+            async with engine.begin() as conn:
+                result = await conn.execute(
+                    sa.update(t)
+                    .where(*_held_by(key, owner))
+                    .values(state=RecordState.ATTEMPTED.value)
+                    .returning(t.c.key)
+                )
+                if result.first() is not None:
+                    return True
+                return await _was(conn, key, owner, RecordState.ATTEMPTED)
+
+        return await self._retry(release_once)
 
     async def abandon(self, *, owner_prefix: str) -> int:
         engine = await self._ready()
         t = idempotency_table
         escaped = owner_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        async with engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(t)
-                .where(
-                    t.c.state == RecordState.IN_PROGRESS.value,
-                    t.c.owner.like(f"{escaped}%", escape="\\"),
+
+        async def abandon_once() -> int:
+            async with engine.begin() as conn:
+                result = await conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.state == RecordState.IN_PROGRESS.value,
+                        t.c.owner.like(f"{escaped}%", escape="\\"),
+                    )
+                    .values(state=RecordState.ATTEMPTED.value)
+                    .returning(t.c.key)
                 )
-                .values(state=RecordState.ATTEMPTED.value)
-                .returning(t.c.key)
-            )
-            return len(result.all())
+                return len(result.all())
+
+        return await self._retry(abandon_once)
 
     @asynccontextmanager
     async def transaction(self, key: str, *, owner: str) -> AsyncIterator[EffectTransaction]:
@@ -260,6 +327,12 @@ class _SqlEffectTransaction(EffectTransaction):
 
     def discard(self) -> None:
         self.discarded = True
+
+
+async def _was(conn: AsyncConnection, key: str, owner: str, state: RecordState) -> bool:
+    """Whether ``key`` is in ``state`` by ``owner``: an earlier try of this write committed."""
+    found = await _select(conn, key)
+    return found is not None and found.owner == owner and found.state is state
 
 
 def _claimable(record: IdempotencyRecord, stale_before_ms: int) -> bool:
@@ -331,16 +404,20 @@ async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
 
 
 async def _create_schema(engine: AsyncEngine) -> None:
-    for attempt in range(2):
-        try:
+    # Two processes creating the table at once (PostgreSQL: a unique violation in the
+    # catalog; SQLite: "table already exists"): the loser tries again and finds it there.
+    # CREATE TABLE IF NOT EXISTS is one transaction, so trying again is always safe.
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(
+            (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError)
+        ),
+        stop=stop_after_attempt(3),
+        wait=wait_random(0.05, 0.2),
+        reraise=True,
+    ):
+        with attempt:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
-            return
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
-            # Two processes creating the table at once (PostgreSQL: a unique violation in the
-            # catalog; SQLite: "table already exists"): the loser retries and finds it there.
-            if attempt:
-                raise
 
 
 async def _identity(engine: AsyncEngine) -> str:

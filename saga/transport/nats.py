@@ -24,6 +24,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from saga.errors import ProtocolError, TransportError
 from saga.protocol import (
@@ -46,8 +53,11 @@ STORE_CHECK_WAIT_S = 0.5
 """How long a check collects ``$SRV.INFO`` answers."""
 PENDING_REPLY_TTL_S = 3600.0
 """A command with no reply after this long is forgotten; a later reply counts as unmatched."""
-INITIAL_CONNECT_ATTEMPTS = 2
-"""Attempts per server on the first connect; after that the client reconnects forever."""
+INITIAL_CONNECT_ATTEMPTS = 3
+"""Tries of the first connect (each one tries every server twice); after that the client
+reconnects forever."""
+_TRIES_PER_SERVER = 1
+"""nats-py's ``max_reconnect_attempts`` within one first-connect try: each server twice."""
 MAX_CONCURRENT_REPLIES = 256
 """Replies handed to ``on_reply`` at once; more wait, which slows the subscription down."""
 _CLOSE_TIMEOUT_S = 10.0
@@ -134,30 +144,69 @@ async def connect_nats(
         **(options or {}),
     }
     reconnect_attempts = merged.pop("max_reconnect_attempts", -1)
-    watch = _FirstConnect(merged["error_cb"])
-    merged["error_cb"] = watch.on_error
-    nc = Client()
-    connecting = asyncio.create_task(
-        nc.connect(urls, max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS, **merged)
-    )
-    limit_s = _first_connect_limit_s(merged, len(urls))
+    error_cb = merged["error_cb"]
+    seen: list[BaseException] = []
+    where = ", ".join(redact_url(url) for url in urls)
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "cannot connect to NATS at %s yet (try %d of %d, again in %.1f s): %s",
+            where, state.attempt_number, INITIAL_CONNECT_ATTEMPTS, state.upcoming_sleep, error,
+        )  # fmt: skip
+
+    # A bounded number of first-connect tries (a server starting next to us may not listen
+    # yet); a TLS failure or refused credentials cannot get better, so they end it at once.
     try:
-        await watch.wait(connecting, limit_s)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda exc: not _is_fatal_on_first_connect(exc)),
+            stop=stop_after_attempt(INITIAL_CONNECT_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.5, max=float(merged["reconnect_time_wait"])),
+            before_sleep=log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                nc = await _connect_once(urls, merged, error_cb, seen)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.close(), _FIRST_CLOSE_TIMEOUT_S)
-        where = ", ".join(redact_url(url) for url in urls)
         why = str(exc) or type(exc).__name__
         if isinstance(exc, ssl.SSLError):
             why = f"TLS handshake failed: {why}"
-        last = watch.last_error
+        last = seen[-1] if seen else None
         if last is not None and last is not exc:
             why += f" (last error: {last})"
         raise TransportError(f"cannot connect to NATS at {where}: {why}") from exc
-    finally:
-        watch.connecting = False
     # Bounded attempts for the first connect only; once up, reconnect as configured.
     nc.options["max_reconnect_attempts"] = reconnect_attempts
+    return nc
+
+
+async def _connect_once(
+    urls: list[str], options: dict[str, Any], error_cb: Any, seen: list[BaseException]
+) -> Client:
+    """One first-connect try: every server twice; raises the fatal or the last error.
+
+    The last error nats-py reported (more telling than NoServersError) goes to ``seen``.
+    """
+    watch = _FirstConnect(error_cb)
+    nc = Client()
+    connecting = asyncio.create_task(
+        nc.connect(
+            urls,
+            max_reconnect_attempts=_TRIES_PER_SERVER,
+            **{**options, "error_cb": watch.on_error},
+        )
+    )
+    limit_s = _first_connect_limit_s(options, len(urls))
+    try:
+        await watch.wait(connecting, limit_s)
+    except (OSError, TimeoutError, nats.errors.Error):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), _FIRST_CLOSE_TIMEOUT_S)
+        if watch.last_error is not None:
+            seen.append(watch.last_error)
+        raise
+    finally:
+        watch.connecting = False
     return nc
 
 
@@ -167,7 +216,7 @@ _FIRST_CLOSE_TIMEOUT_S = 2.0
 def _first_connect_limit_s(options: Mapping[str, Any], servers: int) -> float:
     """An upper bound on nats-py's first connect: each attempt reads INFO, TLS, CONNECT, PONG."""
     per_attempt = 4 * float(options["connect_timeout"]) + float(options["reconnect_time_wait"])
-    return per_attempt * (INITIAL_CONNECT_ATTEMPTS + 1) * servers + 5.0
+    return per_attempt * (_TRIES_PER_SERVER + 1) * servers + 5.0
 
 
 def _is_fatal_on_first_connect(exc: BaseException) -> bool:

@@ -62,3 +62,25 @@ async def test_postgres_restart_mid_run(
     assert [r.status for r in results] == [SagaStatus.COMPLETED] * SAGAS
     assert len(services.runs) == 3 * SAGAS
     assert all(n == 1 for n in services.runs.values()), "an effect happened twice"
+
+
+async def test_reads_and_writes_right_after_a_quiet_postgres_restart(
+    nats_server: NatsServer, private_postgres: PrivatePostgres
+) -> None:
+    # Nothing touches the log while the server is down, so every pooled connection is stale
+    # when it comes back: the first read must not be the one that finds out.
+    services = CountingServices()
+    await services.serve(nats_server.url)
+    log = SqlSagaLog(private_postgres.url)
+    try:
+        async with Coordinator(log, NatsTransport(nats_server.url), sagas=[ORDER]) as coord:
+            done = await coord.execute(ORDER, {"i": 0})
+            assert done.status is SagaStatus.COMPLETED
+            await asyncio.to_thread(private_postgres.stop, "fast")
+            await asyncio.to_thread(private_postgres.start)
+            assert (await coord.get(done.saga_id)).status is SagaStatus.COMPLETED
+            assert [r.saga_id for r in (await log.find(limit=10)).sagas] == [done.saga_id]
+            again = await asyncio.wait_for(coord.execute(ORDER, {"i": 1}), 60)
+            assert again.status is SagaStatus.COMPLETED
+    finally:
+        await services.stop()

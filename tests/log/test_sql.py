@@ -149,35 +149,6 @@ async def test_postgres_uses_asyncpg(postgres_url: str) -> None:
         await log.close()
 
 
-@pytest.mark.postgres
-async def test_postgres_recovers_after_its_connections_are_killed(postgres_url: str) -> None:
-    import asyncpg
-
-    log = SqlSagaLog(postgres_url)
-    await log.open()
-    try:
-        await log.create(new_saga("s"))
-        database = postgres_url.rsplit("/", 1)[1]
-        admin = await asyncpg.connect(
-            postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-        )
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
-        finally:
-            await admin.close()
-        # The pooled connection is dead: the next call may fail, as LogError; then it works.
-        with pytest.raises(LogError):
-            await log.get("s")
-        assert await log.get("s") is not None
-        await log.append([advance("s", 1, step_sent("x", T0 + 1))])
-    finally:
-        await log.close()
-
-
 # -- lifecycle and errors -------------------------------------------------------------
 
 

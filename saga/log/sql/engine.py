@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from typing import Any
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from saga.sqlpool import PoolOptions
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another writer's lock before failing."""
@@ -22,17 +24,17 @@ BEGIN (BEGIN IMMEDIATE), so it waits politely instead of failing on a stale read
 _dumps = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
-def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def make_engine(url: str, *, echo: bool = False, pool: PoolOptions | None = None) -> AsyncEngine:
     """An engine for a normalised URL (``sqlite+aiosqlite`` or ``postgresql+asyncpg``)."""
     engine = create_async_engine(
         url,
         echo=echo,
         json_serializer=_dumps,
         json_deserializer=json.loads,
-        # No pre-ping: it costs a round trip per checkout (a third of an append's time on
-        # PostgreSQL). After a server restart the first statement on a dead connection fails
-        # with LogError and SQLAlchemy discards the whole pool, so callers retry once.
-        pool_pre_ping=False,
+        # Pre-ping (on by default) costs a round trip per checkout, but a group commit checks
+        # out once for many sagas, and it keeps a server restart from failing the first
+        # statement on every pooled connection; transient errors are retried in log.py.
+        **(pool or PoolOptions()).engine_options(),
     )
     if engine.dialect.name == "sqlite":
         locked: type[Exception] = engine.dialect.loaded_dbapi.OperationalError
@@ -55,19 +57,18 @@ def _sqlite_connect(dbapi_connection: DBAPIConnection, locked: type[Exception]) 
         # FULL: a committed append survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
-        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
+        # Converting a new file to WAL can fail at once, without waiting for the busy timeout,
+        # when another connection is converting it at the same moment. That happens only while
+        # a database is first created, so short blocking sleeps are acceptable here (this
+        # hook cannot await).
+        for attempt in Retrying(
+            retry=retry_if_exception_type(locked),
+            stop=stop_after_delay(SQLITE_BUSY_TIMEOUT_MS / 1000),
+            wait=wait_fixed(0.01),
+            reraise=True,
+        ):
+            with attempt:
                 cursor.execute("PRAGMA journal_mode = WAL")
-                break
-            except locked:
-                # Converting a new file to WAL can fail at once, without waiting for the busy
-                # timeout, when another connection is converting it at the same moment. That
-                # happens only while a database is first created, so a short blocking sleep
-                # is acceptable here (this hook cannot await).
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
     finally:
         cursor.close()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, insert, select, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,12 +23,18 @@ from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.url import normalize_url, redact
+from saga.sqlpool import PoolOptions, pool_problem, retrying
+
+logger = logging.getLogger(__name__)
 
 _DRIVER_ERRORS = (SQLAlchemyError, OSError)
+_T = TypeVar("_T")
 
 
 @contextmanager
-def _wrap_driver_errors(action: str, saga_id: str | None = None) -> Iterator[None]:
+def _wrap_driver_errors(
+    action: str, saga_id: str | None = None, pool: PoolOptions | None = None
+) -> Iterator[None]:
     """Re-raise driver failures as LogError, keeping the driver's error as the cause."""
     try:
         yield
@@ -38,7 +46,25 @@ def _wrap_driver_errors(action: str, saga_id: str | None = None) -> Iterator[Non
                 f"saga log {action} failed: data is not JSON-serialisable: {cause}",
                 saga_id=saga_id,
             ) from exc
+        problem = None if pool is None else pool_problem(exc, pool)
+        if problem is not None:
+            raise LogError(f"saga log {action} failed: {problem}", saga_id=saga_id) from exc
         raise LogError(f"saga log {action} failed: {exc}", saga_id=saga_id) from exc
+
+
+def _as_stored(value: Any) -> Any:
+    """``value`` as it reads back from a JSON column."""
+    return json.loads(json.dumps(value))
+
+
+def _same_start(record: SagaRecord, saga: NewSaga) -> bool:
+    """Whether the stored saga is the one ``saga`` would have created (to the millisecond)."""
+    return (
+        record.name == saga.name
+        and record.version == saga.version
+        and record.created_ms == saga.started.at_ms
+        and record.input == _as_stored(saga.input)
+    )
 
 
 def _dialect_insert(engine: AsyncEngine, table: Any) -> Any:
@@ -103,15 +129,29 @@ class SqlSagaLog(SagaLog):
     ``url`` is ``sqlite:///path/to/saga.db`` or ``postgresql://user:pw@host/db`` (the async
     driver forms are accepted too). ``open()`` creates or upgrades the schema; several
     coordinators may open the same PostgreSQL database at once. ``echo`` logs every SQL
-    statement (through the ``sqlalchemy.engine`` logger). With ``migrate=False`` (for readers)
-    ``open()`` creates and upgrades nothing: a missing SQLite file or a schema other than this
-    release's is a LogError that says to run ``saga migrate``.
+    statement (through the ``sqlalchemy.engine`` logger). ``pool`` bounds the connections
+    held (``PoolOptions``: by default one while idle, at most five). With ``migrate=False``
+    (for readers) ``open()`` creates and upgrades nothing: a missing SQLite file or a schema
+    other than this release's is a LogError that says to run ``saga migrate``.
+
+    Every operation survives a database restart: a lost or refused connection is tried again
+    (tenacity: bounded, jittered, each retry logged at warning), and a stale pooled
+    connection is replaced at checkout.
     """
 
-    def __init__(self, url: str, *, echo: bool = False, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        migrate: bool = True,
+        pool: PoolOptions | None = None,
+    ) -> None:
         self._url = normalize_url(url)
         self._echo = echo
         self._migrate = migrate
+        self.pool = pool or PoolOptions()
+        """The connection pool's bounds."""
         self._engine: AsyncEngine | None = None
 
     def __repr__(self) -> str:
@@ -133,13 +173,15 @@ class SqlSagaLog(SagaLog):
         if self._engine is not None:
             return
         _check_sqlite_folder(self._url)
-        engine = make_engine(self._url, echo=self._echo)
+        engine = make_engine(self._url, echo=self._echo, pool=self.pool)
         try:
-            with _wrap_driver_errors(f"open of {redact(self._url)}"):
-                if self._migrate:
-                    await upgrade(engine)
-                else:
-                    await check_schema(engine, redact(self._url))
+            # upgrade() is one transaction and a no-op at head, so trying again is safe.
+            where = redact(self._url)
+            await self._retry(
+                f"open of {where}",
+                None,
+                lambda _: upgrade(engine) if self._migrate else check_schema(engine, where),
+            )
         except BaseException:
             await engine.dispose()
             raise
@@ -150,6 +192,24 @@ class SqlSagaLog(SagaLog):
         if engine is not None:
             with _wrap_driver_errors("close"):
                 await engine.dispose()
+
+    async def _retry(
+        self,
+        action: str,
+        saga_id: str | None,
+        operation: Callable[[bool], Awaitable[_T]],
+    ) -> _T:
+        """Run ``operation(retry)``, trying again on transient errors; LogError otherwise.
+
+        ``retry`` is False on the first try. A write that is tried again may find that its
+        first try committed after all (the connection was lost while COMMIT was under way):
+        each writer checks for that itself, so a retry never appends twice.
+        """
+        with _wrap_driver_errors(action, saga_id, self.pool):
+            async for attempt in retrying(logger, f"saga log {action}"):
+                with attempt:
+                    return await operation(attempt.retry_state.attempt_number > 1)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
         engine = self.engine
@@ -177,7 +237,8 @@ class SqlSagaLog(SagaLog):
             data=saga.started.data,
             at_ms=at_ms,
         )
-        with _wrap_driver_errors("create", saga.saga_id):
+
+        async def attempt(retry: bool) -> tuple[SagaRecord, bool]:
             try:
                 async with engine.connect() as conn:
                     await conn.execution_options(**WRITE)
@@ -186,11 +247,15 @@ class SqlSagaLog(SagaLog):
                         await conn.execute(insert_event)
             except IntegrityError:
                 # The id is taken (possibly by a concurrent create); nothing was written.
-                existing = await self.get(saga.saga_id)
+                existing = await self._get(engine, saga.saga_id)
                 if existing is None:
                     raise
-                return existing, False
-        return _record(row), True
+                # On a retry the id may be taken by our own first try, whose COMMIT got
+                # through before the connection was lost: that saga is ours, created now.
+                return existing, retry and _same_start(existing, saga)
+            return _record(row), True
+
+        return await self._retry("create", saga.saga_id, attempt)
 
     async def create_many(self, sagas_: Sequence[NewSaga]) -> list[tuple[SagaRecord, bool]]:
         if len(sagas_) <= 1:
@@ -217,7 +282,8 @@ class SqlSagaLog(SagaLog):
             }
             for saga in unique
         ]
-        with _wrap_driver_errors("create_many"):
+
+        async def attempt(retry: bool) -> tuple[set[str], dict[str, SagaRecord]]:
             async with engine.connect() as conn:
                 await conn.execution_options(**WRITE)
                 async with conn.begin():
@@ -246,6 +312,15 @@ class SqlSagaLog(SagaLog):
                             select(sagas).where(sagas.c.saga_id.in_(chunk))
                         )
                     }
+            if retry:
+                # Our first try may have committed before its connection was lost: the
+                # sagas it inserted (with their first events) are ours, created now.
+                created.update(
+                    saga.saga_id for saga in unique if _same_start(found[saga.saga_id], saga)
+                )
+            return created, found
+
+        created, found = await self._retry("create_many", None, attempt)
         answers = []
         for saga in sagas_:
             answers.append((found[saga.saga_id], saga.saga_id in created))
@@ -269,21 +344,38 @@ class SqlSagaLog(SagaLog):
             for item in ordered
             for offset, new in enumerate(item.events, start=1)
         ]
-        with _wrap_driver_errors("append"):
-            async with engine.connect() as conn:
-                await conn.execution_options(**WRITE)
-                async with conn.begin():
-                    for item in ordered:
-                        await _advance(conn, item)
-                    if rows:
-                        await conn.execute(insert(saga_events), rows)
+
+        async def attempt(retry: bool) -> None:
+            try:
+                async with engine.connect() as conn:
+                    await conn.execution_options(**WRITE)
+                    async with conn.begin():
+                        for item in ordered:
+                            await _advance(conn, item)
+                        if rows:
+                            await conn.execute(insert(saga_events), rows)
+            except ConcurrencyError:
+                # Retrying a group commit whose COMMIT outcome is unknown is safe: the batch
+                # is one transaction, so either none of it or all of it is stored. If none,
+                # this try writes it. If all, every saga's row has moved past expected_seq and
+                # _advance refuses the batch (the unique (saga_id, seq) would refuse a double
+                # append too); then, and only on a retry, finding exactly our events at
+                # exactly our seqs proves the first try committed: done, not a conflict.
+                if retry and await _landed(engine, rows):
+                    return
+                raise
+
+        await self._retry("append", None, attempt)
 
     async def get(self, saga_id: str) -> SagaRecord | None:
         engine = self.engine
-        with _wrap_driver_errors("get", saga_id):
-            async with engine.connect() as conn:
-                result = await conn.execute(select(sagas).where(sagas.c.saga_id == saga_id))
-                row = result.one_or_none()
+        return await self._retry("get", saga_id, lambda _: self._get(engine, saga_id))
+
+    @staticmethod
+    async def _get(engine: AsyncEngine, saga_id: str) -> SagaRecord | None:
+        async with engine.connect() as conn:
+            result = await conn.execute(select(sagas).where(sagas.c.saga_id == saga_id))
+            row = result.one_or_none()
         return None if row is None else _record(row)
 
     async def events(self, saga_id: str, after_seq: int = 0) -> list[Event]:
@@ -293,10 +385,12 @@ class SqlSagaLog(SagaLog):
             .where(saga_events.c.saga_id == saga_id, saga_events.c.seq > after_seq)
             .order_by(saga_events.c.seq)
         )
-        with _wrap_driver_errors("events", saga_id):
+
+        async def attempt(_: bool) -> list[Event]:
             async with engine.connect() as conn:
-                result = await conn.execute(query)
-                return [_event(row) for row in result]
+                return [_event(row) for row in await conn.execute(query)]
+
+        return await self._retry("events", saga_id, attempt)
 
     async def find(
         self,
@@ -318,14 +412,35 @@ class SqlSagaLog(SagaLog):
             limit=limit, cursor=cursor, sqlite=self.engine.dialect.name == "sqlite",
         )  # fmt: skip
         engine = self.engine
-        with _wrap_driver_errors("find"):
+
+        async def attempt(_: bool) -> list[SagaRecord]:
             async with engine.connect() as conn:
-                found = [_record(row) for row in await conn.execute(query)]
+                return [_record(row) for row in await conn.execute(query)]
+
+        found = await self._retry("find", None, attempt)
         page = found[:limit]
         next_cursor = None
         if len(found) > limit:
             next_cursor = encode_cursor(page[-1].created_ms, page[-1].saga_id)
         return Page(sagas=page, next_cursor=next_cursor)
+
+
+async def _landed(engine: AsyncEngine, rows: list[dict[str, Any]]) -> bool:
+    """Whether every event row of a batch is stored, exactly as given, at its seq."""
+    if not rows:
+        return False
+    wanted = {
+        (row["saga_id"], row["seq"]): (row["type"], row["at_ms"], _as_stored(row["data"]))
+        for row in rows
+    }
+    key = tuple_(saga_events.c.saga_id, saga_events.c.seq)
+    stored = {}
+    async with engine.connect() as conn:
+        for chunk in _chunks(list(wanted), 500):
+            result = await conn.execute(select(saga_events).where(key.in_(chunk)))
+            for row in result:
+                stored[(row.saga_id, row.seq)] = (row.type, row.at_ms, row.data)
+    return stored == wanted
 
 
 async def _advance(conn: AsyncConnection, item: Append) -> None:
