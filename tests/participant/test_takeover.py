@@ -27,9 +27,6 @@ async def store(request: pytest.FixtureRequest, sqlite_url: str) -> Any:
     await chosen.close()
 
 
-NOW = SystemClock().now_ms()
-
-
 def payments(store: IdempotencyStore, instance: str | None, runs: list[str]) -> Participant:
     participant = Participant("payments", store=store, instance=instance)
 
@@ -50,13 +47,14 @@ def command(saga_id: str) -> Command:
 
 async def test_restarted_instance_releases_its_dead_claims_only(store: IdempotencyStore) -> None:
     runs: list[str] = []
+    now = SystemClock().now_ms()  # read here: a module-level time goes stale in a long run
     # Claimed just now, so they are not stale: only take-over can release them.
     # A run of payments-1 died mid-handler for saga s1; payments-2 is mid-handler for s2.
     dead = await store.claim(
-        "payments:s1/credit/forward", owner="payments/payments-1/aaa", now_ms=NOW, stale_before_ms=0
+        "payments:s1/credit/forward", owner="payments/payments-1/aaa", now_ms=now, stale_before_ms=0
     )
     alive = await store.claim(
-        "payments:s2/credit/forward", owner="payments/payments-2/bbb", now_ms=NOW, stale_before_ms=0
+        "payments:s2/credit/forward", owner="payments/payments-2/bbb", now_ms=now, stale_before_ms=0
     )
     assert dead.won
     assert alive.won

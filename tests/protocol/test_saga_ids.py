@@ -63,25 +63,34 @@ def test_every_accepted_id_crosses_a_real_nats_header_byte_for_byte(
 
 
 async def _round_trip(url: str, ids: list[str]) -> list[str]:
+    """Send each id as a command over NATS; the receiver decodes it and answers what it got."""
     sender, receiver = await nats.connect(url), await nats.connect(url)
-    got: asyncio.Queue[str] = asyncio.Queue()
 
     async def on_command(msg: nats.aio.msg.Msg) -> None:
-        decoded = Command.decode(service="svc", command="do", headers=msg.headers, body=msg.data)
-        assert decoded.idempotency_key == msg.headers["Idempotency-Key"]
-        await got.put(decoded.saga_id)
+        try:
+            decoded = Command.decode(
+                service="svc", command="do", headers=msg.headers, body=msg.data
+            )
+            assert decoded.idempotency_key == (msg.headers or {}).get("Idempotency-Key")
+            answer = decoded.saga_id.encode()
+        except Exception as exc:  # answered, so a failure shows as itself, not as a timeout
+            answer = f"!{exc!r}".encode()
+        await msg.respond(answer)
 
     try:
         await receiver.subscribe("svc.do", cb=on_command)
         await receiver.flush()
+        received = []
         for saga_id in ids:
             command = Command(
                 saga_id=saga_id, saga_name="order", step="step", direction=Direction.FORWARD,
                 attempt=1, service="svc", command="do",
             )  # fmt: skip
-            await sender.publish(command.subject, command.body(), headers=command.headers())
-        await sender.flush()
-        return [await asyncio.wait_for(got.get(), 10) for _ in ids]
+            reply = await sender.request(
+                command.subject, command.body(), headers=command.headers(), timeout=30
+            )
+            received.append(reply.data.decode())
+        return received
     finally:
         await sender.close()
         await receiver.close()
