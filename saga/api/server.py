@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import logging
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -36,8 +38,8 @@ def check_exposure(host: str, config: ApiConfig, *, insecure: bool = False) -> N
         return
     raise ValueError(
         f"refusing to serve HTTP on {host} without tokens: anyone who can reach it could "
-        "start and cancel sagas. Configure tokens (--token-viewer/--token-operator), listen "
-        "on 127.0.0.1, or pass --insecure"
+        "start and cancel sagas. Configure tokens (--token-file, or --token-viewer/"
+        "--token-operator), listen on 127.0.0.1, or pass --insecure"
     )
 
 
@@ -49,18 +51,18 @@ def is_wildcard(host: str) -> bool:
         return False
 
 
-def served_config(host: str, config: ApiConfig) -> ApiConfig:
+def served_config(host: str, config: ApiConfig, machine_names: Iterable[str] = ()) -> ApiConfig:
     """``config`` with the names a client of an API listening on ``host`` may use as Host.
 
     A specific address (or name) is allowed as given. A wildcard (``0.0.0.0``, ``::``) is
     reached by any of the machine's addresses, so any IP-address Host is served (an address
-    is never a DNS-rebinding name), and so are the machine's host name and FQDN; other names
-    (a load balancer's, a DNS alias) need ``--allowed-host``.
+    is never a DNS-rebinding name), and so are ``machine_names`` (start_http passes the host
+    name and FQDN); other names (a load balancer's, a DNS alias) need ``--allowed-host``.
     """
     if is_loopback(host):
         return config
     if is_wildcard(host):
-        names = {socket.gethostname(), socket.getfqdn()}
+        names = {socket.gethostname(), *machine_names}
         return dataclasses.replace(
             config, allowed_hosts=config.allowed_hosts | names, allow_ip_hosts=True
         )
@@ -100,7 +102,9 @@ async def start_http(
     Raises ValueError for a non-loopback host without tokens unless ``insecure``, and
     OSError if the address is taken. Host names are served as ``served_config`` says.
     """
-    config = served_config(host, config or ApiConfig())
+    # getfqdn may ask DNS: off the event loop, and only when it is needed.
+    fqdn = await asyncio.to_thread(socket.getfqdn) if is_wildcard(host) else ""
+    config = served_config(host, config or ApiConfig(), [fqdn] if fqdn else [])
     check_exposure(host, config, insecure=insecure)
     if config.access_log and ACCESS_LOG.getEffectiveLevel() > logging.INFO:
         ACCESS_LOG.setLevel(logging.INFO)  # asked for: show it even when the CLI logs warnings

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import click
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
 
 from saga import Coordinator
 from saga.api import ApiConfig, create_app, start_http
 from saga.api.guard import same_origin
-from saga.api.options import http_settings
+from saga.api.options import http_options, http_settings
 from saga.api.server import served_config
 from saga.log.base import SagaLog
 from tests.api.conftest import OPERATOR, settled, start
@@ -231,3 +233,27 @@ async def test_operator_tokens_still_work_through_the_guard(client: Client) -> N
         "/api/sagas/order", json={}, headers={**OPERATOR, "Origin": "http://evil.example"}
     )
     await error_of(refused, 403)
+
+
+def test_allowed_hosts_and_the_access_log_from_options_and_environment() -> None:
+    seen: list[ApiConfig] = []
+
+    @click.command()
+    @http_options
+    def serve(**api: Any) -> None:
+        seen.append(http_settings(api.pop("http") or "127.0.0.1:0", **api).config)
+
+    runner = CliRunner()
+    env = {"SAGA_ALLOWED_HOST": "a.example B.example", "SAGA_ACCESS_LOG": "1"}
+    assert runner.invoke(serve, [], env=env).exit_code == 0
+    args = ["--allowed-host", "c.example", "--allowed-host", "[fd00::2]", "--access-log"]
+    assert runner.invoke(serve, args, env={"SAGA_ALLOWED_HOST": ""}).exit_code == 0
+    assert runner.invoke(serve, [], env={"SAGA_ALLOWED_HOST": ""}).exit_code == 0
+    assert [(c.allowed_hosts, c.access_log) for c in seen] == [
+        ({"a.example", "b.example"}, True),
+        ({"c.example", "fd00::2"}, True),
+        (frozenset(), False),
+    ]
+    bad = runner.invoke(serve, ["--allowed-host", "a.example:8080"], env={"SAGA_ALLOWED_HOST": ""})
+    assert bad.exit_code == 2
+    assert "without a port" in bad.output
