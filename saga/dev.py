@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from saga.api.options import HttpSettings, http_options, http_settings
+from saga.api.options import HTTP_PARAMS, HttpSettings, http_options, http_settings
 from saga.api.server import HttpServer
 from saga.coordinator import Coordinator
 from saga.definition import Saga
@@ -44,7 +44,6 @@ from saga.transport.security import NatsSecurity
 
 DEFAULT_HTTP = "127.0.0.1:8080"
 """Where ``saga dev`` serves the HTTP API and dashboard unless ``--http`` says otherwise."""
-HTTP_PARAMS = ("http", "token_viewer", "token_operator", "insecure", "redact", "stall_after")
 
 SERVICES = ("orders", "payments", "inventory", "shipping")
 READY_MARK = " ready: "

@@ -6,13 +6,14 @@ print(server.url); ...; await server.close()
 """
 
 from saga.api.app import ROUTES, create_app
-from saga.api.config import ApiConfig, Role, Token, tokens_from_specs
+from saga.api.config import ApiConfig, AuthLimit, Role, Token, tokens_from_file, tokens_from_specs
 from saga.api.openapi import document
 from saga.api.server import HttpServer, check_exposure, is_loopback, start_http
 
 __all__ = [
     "ROUTES",
     "ApiConfig",
+    "AuthLimit",
     "HttpServer",
     "Role",
     "Token",
@@ -21,5 +22,6 @@ __all__ = [
     "document",
     "is_loopback",
     "start_http",
+    "tokens_from_file",
     "tokens_from_specs",
 ]

@@ -13,6 +13,8 @@ from saga.api.auth import authenticate
 from saga.api.config import ApiConfig, Role
 from saga.api.context import CONTEXT, ApiContext, context
 from saga.api.events import EventHub
+from saga.api.guard import guard
+from saga.api.limits import FailureWindow
 from saga.api.metrics import SagaMetrics
 from saga.api.openapi import document
 from saga.api.problems import ApiError, problems
@@ -94,10 +96,15 @@ def create_app(coordinator: Coordinator, config: ApiConfig | None = None) -> web
     hub = EventHub()
     holder: list[ApiContext] = []
     metrics = SagaMetrics(lambda: holder[0].stalled_before_ms())
-    ctx = ApiContext(coordinator=coordinator, config=config, hub=hub, metrics=metrics)
+    failures = FailureWindow(config.auth_limit, coordinator.clock)
+    ctx = ApiContext(
+        coordinator=coordinator, config=config, hub=hub, metrics=metrics, failures=failures
+    )
     holder.append(ctx)
+    # problems outermost, so every refusal below is a JSON problem; the guard before
+    # authentication, so a cross-site page learns nothing about tokens.
     app = web.Application(
-        middlewares=[problems, authenticate], client_max_size=config.max_body_bytes
+        middlewares=[problems, guard, authenticate], client_max_size=config.max_body_bytes
     )
     app[CONTEXT] = ctx
     for method, path, handler, role in ROUTES:

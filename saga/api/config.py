@@ -1,4 +1,5 @@
-"""ApiConfig: bearer tokens and their roles, redacted fields, the stall limit, body limits."""
+"""ApiConfig: bearer tokens and their roles, token files, allowed hosts, the failed-auth limit,
+redacted fields, the stall limit, body limits."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
+
+ANY_HOST = "*"
+"""In ``allowed_hosts``: serve any ``Host`` (only behind a proxy that checks it)."""
 
 
 class Role(StrEnum):
@@ -44,6 +49,37 @@ class Token:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuthLimit:
+    """How many failed authentications one client address may make before it gets 429."""
+
+    failures: int = 10
+    """Failures (a wrong or malformed token) within ``window`` that trigger 429."""
+    window: timedelta = timedelta(minutes=1)
+    """How long a failure counts; 429's Retry-After says when the oldest one expires."""
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ValueError("AuthLimit.failures must be at least 1")
+        if self.window <= timedelta(0):
+            raise ValueError("AuthLimit.window must be positive")
+
+
+def normal_host(name: str) -> str:
+    """A host name as ``Host`` headers are compared: lower case, IPv6 without brackets.
+
+    Raises ValueError for an empty name, a port or a URL (a host name is just the name).
+    """
+    host = name.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif host.count(":") == 1:
+        raise ValueError(f"allowed host {name!r}: give a host name without a port")
+    if not host or any(c.isspace() or c in "/@[]" for c in host):
+        raise ValueError(f"allowed host {name!r} is not a host name")
+    return host
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiConfig:
     """How the HTTP API is served. With no tokens, anyone may do anything: loopback dev only."""
 
@@ -55,6 +91,16 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     heartbeat: timedelta = timedelta(seconds=15)
     """How often the event stream sends a keep-alive comment."""
+    allowed_hosts: frozenset[str] = frozenset()
+    """``Host`` names served besides the loopback ones (localhost, 127.0.0.1, ::1); ``"*"``:
+    any. Other names get 421, so a DNS-rebound name cannot reach a token-less API."""
+    allow_ip_hosts: bool = False
+    """Also serve any IP-address ``Host``: start_http sets it when listening on 0.0.0.0 or ::
+    (an IP address cannot be rebound, so it is never a rebinding attack)."""
+    auth_limit: AuthLimit = AuthLimit()
+    """Failed authentications per client address before 429."""
+    access_log: bool = False
+    """Log every request (logger ``saga.api.access``, INFO); refusals are logged regardless."""
 
     def __post_init__(self) -> None:
         secrets = [t.secret for t in self.tokens]
@@ -67,6 +113,8 @@ class ApiConfig:
         if self.heartbeat <= timedelta(0):
             raise ValueError("heartbeat must be positive")
         object.__setattr__(self, "redact", frozenset(f.lower() for f in self.redact))
+        hosts = frozenset(h if h == ANY_HOST else normal_host(h) for h in self.allowed_hosts)
+        object.__setattr__(self, "allowed_hosts", hosts)
 
     @property
     def auth(self) -> bool:
@@ -80,4 +128,38 @@ def tokens_from_specs(
     """Tokens from ``NAME:SECRET`` (or bare ``SECRET``) specs, as the command line gives them."""
     tokens = [Token.parse(s, Role.VIEWER) for s in viewers if s.strip()]
     tokens += [Token.parse(s, Role.OPERATOR) for s in operators if s.strip()]
+    return tuple(tokens)
+
+
+def tokens_from_file(path: Path) -> tuple[Token, ...]:
+    """Tokens from a file of ``ROLE:NAME:SECRET`` lines (role ``viewer`` or ``operator``).
+
+    Blank lines and lines starting with ``#`` are skipped. Errors name the file and line,
+    never the line's text (it holds a secret). Raises ValueError.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read the token file {path}: {reason}") from exc
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        role_text, _, rest = line.partition(":")
+        name, sep, secret = rest.partition(":")
+        where = f"{path}, line {number}"
+        # Raised "from None": a mistyped line may be a bare secret, and a chained cause
+        # (Role's "'...' is not a valid Role") would print it.
+        if not sep or role_text.strip().lower() not in {r.value for r in Role}:
+            raise ValueError(f"{where}: expected ROLE:NAME:SECRET, ROLE viewer or operator")
+        role = Role(role_text.strip().lower())
+        try:
+            token = Token(secret=secret.strip(), role=role, name=name.strip())
+        except ValueError as exc:  # its messages name the token, never the secret
+            raise ValueError(f"{where}: {exc}") from None
+        tokens.append(token)
+    if not tokens:
+        raise ValueError(f"the token file {path} holds no tokens (lines ROLE:NAME:SECRET)")
     return tuple(tokens)

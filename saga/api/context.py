@@ -1,4 +1,4 @@
-"""What every handler reaches through the app: the coordinator, the config, hub and metrics."""
+"""What every handler reaches through the app: the coordinator, config, hub, metrics, limits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiohttp import web
 
 from saga.api.config import ApiConfig, Role, Token
 from saga.api.events import EventHub
+from saga.api.limits import FailureWindow
 from saga.api.metrics import SagaMetrics
 from saga.coordinator import Coordinator
 
@@ -21,6 +22,8 @@ class ApiContext:
     config: ApiConfig
     hub: EventHub
     metrics: SagaMetrics
+    failures: FailureWindow
+    """Recent failed authentications per client address (429 past the limit)."""
     roles: dict[tuple[str, str], Role | None] = field(default_factory=dict)
     """(method, path template) -> the role a route needs (None: public)."""
 

@@ -182,12 +182,31 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _op(summary: str, responses: dict[str, Any], *, public: bool = False, **extra: Any) -> Any:
-    found = {"summary": summary, "responses": responses, **extra}
+    # Every route: 421 for a Host name the server does not answer to (DNS rebinding). Every
+    # route with a token: 401, 403 (role), 429 (too many wrong tokens from this address).
+    found = {"summary": summary, "responses": {**responses, **_errors(421)}, **extra}
     if public:
         found["security"] = PUBLIC
     else:
-        found["responses"] = {**responses, **_errors(401, 403)}
+        found["responses"] = {
+            **found["responses"],
+            **_errors(401, 403),
+            "429": {
+                **_reply("Too many failed authentications from this address.", "Error"),
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds until the oldest failure expires.",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
+        }
     return found
+
+
+WRITE_ERRORS = _errors(403, 415)
+"""A state-changing request: 403 when a browser says it comes from another origin
+(Origin, Sec-Fetch-Site), 415 when its body is not application/json."""
 
 
 SAGA = _path("saga", "A saga id (GET, actions), or a saga definition name (POST: start).")
@@ -229,6 +248,7 @@ def document() -> dict[str, Any]:
                     "201": _reply("Started.", "Started"),
                     "200": _reply("A saga with that id existed; nothing started.", "Started"),
                     **_errors(400, 404, 413, 422),
+                    **WRITE_ERRORS,
                 },
                 parameters=[SAGA],
                 requestBody={"content": {JSON: {"schema": _ref("StartRequest")}}},
@@ -240,6 +260,7 @@ def document() -> dict[str, Any]:
                 {
                     "200": _reply("What it did (or would do).", "Preview"),
                     **_errors(400, 404, 409, 413, 422),
+                    **WRITE_ERRORS,
                 },
                 parameters=[
                     SAGA,
@@ -335,7 +356,9 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "saga-coordinator",
             "version": "1",
-            "description": "Monitor and operate sagas and their compensations.",
+            "description": "Monitor and operate sagas and their compensations. Requests "
+            "with a body must be application/json (415); a browser page on another origin "
+            "may not change anything (403); only allowed Host names are served (421).",
         },
         "paths": paths,
         "components": {

@@ -28,7 +28,9 @@ _CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    421: "misdirected_request",
     422: "invalid",
+    429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
 }

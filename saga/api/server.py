@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -10,6 +15,11 @@ from aiohttp import web
 from saga.api.app import create_app
 from saga.api.config import ApiConfig
 from saga.coordinator import Coordinator
+
+ACCESS_LOG = logging.getLogger("saga.api.access")
+"""One INFO line per request when ``ApiConfig.access_log`` is on (never a header's value but
+the user agent)."""
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 
 
 def is_loopback(host: str) -> bool:
@@ -28,9 +38,35 @@ def check_exposure(host: str, config: ApiConfig, *, insecure: bool = False) -> N
         return
     raise ValueError(
         f"refusing to serve HTTP on {host} without tokens: anyone who can reach it could "
-        "start and cancel sagas. Configure tokens (--token-viewer/--token-operator), listen "
-        "on 127.0.0.1, or pass --insecure"
+        "start and cancel sagas. Configure tokens (--token-file, or --token-viewer/"
+        "--token-operator), listen on 127.0.0.1, or pass --insecure"
     )
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether ``host`` means every address of this machine (0.0.0.0, ::, or empty)."""
+    try:
+        return not host.strip("[]") or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def served_config(host: str, config: ApiConfig, machine_names: Iterable[str] = ()) -> ApiConfig:
+    """``config`` with the names a client of an API listening on ``host`` may use as Host.
+
+    A specific address (or name) is allowed as given. A wildcard (``0.0.0.0``, ``::``) is
+    reached by any of the machine's addresses, so any IP-address Host is served (an address
+    is never a DNS-rebinding name), and so are ``machine_names`` (start_http passes the host
+    name and FQDN); other names (a load balancer's, a DNS alias) need ``--allowed-host``.
+    """
+    if is_loopback(host):
+        return config
+    if is_wildcard(host):
+        names = {socket.gethostname(), *machine_names}
+        return dataclasses.replace(
+            config, allowed_hosts=config.allowed_hosts | names, allow_ip_hosts=True
+        )
+    return dataclasses.replace(config, allowed_hosts=config.allowed_hosts | {host})
 
 
 @dataclass
@@ -40,6 +76,8 @@ class HttpServer:
     runner: web.AppRunner
     host: str
     port: int
+    config: ApiConfig = dataclasses.field(default_factory=ApiConfig)
+    """The configuration served, with the listening address's host names allowed."""
 
     @property
     def url(self) -> str:
@@ -62,11 +100,20 @@ async def start_http(
     """Serve ``create_app(coordinator, config)`` on host:port (port 0 picks a free one).
 
     Raises ValueError for a non-loopback host without tokens unless ``insecure``, and
-    OSError if the address is taken.
+    OSError if the address is taken. Host names are served as ``served_config`` says.
     """
-    config = config or ApiConfig()
+    # getfqdn may ask DNS: off the event loop, and only when it is needed.
+    fqdn = await asyncio.to_thread(socket.getfqdn) if is_wildcard(host) else ""
+    config = served_config(host, config or ApiConfig(), [fqdn] if fqdn else [])
     check_exposure(host, config, insecure=insecure)
-    runner = web.AppRunner(create_app(coordinator, config), access_log=None, shutdown_timeout=2.0)
+    if config.access_log and ACCESS_LOG.getEffectiveLevel() > logging.INFO:
+        ACCESS_LOG.setLevel(logging.INFO)  # asked for: show it even when the CLI logs warnings
+    runner = web.AppRunner(
+        create_app(coordinator, config),
+        access_log=ACCESS_LOG if config.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=2.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -76,4 +123,4 @@ async def start_http(
         raise
     addresses = runner.addresses
     bound = int(addresses[0][1]) if addresses else port
-    return HttpServer(runner=runner, host=host, port=bound)
+    return HttpServer(runner=runner, host=host, port=bound, config=config)

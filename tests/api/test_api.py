@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -106,7 +105,8 @@ async def test_start_is_idempotent_with_a_saga_id(client: Client, coordinator: C
 async def test_bad_starts_are_4xx_and_change_nothing(
     client: Client, log: SagaLog, path: str, body: bytes, status: int, message: str
 ) -> None:
-    response = await client.post(path, data=body, headers=OPERATOR)
+    headers = {**OPERATOR, "Content-Type": "application/json"}  # raw bytes, declared JSON
+    response = await client.post(path, data=body, headers=headers)
     assert message in await error_of(response, status)
     assert (await log.find()).sagas == []
 
@@ -281,7 +281,7 @@ async def test_bad_actions_are_4xx_and_change_nothing(
         (f"{base}/retry?dry_run=maybe", {"reason": "x"}, 400, "dry_run"),
     ]
     for path, body, status, message in cases:
-        response = await client.post(path, data=json.dumps(body), headers=OPERATOR)
+        response = await client.post(path, json=body, headers=OPERATOR)
         assert message in await error_of(response, status), path
     assert await log.events(saga_id) == events_before
     assert (await client.get("/api/sagas/ghost", headers=VIEWER)).status == 404
