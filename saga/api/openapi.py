@@ -318,7 +318,8 @@ def document() -> dict[str, Any]:
         "/healthz": {"get": _op("Liveness.", {"200": _reply("Up.", "Status")}, public=True)},
         "/readyz": {
             "get": _op(
-                "Readiness: the saga log and the transport are reachable.",
+                "Readiness: the saga log answers and accepted the last write, and the transport"
+                " is connected.",
                 {"200": _reply("Ready.", "Status"), "503": _reply("Not ready.", "Status")},
                 public=True,
             )
