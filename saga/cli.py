@@ -1,4 +1,10 @@
-"""The ``saga`` command: the composition root that wires logs, transports and coordinators."""
+"""The ``saga`` command: the composition root that wires logs, transports and coordinators.
+
+Declaring the commands imports only click and the light parts of the library: each command
+imports the SQL log, NATS and the HTTP server when it runs, and ``saga dev`` and ``saga soak``
+(with the checkout they load) are imported only when they are the command given, so
+``saga --help`` and ``saga list`` never load them.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +15,22 @@ import json
 import logging
 import signal
 import sys
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from saga.api.options import HttpSettings, http_options, http_settings
-from saga.coordinator import Coordinator
+from saga.cli_options import DEFAULT_DB, DEFAULT_NATS, db_option, http_options, nats_option
 from saga.definition import Saga
-from saga.dev import dev, ensure_port_free, serve_http
 from saga.errors import SagaError
-from saga.log.sql import SqlSagaLog
-from saga.log.sql.migrate import head_revision
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
 from saga.redact import install_log_redaction, redact_text, redact_url
-from saga.soak import soak
-from saga.transport.nats import NatsTransport
-from saga.transport.security import NatsSecurity
 
-DEFAULT_DB = "sqlite:///saga.db"
-DEFAULT_NATS = "nats://127.0.0.1:4222"
+if TYPE_CHECKING:
+    from saga.api.options import HttpSettings
+
+__all__ = ["DEFAULT_DB", "DEFAULT_NATS", "LAZY_COMMANDS", "LazyCommand", "load_sagas", "main"]
 
 
 def load_sagas(spec: str) -> list[Saga]:
@@ -60,8 +63,67 @@ def load_sagas(spec: str) -> list[Saga]:
     return sagas
 
 
-class _RedactingGroup(click.Group):
-    """The ``saga`` group: an error message never shows a credential, whoever raised it."""
+@dataclass(frozen=True, kw_only=True)
+class LazyCommand:
+    """A sub-command imported only when it runs (click's lazy-loading group pattern)."""
+
+    target: str
+    """Where the command is: ``module:attribute``."""
+    summary: str
+    """Its help's first paragraph, so ``saga --help`` can list it without importing it."""
+
+    def load(self) -> click.Command:
+        """Import the command."""
+        module_name, _, attribute = self.target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.target} is not a click command")
+        return command
+
+
+LAZY_COMMANDS: Mapping[str, LazyCommand] = {
+    "dev": LazyCommand(
+        target="saga.dev:dev",
+        summary="Run NATS, a saga log, a coordinator, the example services and the HTTP API"
+        " and dashboard (http://127.0.0.1:8080 unless --http says otherwise) here, until"
+        " Ctrl-C.",
+    ),
+    "soak": LazyCommand(
+        target="saga.soak:soak",
+        summary="Run many order sagas while SIGKILLing the coordinator, then check the books.",
+    ),
+}
+"""The developer commands: they start processes from a checkout and pull in everything."""
+
+
+class _SagaGroup(click.Group):
+    """The ``saga`` group: loads ``LAZY_COMMANDS`` on demand, and an error message never shows
+    a credential, whoever raised it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        lazy = LAZY_COMMANDS.get(cmd_name)
+        if lazy is not None and cmd_name not in self.commands:
+            self.add_command(lazy.load(), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing calls get_command for every name, which would import them all.
+        commands = [(name, self._listed(ctx, name)) for name in self.list_commands(ctx)]
+        shown = [(name, cmd) for name, cmd in commands if cmd is not None and not cmd.hidden]
+        if not shown:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in shown])
+
+    def _listed(self, ctx: click.Context, name: str) -> click.Command | None:
+        lazy = LAZY_COMMANDS.get(name)
+        if lazy is not None and name not in self.commands:
+            return click.Command(name, help=lazy.summary)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,7 +137,7 @@ class _RedactingGroup(click.Group):
             raise kind(hidden) from None
 
 
-@click.group(cls=_RedactingGroup)
+@click.group(cls=_SagaGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """saga-coordinator: sagas over NATS with a SQL log."""
@@ -95,19 +157,9 @@ def demo() -> None:
         raise SystemExit(f"demo ended unexpectedly: {statuses}")
 
 
-NATS_OPTION = click.option(
-    "--nats", "nats_url", default=DEFAULT_NATS, show_default=True, envvar="SAGA_NATS_URL",
-    show_envvar=True, help="NATS server URL(s), comma-separated.",
-)  # fmt: skip
-DB_OPTION = click.option(
-    "--db", "db_url", default=DEFAULT_DB, show_default=True, envvar="SAGA_DB_URL",
-    show_envvar=True, help="Saga log: a SQLite or PostgreSQL URL.",
-)  # fmt: skip
-
-
 @main.command()
-@NATS_OPTION
-@DB_OPTION
+@nats_option()
+@db_option()
 @click.option(
     "--sagas", "saga_specs", multiple=True, required=True, envvar="SAGA_SAGAS",
     show_envvar=True,
@@ -119,14 +171,16 @@ def coordinator(
     nats_url: str, db_url: str, saga_specs: tuple[str, ...], http: str | None, **api: Any
 ) -> None:
     """Run a coordinator until SIGINT or SIGTERM (with --http, serve the API beside it)."""
+    from saga.api.options import ensure_port_free, http_settings
+
     sys.path.insert(0, "")
     sagas = [s for spec in saga_specs for s in load_sagas(spec)]
-    serve_http = http_settings(http, **api) if http else None
-    if serve_http is not None:
+    settings = http_settings(http, **api) if http else None
+    if settings is not None:
         # Before connecting to anything: a busy port is one line, not a traceback at the end.
-        ensure_port_free(serve_http.host, serve_http.port, "--http")
+        ensure_port_free(settings.host, settings.port, "--http")
     try:
-        asyncio.run(_serve(nats_url, db_url, sagas, serve_http))
+        asyncio.run(_serve(nats_url, db_url, sagas, settings))
     except SagaError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -134,6 +188,12 @@ def coordinator(
 async def _serve(
     nats_url: str, db_url: str, sagas: list[Saga], http: HttpSettings | None = None
 ) -> None:
+    from saga.api.options import serve_http
+    from saga.coordinator import Coordinator
+    from saga.log.sql import SqlSagaLog
+    from saga.transport.nats import NatsTransport
+    from saga.transport.security import NatsSecurity
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -161,13 +221,15 @@ async def _serve(
 
 @main.command("log")
 @click.argument("saga_id")
-@DB_OPTION
+@db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
     """Show one saga's raw event log, read straight from the database (no API needed).
 
     It only reads: a missing database or an old schema is reported, never created or
     upgraded (``saga migrate`` does that)."""
+
+    from saga.log.sql import SqlSagaLog
 
     async def read() -> None:
         log = SqlSagaLog(db_url, migrate=False)
@@ -210,12 +272,15 @@ def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
 
 
 @main.command("migrate")
-@DB_OPTION
+@db_option()
 def migrate(db_url: str) -> None:
     """Create or upgrade the saga log's schema to this release's, then exit.
 
     A coordinator does the same when it starts; this does it ahead (before a deploy, or for
     ``saga log``, which never changes a database)."""
+
+    from saga.log.sql import SqlSagaLog
+    from saga.log.sql.migrate import head_revision
 
     async def upgrade() -> None:
         log = SqlSagaLog(db_url)
@@ -231,9 +296,6 @@ def migrate(db_url: str) -> None:
 
 for _command in OPS_COMMANDS:
     main.add_command(_command)
-
-main.add_command(dev)
-main.add_command(soak)
 
 if __name__ == "__main__":
     main()

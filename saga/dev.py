@@ -3,9 +3,10 @@
 It checks that the ``--http`` port is free, then starts the nats-server from the wheel on a
 free port (unless ``--nats`` names one), a SQLite log under ``--dir``, the example services of a
 source checkout as subprocesses (``python -m services.<name>``, each in its own process group),
-and a coordinator in this process; prints what runs where; runs until SIGINT, SIGTERM or SIGHUP
-(or until its output goes away: ``saga dev | tee log`` after the tee ended); then stops every
-process group it started, whether or not it can still print. ``--demo N`` also starts N order
+and a coordinator in this process (with the checkout's sagas, loaded by ``saga.checkout``);
+prints what runs where; runs until SIGINT, SIGTERM or SIGHUP (or until its output goes away:
+``saga dev | tee log`` after the tee ended); then stops every process group it started,
+whether or not it can still print. ``--demo N`` also starts N order
 sagas with a realistic mix and prints a one-line summary.
 """
 
@@ -13,13 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import importlib
 import logging
 import os
 import random
 import signal
-import socket
 import sys
 import uuid
 from collections import Counter
@@ -31,8 +29,9 @@ from typing import Any
 
 import click
 
-from saga.api.options import HTTP_PARAMS, HttpSettings, http_options, http_settings
-from saga.api.server import HttpServer
+from saga.api.options import HttpSettings, ensure_port_free, http_settings, serve_http
+from saga.checkout import find_checkout, load_from_checkout
+from saga.cli_options import HTTP_PARAMS, db_option, http_options, nats_option
 from saga.coordinator import Coordinator
 from saga.definition import Saga
 from saga.events import SagaStatus
@@ -58,26 +57,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Ctrl-C, a service manager's stop, and a closed terminal all stop saga dev the same way."""
 
 Echo = Callable[[str], None]
-
-
-def find_checkout(start: Path) -> Path:
-    """The nearest folder at or above ``start`` holding ``services/`` and ``examples/``."""
-    for folder in (start, *start.parents):
-        if (folder / "services" / "__init__.py").is_file() and (
-            folder / "examples" / "order_saga.py"
-        ).is_file():
-            return folder
-    raise click.ClickException(
-        f"saga dev runs the example services of a source checkout, and found no services/ and"
-        f" examples/ folders in {start} or above it: run it from the root of a"
-        f" saga-coordinator clone"
-    )
-
-
-def import_from(root: Path, module: str) -> ModuleType:
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module(module)
 
 
 # -- the processes saga dev starts ------------------------------------------------------------
@@ -285,46 +264,6 @@ async def run_demo(
 # -- saga dev ---------------------------------------------------------------------------------
 
 
-def ensure_port_free(host: str, port: int, option: str) -> None:
-    """ClickException, one line naming ``option``, if nothing could listen on ``host:port``.
-
-    Called before anything is started, so a busy port costs no NATS or service start-up.
-    """
-    if port == 0:
-        return
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise click.ClickException(
-            f"cannot serve on {where}: {exc.strerror}; give another address with {option}"
-        ) from None
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            # As aiohttp binds (reuse_address on Unix), so a port in TIME_WAIT is not "busy".
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                raise click.ClickException(_port_problem(where, exc, option)) from None
-
-
-def _port_problem(where: str, exc: OSError, option: str) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where} is already in use by another program: give another port with {option}"
-    return f"cannot serve on {where}: {exc.strerror or exc}; give another address with {option}"
-
-
-async def serve_http(settings: HttpSettings, coordinator: Coordinator, echo: Echo) -> HttpServer:
-    """Start the HTTP API; a port taken since ``ensure_port_free`` is one line too."""
-    try:
-        return await settings.start(coordinator, echo)
-    except OSError as exc:
-        raise click.ClickException(
-            _port_problem(f"{settings.host}:{settings.port}", exc, "--http")
-        ) from None
-
-
 class Output:
     """``echo`` until the terminal or pipe goes away; then silence, and ``on_lost()`` once.
 
@@ -382,8 +321,8 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
     say = Output(echo, on_lost=stop.set)
     folder = options.folder.resolve()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    order_module = import_from(root, "examples.order_saga")
-    travel_module = import_from(root, "examples.travel.saga")
+    order_module = load_from_checkout("examples.order_saga", root)
+    travel_module = load_from_checkout("examples.travel.saga", root)
     sagas: list[Saga] = [order_module.ORDER_SAGA, travel_module.TRIP_SAGA]
     # Two groups, stopped in this order: the services first, NATS after them.
     services = Children(log_dir=folder / "logs", cwd=root)
@@ -512,22 +451,8 @@ async def _start_services(
 
 
 @click.command()
-@click.option(
-    "--nats",
-    "nats_url",
-    default=None,
-    envvar="SAGA_NATS_URL",
-    show_envvar=True,
-    help="Use this NATS server instead of starting one.",
-)
-@click.option(
-    "--db",
-    "db_url",
-    default=None,
-    envvar="SAGA_DB_URL",
-    show_envvar=True,
-    help="Saga log URL (default: a SQLite file under --dir).",
-)
+@nats_option(default=None, help_text="Use this NATS server instead of starting one.")
+@db_option(default=None, help_text="Saga log URL (default: a SQLite file under --dir).")
 @click.option(
     "--dir",
     "folder",

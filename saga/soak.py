@@ -8,7 +8,7 @@ order sagas with a realistic mix (customers short of credit, items out of stock,
 courier) through ``POST /api/sagas/order`` with saga ids of its own, retrying while the
 coordinator is down (a start with a known id is idempotent), and keeps at most
 ``--in-flight`` of them unfinished. Once every saga has ended it checks the shop's books in
-the services' own databases (``tests/services/world.py``, the checks the test suite uses),
+the services' own databases (``services/world.py``, the checks the test suite uses),
 prints the figures, and exits non-zero if a saga was lost, stuck or an effect applied twice,
 or if an invariant failed.
 
@@ -48,15 +48,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from saga.dev import (
-    NATS_READY_MARK,
-    SERVICES,
-    Child,
-    Children,
-    find_checkout,
-    import_from,
-    service_argv,
-)
+from saga.checkout import find_checkout, load_from_checkout
+from saga.cli_options import db_option
+from saga.dev import NATS_READY_MARK, SERVICES, Child, Children, service_argv
 from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
 from saga.redact import redact_url as redact
@@ -394,7 +388,7 @@ class Figures:
 
 async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) -> Figures:
     """Start everything, feed the sagas while killing the coordinator, check, clean up."""
-    world_module = import_from(root, "tests.services.world")
+    world_module = load_from_checkout("services.world", root)
     run = uuid.uuid4().hex[:8]
     rng = random.Random(options.seed)
     world = soak_world(world_module, rng, options.sagas, run)
@@ -597,10 +591,12 @@ _OPTIONS = [
     click.option("--kill-every", "kill_every_s", type=click.FloatRange(min=0), default=3.0,
                  show_default=True,
                  help="SIGKILL the coordinator about this often, in seconds (0: never)."),
-    click.option("--db", "db_url", default=None,
-                 help="The saga log: postgresql://.../DB (the services' databases are created"
-                 " beside it, DB_<service>) or sqlite:///FILE.  [default: a fresh database on"
-                 f" the PostgreSQL server at ${POSTGRES_ENV}]"),
+    # Not from SAGA_DB_URL: a soak creates and drops databases beside its log, so it runs
+    # only where it is pointed explicitly, never at a log configured for something else.
+    db_option(default=None, from_env=False,
+              help_text="The saga log: postgresql://.../DB (the services' databases are created"
+              " beside it, DB_<service>) or sqlite:///FILE.  [default: a fresh database on"
+              f" the PostgreSQL server at ${POSTGRES_ENV}]"),
     click.option("--replicas", type=click.IntRange(1, 8), default=2, show_default=True,
                  help="Replicas of each service (they share a queue group)."),
     click.option("--seed", type=int, default=None,
@@ -629,9 +625,9 @@ def _soak_options(func: Callable[..., None]) -> Callable[..., None]:
 def soak(**params: Any) -> None:
     """Run many order sagas while SIGKILLing the coordinator, then check the books."""
     try:
-        root = find_checkout(Path.cwd())
+        root = find_checkout(Path.cwd(), "saga soak")
     except click.ClickException as exc:
-        raise SoakError(exc.message.replace("saga dev", "saga soak")) from None
+        raise SoakError(exc.message) from None
     if params["seed"] is None:
         params["seed"] = random.randrange(1 << 31)
     if params["timeout_s"] is None:

@@ -1,27 +1,37 @@
-"""Command-line options for serving the API (``--http``, tokens, allowed hosts, ``--insecure``)."""
+"""Serving the API from a command: ``--http`` and its options checked, a busy port in one line.
+
+The options themselves are declared in ``saga.cli_options`` (which imports only click, so the
+``saga`` command can show its help without the HTTP server); they are re-exported here.
+"""
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from saga.api.config import ANY_HOST, ApiConfig, tokens_from_file, tokens_from_specs
 from saga.api.guard import LOOPBACK_HOSTS
 from saga.api.server import HttpServer, check_exposure, is_loopback, start_http
+from saga.cli_options import HTTP_PARAMS, http_options
 from saga.coordinator import Coordinator
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-HTTP_PARAMS = (
-    "http", "token_viewer", "token_operator", "token_file", "insecure", "redact",
-    "stall_after", "allowed_host", "access_log",
-)  # fmt: skip
-"""The keyword arguments ``http_options`` adds to a command (pop them for ``http_settings``)."""
+__all__ = [
+    "HTTP_PARAMS",
+    "HttpSettings",
+    "describe_hosts",
+    "ensure_port_free",
+    "http_options",
+    "http_settings",
+    "parse_address",
+    "serve_http",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,54 +108,43 @@ def http_settings(
     return HttpSettings(host=host, port=port, config=config, insecure=insecure)
 
 
-def http_options(func: F) -> F:
-    """Add --http and the API options; the command receives them as keyword arguments
-    (the names in ``HTTP_PARAMS``)."""
-    options = [
-        click.option(
-            "--http", "http", metavar="HOST:PORT", envvar="SAGA_HTTP", show_envvar=True,
-            help="Serve the HTTP API, metrics and dashboard here.",
-        ),
-        click.option(
-            "--token-viewer", "token_viewer", multiple=True, metavar="NAME:SECRET",
-            envvar="SAGA_TOKEN_VIEWER", show_envvar=True,
-            help="A bearer token that may read (repeatable; space-separated in the env).",
-        ),
-        click.option(
-            "--token-operator", "token_operator", multiple=True, metavar="NAME:SECRET",
-            envvar="SAGA_TOKEN_OPERATOR", show_envvar=True,
-            help="A bearer token that may also start sagas and act on them.",
-        ),
-        click.option(
-            "--token-file", "token_file", metavar="PATH", envvar="SAGA_TOKEN_FILE",
-            show_envvar=True,
-            help="Read tokens from this file, one ROLE:NAME:SECRET a line (ROLE viewer or "
-            "operator; # comments). Unlike --token-*, not visible in ps.",
-        ),
-        click.option(
-            "--insecure", is_flag=True,
-            help="Allow serving a non-loopback address without tokens.",
-        ),
-        click.option(
-            "--redact", multiple=True, metavar="FIELD", envvar="SAGA_REDACT", show_envvar=True,
-            help="Hide this payload field (any depth) in API responses (repeatable).",
-        ),
-        click.option(
-            "--stall-after", type=float, default=900.0, show_default=True, metavar="SECONDS",
-            envvar="SAGA_STALL_AFTER", show_envvar=True,
-            help="An unfinished saga without progress this long shows as stuck (0: never).",
-        ),
-        click.option(
-            "--allowed-host", "allowed_host", multiple=True, metavar="NAME",
-            envvar="SAGA_ALLOWED_HOST", show_envvar=True,
-            help="Also answer requests for this Host name (repeatable; '*': any). Loopback "
-            "names and the --http address are always served.",
-        ),
-        click.option(
-            "--access-log", "access_log", is_flag=True, envvar="SAGA_ACCESS_LOG",
-            show_envvar=True, help="Log every HTTP request (refused ones are always logged).",
-        ),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+def ensure_port_free(host: str, port: int, option: str) -> None:
+    """ClickException, one line naming ``option``, if nothing could listen on ``host:port``.
+
+    Called before anything is started, so a busy port costs no NATS or service start-up.
+    """
+    if port == 0:
+        return
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(
+            f"cannot serve on {where}: {exc.strerror}; give another address with {option}"
+        ) from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As aiohttp binds (reuse_address on Unix), so a port in TIME_WAIT is not "busy".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise click.ClickException(_port_problem(where, exc, option)) from None
+
+
+def _port_problem(where: str, exc: OSError, option: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where} is already in use by another program: give another port with {option}"
+    return f"cannot serve on {where}: {exc.strerror or exc}; give another address with {option}"
+
+
+async def serve_http(
+    settings: HttpSettings, coordinator: Coordinator, echo: Callable[[str], Any]
+) -> HttpServer:
+    """Start the HTTP API; a port taken since ``ensure_port_free`` is one line too."""
+    try:
+        return await settings.start(coordinator, echo)
+    except OSError as exc:
+        raise click.ClickException(
+            _port_problem(f"{settings.host}:{settings.port}", exc, "--http")
+        ) from None

@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 import pytest
 
-from saga.dev import demo_orders, find_checkout
+from saga.checkout import find_checkout
+from saga.dev import demo_orders
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
