@@ -217,11 +217,15 @@ class Coordinator:
     ) -> SagaHandle:
         """Start a saga and return its handle at once.
 
-        With a caller-chosen ``saga_id`` (see ``saga.names`` for its grammar; ProtocolError
-        otherwise) the start is idempotent: if that id exists with the same saga name and
-        input, nothing is started and the existing saga's handle is returned (``created``
-        False). If it exists with another name, input or (when given) version, nothing is
-        started and SagaConflictError names what differs.
+        With a caller-chosen ``saga_id`` (see ``saga.names`` for its grammar) the start is
+        idempotent: if that id exists with the same saga name and input, nothing is started
+        and the existing saga's handle is returned (``created`` False). If it exists with
+        another name, input or (when given) version, nothing is started and
+        SagaConflictError names what differs.
+
+        A bad id, an input that is not a JSON object or is over ``max_input_bytes``, or a
+        version that is not an integer raises InvalidStartError (a ProtocolError) naming the
+        argument, before anything is written; an unknown name or version, UnknownSagaError.
         """
         saga_input = self._check_start(input, saga_id, version)
         defn = self.registry.resolve(saga, version)
