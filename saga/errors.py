@@ -3,6 +3,7 @@
     SagaError                      root: everything the library raises on purpose
     ├── DefinitionError            a saga definition is invalid (raised when it is declared)
     ├── ProtocolError              a wire message is malformed, missing headers, or too large
+    │   └── InvalidStartError      a saga start's id, input or version is refused
     ├── UnknownSagaError           no registered definition for a name (and version)
     ├── SagaNotFoundError          no saga with that id in the log
     ├── StateError                 an action that does not fit the saga's current state
@@ -46,6 +47,29 @@ class DefinitionError(SagaError):
 
 class ProtocolError(SagaError):
     """A message on the wire is malformed, misses a header, or exceeds the size limit."""
+
+
+class InvalidStartError(ProtocolError):
+    """``Coordinator.start`` refused its arguments before anything was recorded.
+
+    ``argument`` names the one at fault (``"saga_id"``, ``"input"`` or ``"version"``);
+    for an input over the coordinator's limit, ``size_bytes`` and ``limit_bytes`` say by how
+    much. The HTTP API maps these fields to 400, 413 and 422 without parsing the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argument: str,
+        saga_id: str | None = None,
+        size_bytes: int | None = None,
+        limit_bytes: int | None = None,
+    ) -> None:
+        super().__init__(message, saga_id=saga_id)
+        self.argument = argument
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
 
 
 class UnknownSagaError(SagaError):

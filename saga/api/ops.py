@@ -40,7 +40,7 @@ async def compensations(request: web.Request) -> web.Response:
         detail = views.health_detail(state, record.updated_ms, stalled) or {}
         if detail.get("state") == "stuck":
             category = "stuck"
-        elif views.failing(state):
+        elif state.failing:
             category = "failing"
         else:
             category = "compensating"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 from aiohttp import web
@@ -12,7 +11,7 @@ from saga.api.context import context, identity
 from saga.api.problems import ApiError, bad_request, invalid
 from saga.engine import Action, SagaState, replay
 from saga.engine.timeline import timeline
-from saga.errors import SagaConflictError
+from saga.errors import InvalidStartError, SagaConflictError
 from saga.events import Event, Health, SagaStatus
 from saga.log.base import SagaRecord, TimeRange
 from saga.names import SAGA_ID_RULE, is_saga_id
@@ -105,19 +104,20 @@ async def start_saga(request: web.Request) -> web.Response:
         raise ApiError(404, f"no saga named {name!r} is registered")
     body = await params.json_object(request, {"input", "saga_id", "version"})
     saga_input = body.get("input", {})
-    saga_id = body.get("saga_id")
-    version = body.get("version")
-    if not isinstance(saga_input, dict):
-        raise invalid("input must be a JSON object")
-    if saga_id is not None and not is_saga_id(saga_id):
-        raise bad_request(f"saga_id {str(saga_id)[:60]!r} is invalid: it must be {SAGA_ID_RULE}")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-        raise invalid("version must be an integer")
-    size = len(json.dumps(saga_input, ensure_ascii=False).encode())
-    if size > coordinator.max_input_bytes:
-        raise ApiError(413, f"input is {size} bytes, over the {coordinator.max_input_bytes} limit")
+    if saga_input is None:  # Python's None means "no input"; JSON's null is a wrong type
+        raise invalid("input must be a JSON object, not null")
+    # The coordinator validates the fields (one place for Python and HTTP callers); here its
+    # errors only become statuses: a bad id is a bad URL-to-be (400), a big input 413.
     try:
-        handle = await coordinator.start(name, saga_input, saga_id=saga_id, version=version)
+        handle = await coordinator.start(
+            name, saga_input, saga_id=body.get("saga_id"), version=body.get("version")
+        )
+    except InvalidStartError as exc:
+        if exc.limit_bytes is not None:
+            raise ApiError(
+                413, f"input is {exc.size_bytes} bytes, over the {exc.limit_bytes} limit"
+            ) from exc
+        raise ApiError(400 if exc.argument == "saga_id" else 422, exc.message) from exc
     except SagaConflictError as exc:
         raise ApiError(409, exc.message) from exc
     record = await coordinator.log.get(handle.saga_id)

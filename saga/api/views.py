@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from saga.definition import Saga
-from saga.engine import Action, Phase, Preview, SagaState, health, refusal
+from saga.engine import Action, Preview, SagaState, health, refusal
 from saga.engine.timeline import Entry, Timeline
 from saga.events import Health
 from saga.log.base import SagaRecord, effective_health
@@ -51,14 +51,14 @@ def health_detail(
     found = health(state)
     if found is None:
         return None
-    cursor = state.cursor
+    pointer = state.pointer
     detail: dict[str, Any] = {
         "state": found.value,
-        "step": None if cursor is None else cursor.step,
-        "direction": None if cursor is None else cursor.direction.value,
-        "attempt": None if cursor is None else cursor.attempts,
-        "retry_at_ms": None if cursor is None else cursor.retry_at_ms,
-        "last_error": None if cursor is None else cursor.last_error,
+        "step": None if pointer is None else pointer.step,
+        "direction": None if pointer is None else pointer.direction.value,
+        "attempt": None if pointer is None else pointer.attempts,
+        "retry_at_ms": None if pointer is None else pointer.retry_at_ms,
+        "last_error": None if pointer is None else pointer.last_error,
         "reason": None,
         "since_ms": updated_ms,
     }
@@ -165,12 +165,3 @@ def preview_json(
             for e in preview.events
         ],
     }
-
-
-def failing(state: SagaState) -> bool:
-    """The current compensation failed at least once (and is being retried)."""
-    cursor = state.cursor
-    return cursor is not None and (
-        cursor.phase in (Phase.FAILED, Phase.WAITING)
-        or (cursor.phase is Phase.IN_FLIGHT and cursor.attempts_in_budget > 1)
-    )

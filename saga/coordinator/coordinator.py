@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,15 +21,16 @@ from typing import Any
 
 from saga import engine
 from saga.clock import Clock, SystemClock
-from saga.coordinator.failpoints import crash_if
+from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
-from saga.coordinator.result import SagaChange, SagaResult, needs_attention, result_of
+from saga.coordinator.result import SagaChange, SagaResult, result_of
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
 from saga.definition import Saga
 from saga.engine import Action, Preview, SagaState
 from saga.errors import (
     ConcurrencyError,
+    InvalidStartError,
     ProtocolError,
     SagaConflictError,
     SagaNotFoundError,
@@ -37,11 +39,11 @@ from saga.errors import (
 )
 from saga.events import EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
-from saga.names import check_saga_id
+from saga.names import SAGA_ID_RULE, is_saga_id
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
 from saga.transport.base import Transport
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RETRY_AFTER_LOG_ERROR_MS = 1000
 """When the log cannot be written, the saga's decision is dropped and re-made this much later."""
@@ -59,7 +61,7 @@ class _Active:
     waiters: list[asyncio.Future[SagaResult]] = field(default_factory=list)
 
 
-def new_saga(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) -> NewSaga:
+def saga_start(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) -> NewSaga:
     """The saga row and first event that start ``defn``; any coordinator resumes it from there."""
     deadline = defn.deadline_ms
     started = NewEvent(
@@ -145,6 +147,7 @@ class Coordinator:
         clock: Clock | None = None,
         max_input_bytes: int = MAX_PAYLOAD_BYTES,
         max_batch: int = 512,
+        hooks: CoordinatorHooks | None = None,
     ) -> None:
         self.log = log
         self.transport = transport
@@ -157,6 +160,8 @@ class Coordinator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[Callable[[SagaChange], None]] = []
         self._open = False
+        # Test seams (crash tests); None in production, where no hook is ever called.
+        self._hooks = hooks
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -212,22 +217,19 @@ class Coordinator:
     ) -> SagaHandle:
         """Start a saga and return its handle at once.
 
-        With a caller-chosen ``saga_id`` (see ``saga.names`` for its grammar; ProtocolError
-        otherwise) the start is idempotent: if that id exists with the same saga name and
-        input, nothing is started and the existing saga's handle is returned (``created``
-        False). If it exists with another name, input or (when given) version, nothing is
-        started and SagaConflictError names what differs.
+        With a caller-chosen ``saga_id`` (see ``saga.names`` for its grammar) the start is
+        idempotent: if that id exists with the same saga name and input, nothing is started
+        and the existing saga's handle is returned (``created`` False). If it exists with
+        another name, input or (when given) version, nothing is started and
+        SagaConflictError names what differs.
+
+        A bad id, an input that is not a JSON object or is over ``max_input_bytes``, or a
+        version that is not an integer raises InvalidStartError (a ProtocolError) naming the
+        argument, before anything is written; an unknown name or version, UnknownSagaError.
         """
+        saga_input = self._check_start(input, saga_id, version)
         defn = self.registry.resolve(saga, version)
-        saga_input = {} if input is None else input
-        if not isinstance(saga_input, dict):
-            raise ProtocolError(f"saga input must be a JSON object, not {type(input).__name__}")
-        body = encode_json(saga_input, self.max_input_bytes)
-        if saga_id is not None:
-            check_saga_id(saga_id)
-        # What is stored is the JSON form, so compare and record that (tuples become lists).
-        saga_input = json.loads(body)
-        new = new_saga(defn, saga_input, saga_id or uuid.uuid4().hex, self.clock.now_ms())
+        new = saga_start(defn, saga_input, saga_id or uuid.uuid4().hex, self.clock.now_ms())
         saga_id = new.saga_id
         record, created = await self._writer.create(new)
         if created:
@@ -238,6 +240,42 @@ class Coordinator:
         else:
             _check_same_start(record, new, version_given=version is not None)
         return SagaHandle(self, saga_id, created)
+
+    def _check_start(self, input: object, saga_id: object, version: object) -> JsonObject:
+        """The input as it will be stored, or InvalidStartError naming the bad argument.
+
+        The one place a start is validated: the HTTP API passes its JSON body's fields here
+        unchecked and only maps the error to a status.
+        """
+        saga_input = {} if input is None else input
+        if not isinstance(saga_input, dict):
+            raise InvalidStartError(
+                f"saga input must be a JSON object, not {type(input).__name__}", argument="input"
+            )
+        if saga_id is not None and not is_saga_id(saga_id):
+            shown = str(saga_id)[:60] if isinstance(saga_id, str) else saga_id
+            raise InvalidStartError(
+                f"saga_id {shown!r} is invalid: saga ids are {SAGA_ID_RULE}", argument="saga_id"
+            )
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise InvalidStartError(
+                f"version must be an integer, not {type(version).__name__}", argument="version"
+            )
+        try:
+            # Measured against our own limit below, so the size is known to the caller.
+            body = encode_json(saga_input, sys.maxsize)
+        except ProtocolError as exc:
+            raise InvalidStartError(exc.message, argument="input") from exc
+        if len(body) > self.max_input_bytes:
+            raise InvalidStartError(
+                f"input is {len(body)} bytes, over the {self.max_input_bytes} byte limit",
+                argument="input",
+                size_bytes=len(body),
+                limit_bytes=self.max_input_bytes,
+            )
+        # What is stored is the JSON form, so compare and record that (tuples become lists).
+        stored: JsonObject = json.loads(body)
+        return stored
 
     async def execute(
         self,
@@ -350,9 +388,9 @@ class Coordinator:
                 if await self._recover_one(record.saga_id):
                     resumed += 1
             except Exception:
-                log.exception("could not recover saga %s", record.saga_id)
+                logger.exception("could not recover saga %s", record.saga_id)
         if resumed:
-            log.info("recovered %d unfinished sagas", resumed)
+            logger.info("recovered %d unfinished sagas", resumed)
         return resumed
 
     async def _recover_one(self, saga_id: str) -> bool:
@@ -373,13 +411,13 @@ class Coordinator:
                         expected_seq=state.seq,
                         events=[event],
                         status=SagaStatus.STUCK,
-                        current_step=state.cursor.step if state.cursor else None,
+                        current_step=state.pointer.step if state.pointer else None,
                         health=Health.STUCK,
                     )
                 )
                 engine.apply(state, event)
                 self._notify(state, [event])
-                log.warning("saga %s is stuck: %s", saga_id, reason)
+                logger.warning("saga %s is stuck: %s", saga_id, reason)
             return False
         if state.stuck is not None and state.stuck.get("code") != "unknown_version":
             return False  # waits for an operator; resume() activates it
@@ -421,6 +459,7 @@ class Coordinator:
         active = self._active.get(saga_id)
         if active is None:
             return
+        hooks = self._hooks
         async with active.lock:
             if self._active.get(saga_id) is not active:
                 return
@@ -429,7 +468,7 @@ class Coordinator:
                 try:
                     active.state = engine.replay(await self.log.events(saga_id))
                 except Exception:
-                    log.exception("could not reload saga %s from the log", saga_id)
+                    logger.exception("could not reload saga %s from the log", saga_id)
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
                 active.stale = False
@@ -450,14 +489,14 @@ class Coordinator:
                     expected_seq=expected_seq,
                     events=events,
                     status=work.status,
-                    current_step=work.cursor.step if work.cursor else None,
+                    current_step=work.pointer.step if work.pointer else None,
                     health=engine.health(work),
-                    attempt=work.cursor.attempts if work.cursor else None,
+                    attempt=work.pointer.attempts if work.pointer else None,
                 )
                 try:
                     await self._writer.write(append)
                 except ConcurrencyError:
-                    log.warning("saga %s was written by someone else; reloading it", saga_id)
+                    logger.warning("saga %s was written by someone else; reloading it", saga_id)
                     self._active.pop(saga_id, None)
                     self._spawn(self._reload(saga_id))
                     return
@@ -466,19 +505,18 @@ class Coordinator:
                     if not isinstance(exc, Exception):
                         raise
                     # The group writer logs the log's failures, throttled (one per commit).
-                    log.debug("could not record the next step of saga %s: %s", saga_id, exc)
+                    logger.debug("could not record the next step of saga %s: %s", saga_id, exc)
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
             if events:
                 self._notify(work, events)
-            for event in events:
-                if event.type in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED):
-                    crash_if("after_record", event.data["step"], event.data["direction"])
-            if needs_attention(work) and events:
-                assert work.cursor is not None
-                log.warning(
+            if hooks is not None and events:
+                hooks.after_record(events)
+            if work.needs_attention and any(e.type is EventType.STEP_FAILED for e in events):
+                assert work.pointer is not None
+                logger.warning(
                     "saga %s needs attention: step %r failed %d times after the pivot (%s)",
-                    saga_id, work.cursor.step, work.cursor.attempts, work.cursor.last_error,
+                    saga_id, work.pointer.step, work.pointer.attempts, work.pointer.last_error,
                 )  # fmt: skip
             commands = list(decision.commands)
             if resend and not commands:
@@ -487,7 +525,8 @@ class Coordinator:
                     commands.append(pending)
             for command in commands:
                 await self._send(command)
-                crash_if("after_send", command.step, command.direction.value)
+                if hooks is not None:
+                    hooks.after_send(command)
             self._timers.schedule(saga_id, decision.wake_at_ms)
             if work.is_final or work.stuck is not None:
                 self._settle(saga_id, active)
@@ -501,7 +540,7 @@ class Coordinator:
             version=state.version,
             status=state.status,
             health=engine.health(state),
-            current_step=state.cursor.step if state.cursor else None,
+            current_step=state.pointer.step if state.pointer else None,
             started_ms=state.started_ms,
             seq=state.seq,
             events=tuple(events),
@@ -510,7 +549,7 @@ class Coordinator:
             try:
                 listener(change)
             except Exception:
-                log.exception("saga change listener failed")
+                logger.exception("saga change listener failed")
 
     def _settle(self, saga_id: str, active: _Active) -> None:
         result = result_of(active.state)
@@ -521,7 +560,7 @@ class Coordinator:
         self._active.pop(saga_id, None)
         self._timers.schedule(saga_id, None)
         if result.status is SagaStatus.STUCK:
-            log.warning("saga %s is stuck: %s", saga_id, (result.stuck or {}).get("reason"))
+            logger.warning("saga %s is stuck: %s", saga_id, (result.stuck or {}).get("reason"))
 
     async def _reload(self, saga_id: str) -> None:
         await self._recover_one(saga_id)
@@ -531,7 +570,9 @@ class Coordinator:
             await self.transport.send(command)
         except (TransportError, ProtocolError) as exc:
             # Recorded as sent already: the step's timeout makes it a retry later.
-            log.warning("could not send %s for saga %s: %s", command.subject, command.saga_id, exc)
+            logger.warning(
+                "could not send %s for saga %s: %s", command.subject, command.saga_id, exc
+            )
 
     # -- inputs from the transport and the timers -----------------------------------------
 
@@ -543,13 +584,14 @@ class Coordinator:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("saga task failed", exc_info=task.exception())
+            logger.error("saga task failed", exc_info=task.exception())
 
     async def _on_reply(self, command: Command, reply: Reply) -> None:
         if command.saga_id not in self._active:
-            log.debug("reply for saga %s, which is not active here", command.saga_id)
+            logger.debug("reply for saga %s, which is not active here", command.saga_id)
             return
-        crash_if("on_reply", command.step, command.direction.value)
+        if self._hooks is not None:
+            self._hooks.on_reply(command)
         now = self.clock.now_ms()
         self._spawn(
             self._advance(command.saga_id, lambda st: engine.on_reply(st, command, reply, now))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from saga.engine import Phase, SagaState
+from saga.engine import SagaState
 from saga.events import Health, JsonObject, NewEvent, SagaStatus
 
 
@@ -23,7 +23,8 @@ class SagaResult:
     stuck: JsonObject | None = None
     """For a stuck saga: code, reason, step, direction, attempts, last error."""
     needs_attention: bool = False
-    """Past its pivot and a step keeps failing: it is retried, never compensated."""
+    """Past its pivot and a step keeps failing: it is retried, never compensated
+    (``SagaState.needs_attention``, the same rule as the ``needs_attention`` health)."""
 
     @property
     def ok(self) -> bool:
@@ -31,6 +32,7 @@ class SagaResult:
 
 
 def result_of(state: SagaState) -> SagaResult:
+    """What a caller learns about ``state``: status, results, compensations, stuck reason."""
     compensated = [name for name in state.plan if state.steps[name].compensated]
     return SagaResult(
         saga_id=state.saga_id,
@@ -41,17 +43,7 @@ def result_of(state: SagaState) -> SagaResult:
         compensated=compensated,
         compensation_reason=state.compensation_reason,
         stuck=state.stuck,
-        needs_attention=needs_attention(state),
-    )
-
-
-def needs_attention(state: SagaState) -> bool:
-    cursor = state.cursor
-    return (
-        state.status is SagaStatus.RUNNING
-        and state.pivot_passed
-        and cursor is not None
-        and cursor.phase in (Phase.FAILED, Phase.WAITING)
+        needs_attention=state.needs_attention,
     )
 
 

@@ -3,15 +3,15 @@
 from saga.engine.actions import Action, Preview, on_action, preview, refusal
 from saga.engine.decide import Decision, compensation_plan, decide, in_flight, on_reply
 from saga.engine.health import health
-from saga.engine.state import Cursor, Phase, SagaState, StepProgress, apply, new_state, replay
+from saga.engine.state import Phase, SagaState, StepPointer, StepProgress, apply, new_state, replay
 
 __all__ = [
     "Action",
-    "Cursor",
     "Decision",
     "Phase",
     "Preview",
     "SagaState",
+    "StepPointer",
     "StepProgress",
     "apply",
     "compensation_plan",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from saga.definition import Saga, StepKind
+from saga.definition import Saga
 from saga.engine.decide import decide
 from saga.engine.health import health
 from saga.engine.state import Phase, SagaState, apply
@@ -34,62 +34,45 @@ class Action(StrEnum):
     """At or past the pivot: take the pivot as done, or retry a failing step without limit."""
 
 
-def _failing(state: SagaState) -> bool:
-    cursor = state.cursor
-    return state.stuck is not None or (
-        cursor is not None and cursor.phase in (Phase.FAILED, Phase.WAITING, Phase.REJECTED)
-    )
-
-
-def _on_pivot(defn: Saga, state: SagaState) -> bool:
-    cursor = state.cursor
-    return (
-        cursor is not None
-        and cursor.direction is Direction.FORWARD
-        and defn.steps[defn.index(cursor.step)].kind is StepKind.PIVOT
-        and cursor.phase is not Phase.SUCCEEDED
-    )
-
-
 def refusal(defn: Saga, state: SagaState, action: Action) -> str | None:
     """None if ``action`` fits the saga's state now, else the reason it does not."""
     if state.is_final:
         return f"saga is already {state.status.value}"
-    cursor = state.cursor
+    pointer = state.pointer
     if action is Action.CANCEL:
         if state.compensating:
             return "saga is already compensating"
         if state.pivot_passed:
             return "saga is past its pivot; it can only move forward"
-        if _on_pivot(defn, state) and cursor is not None and cursor.phase is not Phase.REJECTED:
+        if state.pivot_pending:
             return "the pivot was sent and its outcome is not known; use force_forward or retry"
         if state.cancel_reason is not None:
             return "a cancel was already requested"
         return None
     if action is Action.RETRY:
-        if state.stuck is not None or (cursor is not None and cursor.phase is Phase.WAITING):
+        if state.stuck is not None or (pointer is not None and pointer.phase is Phase.WAITING):
             return None
         return "nothing to retry: the saga is not stuck and no retry is scheduled"
     if action is Action.RESOLVE:
         if (
-            cursor is not None
-            and cursor.direction is Direction.COMPENSATE
-            and cursor.phase is not Phase.SUCCEEDED
+            pointer is not None
+            and pointer.direction is Direction.COMPENSATE
+            and pointer.phase is not Phase.SUCCEEDED
         ):
             return None
         return "no compensation is in progress to resolve"
     if action is Action.SKIP:
         if (
             not state.compensating
-            and cursor is not None
-            and cursor.direction is Direction.FORWARD
-            and _failing(state)
+            and pointer is not None
+            and pointer.direction is Direction.FORWARD
+            and state.failing
         ):
             return None
         return "no failed forward step to skip"
-    if _on_pivot(defn, state) and not state.compensating:
+    if state.at_pivot and not state.compensating:
         return None
-    if state.pivot_passed and _failing(state):
+    if state.pivot_passed and state.failing:
         return None
     return "force_forward needs a saga at its pivot, or past it with a failing step"
 
@@ -111,10 +94,10 @@ def on_action(
     if not reason or not reason.strip():
         raise StateError("an operator action needs a reason", saga_id=state.saga_id)
     data: JsonObject = {"action": action.value, "actor": actor, "reason": reason}
-    cursor = state.cursor
-    if cursor is not None:
-        data["step"] = cursor.step
-        data["direction"] = cursor.direction.value
+    pointer = state.pointer
+    if pointer is not None:
+        data["step"] = pointer.step
+        data["direction"] = pointer.direction.value
     if action is Action.SKIP:
         data["result"] = result if result is not None else {"skipped": True}
     event = NewEvent(type=EventType.OPERATOR_ACTION, data=data, at_ms=now_ms)

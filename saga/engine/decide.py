@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga.definition import Saga, Step, StepKind
-from saga.engine.state import Cursor, Phase, SagaState, apply
+from saga.engine.state import Phase, SagaState, StepPointer, apply
 from saga.errors import StateError
 from saga.events import EventType, JsonObject, NewEvent
 from saga.protocol import Command, Direction, Outcome, Reply, encode_json
@@ -39,25 +39,25 @@ def _emit(
     decision.events.append(event)
 
 
-def command_for(state: SagaState, cursor: Cursor) -> Command:
+def command_for(state: SagaState, pointer: StepPointer) -> Command:
     return Command(
         saga_id=state.saga_id,
         saga_name=state.name,
-        step=cursor.step,
-        direction=cursor.direction,
-        attempt=cursor.attempts,
-        service=cursor.service,
-        command=cursor.command,
-        payload=cursor.payload,
+        step=pointer.step,
+        direction=pointer.direction,
+        attempt=pointer.attempts,
+        service=pointer.service,
+        command=pointer.command,
+        payload=pointer.payload,
     )
 
 
 def in_flight(state: SagaState) -> Command | None:
     """The command awaiting a reply, if any: what recovery re-sends with the same key."""
-    cursor = state.cursor
-    if state.is_final or state.stuck is not None or cursor is None:
+    pointer = state.pointer
+    if state.is_final or state.stuck is not None or pointer is None:
         return None
-    return command_for(state, cursor) if cursor.phase is Phase.IN_FLIGHT else None
+    return command_for(state, pointer) if pointer.phase is Phase.IN_FLIGHT else None
 
 
 def _send(
@@ -87,8 +87,8 @@ def _send(
         },
         now,
     )
-    assert state.cursor is not None
-    decision.commands.append(command_for(state, state.cursor))
+    assert state.pointer is not None
+    decision.commands.append(command_for(state, state.pointer))
 
 
 def _build(builder: Any, state: SagaState) -> JsonObject:
@@ -101,14 +101,14 @@ def _build(builder: Any, state: SagaState) -> JsonObject:
 
 
 def _stick(state: SagaState, decision: Decision, code: str, reason: str, now: int) -> None:
-    cursor = state.cursor
+    pointer = state.pointer
     data: JsonObject = {"code": code, "reason": reason}
-    if cursor is not None:
+    if pointer is not None:
         data |= {
-            "step": cursor.step,
-            "direction": cursor.direction.value,
-            "attempts": cursor.attempts,
-            "error": cursor.last_error,
+            "step": pointer.step,
+            "direction": pointer.direction.value,
+            "attempts": pointer.attempts,
+            "error": pointer.last_error,
         }
     _emit(state, decision, EventType.SAGA_STUCK, data, now)
 
@@ -132,44 +132,33 @@ def _start_compensation(
     _emit(state, decision, EventType.COMPENSATION_STARTED, {"reason": reason, "steps": plan}, now)
 
 
-def _pivot_pending(defn: Saga, state: SagaState) -> bool:
-    """The pivot was sent and its outcome is not yet known: cancel and deadline must wait."""
-    cursor = state.cursor
-    return (
-        cursor is not None
-        and cursor.direction is Direction.FORWARD
-        and defn.steps[defn.index(cursor.step)].kind is StepKind.PIVOT
-        and cursor.phase is not Phase.REJECTED
-    )
-
-
 def _step_after_failure(
     defn: Saga, state: SagaState, decision: Decision, step: Step, now: int
 ) -> None:
-    """The cursor's attempt failed (unknown outcome): retry within policy, else give up."""
-    cursor = state.cursor
-    assert cursor is not None
-    forward = cursor.direction is Direction.FORWARD
+    """The pointer's attempt failed (unknown outcome): retry within policy, else give up."""
+    pointer = state.pointer
+    assert pointer is not None
+    forward = pointer.direction is Direction.FORWARD
     policy = step.policy if forward else step.compensation_retry
-    retry_at = now + policy.delay_ms(cursor.attempts_in_budget)
-    if not cursor.final and (
-        cursor.unlimited
-        or policy.allows_another(cursor.attempts_in_budget, cursor.budget_started_ms, retry_at)
+    retry_at = now + policy.delay_ms(pointer.attempts_in_budget)
+    if not pointer.final and (
+        pointer.unlimited
+        or policy.allows_another(pointer.attempts_in_budget, pointer.budget_started_ms, retry_at)
     ):
         _emit(
             state,
             decision,
             EventType.RETRY_SCHEDULED,
             {
-                "step": cursor.step,
-                "direction": cursor.direction.value,
-                "attempt": cursor.attempts + 1,
+                "step": pointer.step,
+                "direction": pointer.direction.value,
+                "attempt": pointer.attempts + 1,
                 "retry_at_ms": retry_at,
             },
             now,
         )
     elif forward and step.kind is StepKind.COMPENSATABLE:
-        why = "failed for good" if cursor.final else "exhausted its retries"
+        why = "failed for good" if pointer.final else "exhausted its retries"
         _start_compensation(defn, state, decision, f"step {step.name!r} {why}", now)
     elif forward and step.kind is StepKind.PIVOT:
         _stick(state, decision, "pivot_unknown", f"pivot {step.name!r} outcome unknown", now)
@@ -220,7 +209,7 @@ def _next_compensation(defn: Saga, state: SagaState, decision: Decision, now: in
         else:
             payload = dict(progress.payload or {})
     except Exception as exc:  # user code
-        state.cursor = None
+        state.pointer = None
         _stick(state, decision, "request_error", f"compensation request of {name!r}: {exc!r}", now)
         return
     _send(state, decision, step, Direction.COMPENSATE, 1, payload, now)
@@ -229,46 +218,46 @@ def _next_compensation(defn: Saga, state: SagaState, decision: Decision, now: in
 def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> bool:
     """Take at most one decision; True if one was taken (an event was emitted)."""
     before = len(decision.events)
-    cursor = state.cursor
-    if not state.compensating and not state.pivot_passed and not _pivot_pending(defn, state):
+    pointer = state.pointer
+    if not state.compensating and not state.pivot_passed and not state.pivot_pending:
         if state.cancel_reason is not None:
             _start_compensation(defn, state, decision, f"cancelled: {state.cancel_reason}", now)
             return True
         if state.deadline_at_ms is not None and now >= state.deadline_at_ms:
             _start_compensation(defn, state, decision, "saga deadline passed", now)
             return True
-    if cursor is None:
+    if pointer is None:
         if state.compensating:
             _next_compensation(defn, state, decision, now)
         else:
             _next_forward(defn, state, decision, now)
         return len(decision.events) > before
-    step = defn.steps[defn.index(cursor.step)]
-    forward = cursor.direction is Direction.FORWARD
-    if cursor.phase is Phase.IN_FLIGHT:
-        assert cursor.timeout_at_ms is not None
-        if now < cursor.timeout_at_ms:
+    step = defn.steps[defn.index(pointer.step)]
+    forward = pointer.direction is Direction.FORWARD
+    if pointer.phase is Phase.IN_FLIGHT:
+        assert pointer.timeout_at_ms is not None
+        if now < pointer.timeout_at_ms:
             return False
         _emit(
             state,
             decision,
             EventType.STEP_FAILED,
             {
-                "step": cursor.step,
-                "direction": cursor.direction.value,
-                "attempt": cursor.attempts,
+                "step": pointer.step,
+                "direction": pointer.direction.value,
+                "attempt": pointer.attempts,
                 "error": _error("timeout", f"no reply within {step.timeout}"),
             },
             now,
         )
-    elif cursor.phase is Phase.FAILED:
+    elif pointer.phase is Phase.FAILED:
         _step_after_failure(defn, state, decision, step, now)
-    elif cursor.phase is Phase.WAITING:
-        assert cursor.retry_at_ms is not None
-        if now < cursor.retry_at_ms:
+    elif pointer.phase is Phase.WAITING:
+        assert pointer.retry_at_ms is not None
+        if now < pointer.retry_at_ms:
             return False
-        _send(state, decision, step, cursor.direction, cursor.attempts + 1, cursor.payload, now)
-    elif cursor.phase is Phase.REJECTED:
+        _send(state, decision, step, pointer.direction, pointer.attempts + 1, pointer.payload, now)
+    elif pointer.phase is Phase.REJECTED:
         if not forward:
             _stick(
                 state,
@@ -288,7 +277,7 @@ def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> 
         else:
             _start_compensation(defn, state, decision, f"step {step.name!r} was rejected", now)
     else:  # succeeded
-        state.cursor = None
+        state.pointer = None
         if forward:
             _next_forward(defn, state, decision, now)
         else:
@@ -296,18 +285,18 @@ def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> 
     return len(decision.events) > before
 
 
-def _wake_at(defn: Saga, state: SagaState) -> int | None:
+def _wake_at(state: SagaState) -> int | None:
     if state.is_final or state.stuck is not None:
         return None
     times: list[int] = []
-    cursor = state.cursor
-    if cursor is not None and cursor.phase is Phase.IN_FLIGHT and cursor.timeout_at_ms:
-        times.append(cursor.timeout_at_ms)
-    if cursor is not None and cursor.phase is Phase.WAITING and cursor.retry_at_ms is not None:
-        times.append(cursor.retry_at_ms)
+    pointer = state.pointer
+    if pointer is not None and pointer.phase is Phase.IN_FLIGHT and pointer.timeout_at_ms:
+        times.append(pointer.timeout_at_ms)
+    if pointer is not None and pointer.phase is Phase.WAITING and pointer.retry_at_ms is not None:
+        times.append(pointer.retry_at_ms)
     deadline = state.deadline_at_ms
     # While the pivot's outcome is pending the deadline cannot act, so it must not wake us.
-    deadline_can_act = not (state.compensating or state.pivot_passed or _pivot_pending(defn, state))
+    deadline_can_act = not (state.compensating or state.pivot_passed or state.pivot_pending)
     if deadline is not None and deadline_can_act:
         times.append(deadline)
     return min(times) if times else None
@@ -325,7 +314,7 @@ def decide(defn: Saga, state: SagaState, now_ms: int) -> Decision:
     while not state.is_final and state.stuck is None:
         if not _decide_once(defn, state, decision, now_ms):
             break
-    decision.wake_at_ms = _wake_at(defn, state)
+    decision.wake_at_ms = _wake_at(state)
     return decision
 
 
@@ -336,10 +325,10 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
     after a timeout (the idempotency key is the same, so it describes the same effect); a
     failure counts only for the attempt in flight.
     """
-    cursor = state.cursor
-    if state.is_final or state.stuck is not None or cursor is None:
+    pointer = state.pointer
+    if state.is_final or state.stuck is not None or pointer is None:
         return []
-    if (cursor.step, cursor.direction) != (command.step, command.direction):
+    if (pointer.step, pointer.direction) != (command.step, command.direction):
         return []
     data: JsonObject = {
         "step": command.step,
@@ -347,7 +336,7 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
         "attempt": command.attempt,
     }
     if reply.outcome is Outcome.FAILED:
-        if cursor.phase is not Phase.IN_FLIGHT or command.attempt != cursor.attempts:
+        if pointer.phase is not Phase.IN_FLIGHT or command.attempt != pointer.attempts:
             return []
         assert reply.error is not None
         event_type = EventType.STEP_FAILED
@@ -355,7 +344,7 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
         if reply.final:
             data["final"] = True
     else:
-        if cursor.phase not in (Phase.IN_FLIGHT, Phase.FAILED, Phase.WAITING):
+        if pointer.phase not in (Phase.IN_FLIGHT, Phase.FAILED, Phase.WAITING):
             return []
         if reply.outcome is Outcome.SUCCEEDED:
             event_type = EventType.STEP_SUCCEEDED

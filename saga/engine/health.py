@@ -7,19 +7,18 @@ from saga.events import Health
 
 
 def health(state: SagaState) -> Health | None:
-    """None for a finished saga; otherwise how it is doing right now."""
+    """None for a finished saga; otherwise how it is doing right now.
+
+    The rules themselves live on the state (``failing``, ``needs_attention``), so the
+    stored health, ``SagaResult`` and the operator actions cannot disagree.
+    """
     if state.is_final:
         return None
     if state.stuck is not None:
         return Health.STUCK
-    cursor = state.cursor
-    if cursor is None:
+    pointer = state.pointer
+    if pointer is None or not pointer.failing:
         return Health.PROGRESSING
-    failing = cursor.phase in (Phase.FAILED, Phase.WAITING) or (
-        cursor.phase is Phase.IN_FLIGHT and cursor.attempts_in_budget > 1
-    )
-    if not failing:
-        return Health.PROGRESSING
-    if state.pivot_passed and not state.compensating:
+    if state.needs_attention:
         return Health.NEEDS_ATTENTION
-    return Health.WAITING if cursor.phase is Phase.WAITING else Health.RETRYING
+    return Health.WAITING if pointer.phase is Phase.WAITING else Health.RETRYING

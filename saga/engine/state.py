@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from saga.definition import StepKind
+from saga.errors import StateError
 from saga.events import Event, EventType, JsonObject, NewEvent, SagaStatus
 from saga.protocol import Direction
 
@@ -24,14 +26,18 @@ class Phase(StrEnum):
 
 
 @dataclass
-class Cursor:
-    """The step (and direction) the saga is working on, and its attempts so far."""
+class StepPointer:
+    """The step (and direction) the saga is working on, and its attempts so far.
+
+    Not to be confused with a page token (``cursor`` in the log's queries): this one points
+    into a saga's definition, that one into a list of sagas.
+    """
 
     step: str
     direction: Direction
     service: str
     command: str
-    kind: str
+    kind: StepKind
     payload: JsonObject
     attempts: int
     phase: Phase
@@ -48,7 +54,35 @@ class Cursor:
 
     @property
     def attempts_in_budget(self) -> int:
+        """Attempts that count against the retry policy (those since the last resume)."""
         return self.attempts - self.budget_base
+
+    @property
+    def failing(self) -> bool:
+        """Its last attempt did not succeed, or a retry of it is in flight.
+
+        The one rule behind health (retrying, waiting, needs attention), the operator actions
+        that need a failing step (skip, force forward past the pivot) and the API's "failing"
+        compensations.
+        """
+        return self.phase in (Phase.FAILED, Phase.WAITING, Phase.REJECTED) or (
+            self.phase is Phase.IN_FLIGHT and self.attempts_in_budget > 1
+        )
+
+    @property
+    def at_pivot(self) -> bool:
+        """This is the pivot's forward run, and it has not succeeded (nor been done by hand)."""
+        return (
+            self.direction is Direction.FORWARD
+            and self.kind is StepKind.PIVOT
+            and self.phase is not Phase.SUCCEEDED
+        )
+
+    @property
+    def pivot_pending(self) -> bool:
+        """The pivot was sent and its outcome is not known: it may have committed, so cancel
+        and the deadline must wait (a rejected pivot is known to have had no effect)."""
+        return self.at_pivot and self.phase is not Phase.REJECTED
 
 
 @dataclass
@@ -76,7 +110,8 @@ class SagaState:
     seq: int = 0
     status: SagaStatus = SagaStatus.RUNNING
     steps: dict[str, StepProgress] = field(default_factory=dict)
-    cursor: Cursor | None = None
+    pointer: StepPointer | None = None
+    """The step or compensation being worked on; None between steps and once finished."""
     compensating: bool = False
     plan: list[str] = field(default_factory=list)
     """Steps to compensate, in the order they are compensated."""
@@ -87,7 +122,34 @@ class SagaState:
 
     @property
     def is_final(self) -> bool:
+        """Completed or compensated: nothing more will happen to it."""
         return self.status.is_final
+
+    @property
+    def failing(self) -> bool:
+        """Stuck, or its current step or compensation is failing (``StepPointer.failing``)."""
+        return self.stuck is not None or (self.pointer is not None and self.pointer.failing)
+
+    @property
+    def pivot_pending(self) -> bool:
+        """The pivot's outcome is not known yet (``StepPointer.pivot_pending``)."""
+        return self.pointer is not None and self.pointer.pivot_pending
+
+    @property
+    def at_pivot(self) -> bool:
+        """The saga is on its pivot, not yet past it (``StepPointer.at_pivot``)."""
+        return self.pointer is not None and self.pointer.at_pivot
+
+    @property
+    def needs_attention(self) -> bool:
+        """Past its pivot, running (not stuck, not compensating) and a step keeps failing: it
+        is retried, never compensated. Health and SagaResult both read this."""
+        return (
+            self.status is SagaStatus.RUNNING
+            and self.pivot_passed
+            and self.pointer is not None
+            and self.pointer.failing
+        )
 
     def progress(self, step: str) -> StepProgress:
         return self.steps.setdefault(step, StepProgress())
@@ -113,19 +175,34 @@ def _started(event: Event | NewEvent, saga_id: str) -> SagaState:
 
 
 def replay(events: Iterable[Event]) -> SagaState:
-    """Fold a saga's stored events into its state. The first event must be saga_started."""
+    """Fold a saga's stored events into its state. The first event must be saga_started.
+
+    StateError (with the cause chained) when the log cannot be folded: no events, a gap, a
+    first event other than saga_started, or an event whose data the engine cannot read.
+    """
     state: SagaState | None = None
     for event in events:
-        if state is None:
-            if event.type is not EventType.SAGA_STARTED:
-                raise ValueError(f"saga {event.saga_id}: first event is {event.type}")
-            state = _started(event, event.saga_id)
-            continue
-        if event.seq != state.seq + 1:
-            raise ValueError(f"saga {event.saga_id}: gap in log at seq {event.seq}")
-        apply(state, event)
+        try:
+            if state is None:
+                if event.type is not EventType.SAGA_STARTED:
+                    raise StateError(
+                        f"saga {event.saga_id}: first event is {event.type}",
+                        saga_id=event.saga_id,
+                    )
+                state = _started(event, event.saga_id)
+                continue
+            if event.seq != state.seq + 1:
+                raise StateError(
+                    f"saga {event.saga_id}: gap in log at seq {event.seq}", saga_id=event.saga_id
+                )
+            apply(state, event)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"saga {event.saga_id}: event {event.seq} ({event.type}) cannot be read: {exc!r}",
+                saga_id=event.saga_id,
+            ) from exc
     if state is None:
-        raise ValueError("no events")
+        raise StateError("no events to replay")
     return state
 
 
@@ -137,126 +214,129 @@ def apply(state: SagaState, event: Event | NewEvent) -> None:
     """Apply one event to ``state`` in place (events are facts: no validation here)."""
     state.seq += 1
     data: dict[str, Any] = event.data
-    kind = event.type
-    if kind is EventType.STEP_SENT:
+    event_type = event.type
+    if event_type is EventType.STEP_SENT:
         direction = Direction(data["direction"])
-        cursor = state.cursor
-        same = cursor is not None and (cursor.step, cursor.direction) == (data["step"], direction)
-        if cursor is None or not same:
-            cursor = Cursor(
+        pointer = state.pointer
+        same = pointer is not None and (pointer.step, pointer.direction) == (
+            data["step"],
+            direction,
+        )
+        if pointer is None or not same:
+            pointer = StepPointer(
                 step=data["step"],
                 direction=direction,
                 service=data["service"],
                 command=data["command"],
-                kind=data.get("kind", "compensatable"),
+                kind=StepKind(data.get("kind", StepKind.COMPENSATABLE)),
                 payload=data["payload"],
                 attempts=0,
                 phase=Phase.IN_FLIGHT,
                 budget_started_ms=event.at_ms,
             )
-            state.cursor = cursor
-        cursor.attempts = int(data["attempt"])
-        cursor.phase = Phase.IN_FLIGHT
-        cursor.timeout_at_ms = int(data["timeout_at_ms"])
-        cursor.retry_at_ms = None
-        cursor.final = False
+            state.pointer = pointer
+        pointer.attempts = int(data["attempt"])
+        pointer.phase = Phase.IN_FLIGHT
+        pointer.timeout_at_ms = int(data["timeout_at_ms"])
+        pointer.retry_at_ms = None
+        pointer.final = False
         if direction is Direction.FORWARD:
             progress = state.progress(data["step"])
             progress.sent = True
             progress.payload = data["payload"]
-    elif kind in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_FAILED):
-        cursor = state.cursor
-        if cursor is None:
+    elif event_type in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_FAILED):
+        pointer = state.pointer
+        if pointer is None:
             return
         progress = state.progress(data["step"])
         forward = Direction(data["direction"]) is Direction.FORWARD
-        cursor.timeout_at_ms = None
-        if kind is EventType.STEP_SUCCEEDED:
-            cursor.phase = Phase.SUCCEEDED
+        pointer.timeout_at_ms = None
+        if event_type is EventType.STEP_SUCCEEDED:
+            pointer.phase = Phase.SUCCEEDED
             if forward:
                 progress.succeeded = True
                 progress.result = data.get("result") or {}
-                if cursor.kind == "pivot":
+                if pointer.kind is StepKind.PIVOT:
                     state.pivot_passed = True
             else:
                 progress.compensated = True
-        elif kind is EventType.STEP_REJECTED:
-            cursor.phase = Phase.REJECTED
-            cursor.last_error = data.get("error")
+        elif event_type is EventType.STEP_REJECTED:
+            pointer.phase = Phase.REJECTED
+            pointer.last_error = data.get("error")
             if forward:
                 progress.rejected = True
         else:
-            cursor.phase = Phase.FAILED
-            cursor.last_error = data.get("error")
-            cursor.final = bool(data.get("final", False))
-    elif kind is EventType.RETRY_SCHEDULED:
-        if state.cursor is not None:
-            state.cursor.phase = Phase.WAITING
-            state.cursor.retry_at_ms = int(data["retry_at_ms"])
-    elif kind is EventType.COMPENSATION_STARTED:
+            pointer.phase = Phase.FAILED
+            pointer.last_error = data.get("error")
+            pointer.final = bool(data.get("final", False))
+    elif event_type is EventType.RETRY_SCHEDULED:
+        if state.pointer is not None:
+            state.pointer.phase = Phase.WAITING
+            state.pointer.retry_at_ms = int(data["retry_at_ms"])
+    elif event_type is EventType.COMPENSATION_STARTED:
         state.compensating = True
         state.status = SagaStatus.COMPENSATING
         state.plan = list(data["steps"])
         state.compensation_reason = data.get("reason")
-        state.cursor = None
-    elif kind is EventType.OPERATOR_ACTION:
+        state.pointer = None
+    elif event_type is EventType.OPERATOR_ACTION:
         _apply_action(state, data, event.at_ms)
-    elif kind is EventType.SAGA_STUCK:
+    elif event_type is EventType.SAGA_STUCK:
         state.status = SagaStatus.STUCK
         state.stuck = dict(data)
-    elif kind is EventType.SAGA_RESUMED:
+    elif event_type is EventType.SAGA_RESUMED:
         _resume(state, event.at_ms)
-    elif kind is EventType.SAGA_COMPLETED:
+    elif event_type is EventType.SAGA_COMPLETED:
         state.status = SagaStatus.COMPLETED
-        state.cursor = None
-    elif kind is EventType.SAGA_COMPENSATED:
+        state.pointer = None
+    elif event_type is EventType.SAGA_COMPENSATED:
         state.status = SagaStatus.COMPENSATED
-        state.cursor = None
+        state.pointer = None
 
 
 def _resume(state: SagaState, at_ms: int) -> None:
     """Clear stuck; a failed current step gets a fresh attempt budget and goes out at once."""
     state.status = SagaStatus.COMPENSATING if state.compensating else SagaStatus.RUNNING
     state.stuck = None
-    cursor = state.cursor
-    if cursor is not None and cursor.phase in (Phase.FAILED, Phase.REJECTED):
-        cursor.budget_base = cursor.attempts
-        cursor.budget_started_ms = at_ms
-        cursor.phase = Phase.WAITING
-        cursor.retry_at_ms = at_ms
+    pointer = state.pointer
+    if pointer is not None and pointer.phase in (Phase.FAILED, Phase.REJECTED):
+        pointer.budget_base = pointer.attempts
+        pointer.budget_started_ms = at_ms
+        pointer.phase = Phase.WAITING
+        pointer.retry_at_ms = at_ms
 
 
 def _apply_action(state: SagaState, data: dict[str, Any], at_ms: int) -> None:
     action = data["action"]
-    cursor = state.cursor
+    pointer = state.pointer
     if action == "cancel":
         state.cancel_reason = str(data.get("reason") or "cancelled")
     elif action == "retry":
         if state.stuck is not None:
             _resume(state, at_ms)
-        elif cursor is not None and cursor.phase is Phase.WAITING:
-            cursor.retry_at_ms = at_ms  # retry now, within the same attempt budget
-    elif action == "resolve" and cursor is not None:
-        state.progress(cursor.step).compensated = True
-        cursor.phase = Phase.SUCCEEDED
+        elif pointer is not None and pointer.phase is Phase.WAITING:
+            pointer.retry_at_ms = at_ms  # retry now, within the same attempt budget
+    elif action == "resolve" and pointer is not None:
+        state.progress(pointer.step).compensated = True
+        pointer.phase = Phase.SUCCEEDED
         state.stuck = None
         state.status = SagaStatus.COMPENSATING
-    elif action == "skip" and cursor is not None:
-        _done_by_hand(state, cursor, data.get("result") or {"skipped": True})
-    elif action == "force_forward" and cursor is not None:
-        if cursor.kind == "pivot" and not state.pivot_passed:
-            _done_by_hand(state, cursor, {"forced": True})
+    elif action == "skip" and pointer is not None:
+        _done_by_hand(state, pointer, data.get("result") or {"skipped": True})
+    elif action == "force_forward" and pointer is not None:
+        if pointer.kind is StepKind.PIVOT and not state.pivot_passed:
+            _done_by_hand(state, pointer, {"forced": True})
         else:
-            cursor.unlimited = True
+            pointer.unlimited = True
             _resume(state, at_ms)
 
 
-def _done_by_hand(state: SagaState, cursor: Cursor, result: JsonObject) -> None:
-    progress = state.progress(cursor.step)
+def _done_by_hand(state: SagaState, pointer: StepPointer, result: JsonObject) -> None:
+    progress = state.progress(pointer.step)
     progress.succeeded = True
     progress.result = dict(result)
-    cursor.phase = Phase.SUCCEEDED
-    if cursor.kind == "pivot":
+    pointer.phase = Phase.SUCCEEDED
+    if pointer.kind is StepKind.PIVOT:
         state.pivot_passed = True
     state.stuck = None
     state.status = SagaStatus.RUNNING

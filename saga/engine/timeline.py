@@ -6,12 +6,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from saga.definition import StepKind
 from saga.events import Event, EventType, JsonObject
 from saga.protocol import Direction
 
 
-class Outcome(StrEnum):
-    """How one attempt ended (or that it has not yet)."""
+class AttemptOutcome(StrEnum):
+    """How one attempt ended (or that it has not yet), as the timeline shows it.
+
+    Not ``saga.Outcome``, a reply's outcome on the wire: an attempt can also still be in
+    flight. The values are shown in the API's JSON and never change.
+    """
 
     IN_FLIGHT = "in_flight"
     SUCCEEDED = "succeeded"
@@ -27,7 +32,7 @@ class Attempt:
 
     attempt: int
     sent_ms: int
-    outcome: Outcome = Outcome.IN_FLIGHT
+    outcome: AttemptOutcome = AttemptOutcome.IN_FLIGHT
     finished_ms: int | None = None
     error: JsonObject | None = None
     retry_at_ms: int | None = None
@@ -52,7 +57,8 @@ class Entry:
     direction: Direction
     service: str
     command: str
-    kind: str = "compensatable"
+    kind: str = StepKind.COMPENSATABLE.value
+    """The step kind as recorded (a string: the timeline shows whatever the log holds)."""
     attempts: list[Attempt] = field(default_factory=list)
     by_hand: ByHand | None = None
     stuck: bool = False
@@ -66,7 +72,7 @@ class Entry:
         if self.stuck:
             return "stuck"
         last = self.attempts[-1]
-        if last.outcome is Outcome.FAILED and last.retry_at_ms is not None:
+        if last.outcome is AttemptOutcome.FAILED and last.retry_at_ms is not None:
             return "waiting"
         return last.outcome.value
 
@@ -112,9 +118,9 @@ _MARKS = {
     EventType.SAGA_COMPENSATED: "compensated",
 }
 _OUTCOMES = {
-    EventType.STEP_SUCCEEDED: Outcome.SUCCEEDED,
-    EventType.STEP_REJECTED: Outcome.REJECTED,
-    EventType.STEP_FAILED: Outcome.FAILED,
+    EventType.STEP_SUCCEEDED: AttemptOutcome.SUCCEEDED,
+    EventType.STEP_REJECTED: AttemptOutcome.REJECTED,
+    EventType.STEP_FAILED: AttemptOutcome.FAILED,
 }
 
 
@@ -146,7 +152,7 @@ def timeline(events: Iterable[Event]) -> Timeline:
                     direction=direction,
                     service=str(data.get("service", "")),
                     command=str(data.get("command", "")),
-                    kind=str(data.get("kind", "compensatable")),
+                    kind=str(data.get("kind", StepKind.COMPENSATABLE.value)),
                 )
                 entries[key] = entry
                 lane = found.steps if direction is Direction.FORWARD else found.compensations
@@ -194,10 +200,10 @@ def _operator(found: Timeline, entries: dict[tuple[str, Direction], Entry], even
     if entry is None:
         return
     entry.stuck = False
-    unfinished = not entry.attempts or entry.attempts[-1].outcome is not Outcome.SUCCEEDED
+    unfinished = not entry.attempts or entry.attempts[-1].outcome is not AttemptOutcome.SUCCEEDED
     # force_forward takes an unfinished pivot as done; on a failing step after the pivot it
     # retries without limit instead, and the timeline shows the later attempts.
-    forced = action == "force_forward" and entry.kind == "pivot"
+    forced = action == "force_forward" and entry.kind == StepKind.PIVOT
     if unfinished and (action in ("resolve", "skip") or forced):
         entry.by_hand = ByHand(
             action=action, actor=audit.actor, reason=audit.reason, at_ms=audit.at_ms

@@ -1,7 +1,8 @@
 """A deterministic simulation of the engine against idempotent participants, for the tests.
 
-The network and participants follow a schedule of choices: each command succeeds, is
-rejected, fails before or after taking effect, is lost, or its reply is duplicated; and the
+The network and participants follow a schedule of choices from ``saga.testing``'s public fault
+model (``Fault``, the in-memory transport's): each command is delivered, rejected, fails
+before taking effect, is lost, is delivered twice, or its reply is lost or duplicated; and the
 coordinator may restart (replay its log) before any input. Everything is pure and in memory.
 """
 
@@ -9,23 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from saga import engine
 from saga.definition import Saga
 from saga.events import Event, EventType, NewEvent
 from saga.protocol import Command, Direction, Reply
+from saga.testing import Fault
 
-
-class Net(StrEnum):
-    OK = "ok"
-    REJECT = "reject"
-    FAIL_BEFORE = "fail_before"
-    """The handler fails before acting: a failed reply."""
-    LOST_REPLY = "lost_reply"
-    """The handler acts; the reply is lost (the coordinator times out)."""
-    LOST_COMMAND = "lost_command"
-    DUPLICATE_REPLY = "duplicate_reply"
+FAULTS: tuple[Fault, ...] = tuple(f for f in Fault if f is not Fault.EFFECT_THEN_FAIL)
+"""What the simulated network may do to each command. EFFECT_THEN_FAIL is left out: it runs
+a handler whose effect is not recorded, so its retry acts again (the participant SDK's
+documented limit for non-transactional handlers), and that is the explorer's to check with
+real participants (``saga.testing.explore``), not the engine's."""
 
 
 @dataclass
@@ -36,9 +32,14 @@ class Participants:
     effects: list[tuple[str, Direction]] = field(default_factory=list)
     handler_runs: dict[tuple[str, Direction], int] = field(default_factory=dict)
 
-    def handle(self, command: Command, net: Net) -> Reply | None:
+    def handle(self, command: Command, fault: Fault) -> Reply | None:
+        """The participant's reply to one hand-over of ``command``; None if it never got it.
+
+        As in the SDK, a key already recorded is answered from its record, whatever the fault:
+        a participant that acted never says no afterwards.
+        """
         key = (command.step, command.direction)
-        if net is Net.LOST_COMMAND:
+        if fault is Fault.LOSE_COMMAND:
             return None
         if key in self.records:
             return self.records[key]
@@ -54,10 +55,10 @@ class Participants:
             reply = Reply.succeeded({"fenced": True})
             self.records[key] = reply
             return reply
-        if net is Net.FAIL_BEFORE:
+        if fault is Fault.FAIL:
             return Reply.failed("boom", "transient")
         self.handler_runs[key] = self.handler_runs.get(key, 0) + 1
-        if net is Net.REJECT and command.direction is Direction.FORWARD:
+        if fault is Fault.REJECT and command.direction is Direction.FORWARD:
             reply = Reply.rejected("no", "business says no")
         else:
             reply = Reply.succeeded({"step": command.step})
@@ -131,14 +132,18 @@ def simulate(
         replies: list[tuple[Command, Reply]] = []
         for command in outbox:
             sent.append(command)
-            options = [n.value for n in Net]
-            net = Net(choose(f"net:{command.step}:{command.direction}", options))
-            reply = participants.handle(command, net)
-            if reply is None or net is Net.LOST_REPLY:
+            options = [f.value for f in FAULTS]
+            fault = Fault(choose(f"net:{command.step}:{command.direction}", options))
+            handed = 2 if fault is Fault.DUPLICATE_COMMAND else 1
+            answers = [participants.handle(command, fault) for _ in range(handed)]
+            if fault is Fault.LOSE_REPLY:
                 continue
-            replies.append((command, reply))
-            if net is Net.DUPLICATE_REPLY:
+            for reply in answers:
+                if reply is None:
+                    continue
                 replies.append((command, reply))
+                if fault is Fault.DUPLICATE_REPLY:
+                    replies.append((command, reply))
         outbox = []
         events: list[NewEvent] = []
         for command, reply in replies:

@@ -328,5 +328,5 @@ def test_deadline_passing_while_the_pivot_is_in_flight_waits_for_the_pivot() -> 
 
 
 def pivot_timeout(state: engine.SagaState) -> int | None:
-    assert state.cursor is not None
-    return state.cursor.timeout_at_ms
+    assert state.pointer is not None
+    return state.pointer.timeout_at_ms

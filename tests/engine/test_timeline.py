@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from saga.engine.timeline import Outcome, timeline
+from saga.engine.timeline import AttemptOutcome, timeline
 from saga.events import Event, EventType
 
 
@@ -55,7 +55,7 @@ def test_retries_compensation_stuck_and_resolve() -> None:
     )  # fmt: skip
     assert [(e.step, e.state) for e in found.steps] == [("a", "succeeded"), ("b", "rejected")]
     b = found.steps[1]
-    assert [a.outcome for a in b.attempts] == [Outcome.FAILED, Outcome.REJECTED]
+    assert [a.outcome for a in b.attempts] == [AttemptOutcome.FAILED, AttemptOutcome.REJECTED]
     assert b.attempts[0].retry_at_ms == 5000
     assert b.attempts[0].error == BOOM
     [comp] = found.compensations

@@ -8,7 +8,6 @@ count every handler run, so "each effect happened once" is checked where it happ
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from saga import SagaStatus, SqlSagaLog
-from saga.coordinator import new_saga
+from saga.coordinator import saga_start
 from saga.engine import replay
 from saga.events import EventType
 from saga.transport.nats_server import NatsServer
@@ -32,15 +31,15 @@ REPO = Path(__file__).resolve().parents[2]
 async def spawn_coordinator(
     nats_url: str, db_url: str, failpoint: str | None = None
 ) -> asyncio.subprocess.Process:
-    env = dict(os.environ)
-    env.pop("SAGA_FAILPOINT", None)
+    """``saga coordinator`` as deployed; with a failpoint, the crash entry point, which gives
+    its coordinator a hook that SIGKILLs it there (the library reads no failpoint itself)."""
     if failpoint:
-        env["SAGA_FAILPOINT"] = failpoint
+        command = ["-m", "tests.integration.crash_sagas", "--failpoint", failpoint]
+    else:
+        command = ["-m", "saga", "coordinator", "--sagas", "tests.integration.crash_sagas:ORDER"]
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "saga", "coordinator",
-        "--nats", nats_url, "--db", db_url, "--sagas", "tests.integration.crash_sagas:ORDER",
-        cwd=REPO, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable, *command, "--nats", nats_url, "--db", db_url,
+        cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
 
@@ -71,7 +70,7 @@ async def create_saga(log: SqlSagaLog) -> str:
     saga_id = f"crash-{uuid.uuid4().hex[:8]}"
     import time
 
-    await log.create(new_saga(ORDER, {"amount": 10}, saga_id, time.time_ns() // 1_000_000))
+    await log.create(saga_start(ORDER, {"amount": 10}, saga_id, time.time_ns() // 1_000_000))
     return saga_id
 
 

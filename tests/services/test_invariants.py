@@ -23,7 +23,7 @@ import pytest
 
 from examples.order_saga import ORDER_SAGA
 from saga import SagaStatus, SqlSagaLog
-from saga.coordinator import new_saga
+from saga.coordinator import saga_start
 from saga.dev import Child, Children, service_argv
 from saga.transport.nats_server import NatsServer
 from tests.services.conftest import Databases
@@ -49,7 +49,7 @@ async def write_sagas(log: SqlSagaLog, world: World, batch: range) -> None:
     for i in batch:
         order = world.orders[i]
         now_ms = time.time_ns() // 1_000_000
-        await log.create(new_saga(ORDER_SAGA, order, order["order_id"], now_ms))
+        await log.create(saga_start(ORDER_SAGA, order, order["order_id"], now_ms))
 
 
 async def count_final(log: SqlSagaLog) -> int:
