@@ -68,7 +68,7 @@ START_RETRY_WAIT = wait_random_exponential(multiplier=0.1, max=2.0)
 _PG_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 _CLEAN_ENV = {
     # A soak's children must not inherit settings meant for another run.
-    "SAGA_TOKEN_VIEWER": "", "SAGA_TOKEN_OPERATOR": "", "SAGA_FAILPOINT": "",
+    "SAGA_TOKEN_VIEWER": "", "SAGA_TOKEN_OPERATOR": "",
     "SERVICE_HANDLER_DELAY_MS": "",
 }  # fmt: skip
 
