@@ -58,6 +58,7 @@ from saga.dev import (
     service_argv,
 )
 from saga.events import SagaStatus
+from saga.log.base import SagaQuery
 from saga.log.sql import SqlSagaLog
 from saga.redact import redact_url as redact
 from saga.transport.nats_server import free_port, nats_server_binary
@@ -297,7 +298,7 @@ class Feed:
                 await poll
 
     async def count_unfinished(self) -> int:
-        page = await self.log.find(statuses=UNSETTLED, limit=max(self.window, 1000))
+        page = await self.log.find(SagaQuery(statuses=UNSETTLED, limit=max(self.window, 1000)))
         return len(page.sagas)
 
     async def _poll(self) -> None:
@@ -412,7 +413,7 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
     began = time.monotonic()
     try:
         await log.open()
-        if (await log.find(limit=1)).sagas:
+        if (await log.find(SagaQuery(limit=1))).sagas:
             raise SoakError(f"the saga log {redact(dbs.log)} holds sagas: give a fresh one")
         await world_module.seed(world, dbs.services)
         nats_url = await _start_nats(infra, folder)
@@ -526,13 +527,12 @@ async def _unfinished_or_none(feed: Feed) -> int | None:
 
 async def _statuses(log: SqlSagaLog) -> dict[str, SagaStatus]:
     found: dict[str, SagaStatus] = {}
-    cursor: str | None = None
-    while True:
-        page = await log.find(limit=1000, cursor=cursor)
+    query: SagaQuery | None = SagaQuery(limit=1000)
+    while query is not None:
+        page = await log.find(query)
         found |= {record.saga_id: record.status for record in page.sagas}
-        if page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
+        query = query.next_page(page)
+    return found
 
 
 def _replayed(services: Children) -> dict[str, int | None]:
