@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
 from saga.events import Event, EventType, Health, SagaStatus
 from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
-from saga.log.sql.engine import WRITE, make_engine
+from saga.log.sql.engine import make_engine
 from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.url import normalize_url, redact
+from saga.sqlconnect import WRITE
 from saga.sqlpool import PoolOptions, pool_problem, retrying
 
 logger = logging.getLogger(__name__)
