@@ -61,6 +61,7 @@ from saga.events import SagaStatus
 from saga.log.base import SagaQuery
 from saga.log.sql import SqlSagaLog
 from saga.redact import redact_url as redact
+from saga.testing.postgres import create_databases, drop_databases
 from saga.transport.nats_server import free_port, nats_server_binary
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
@@ -144,14 +145,7 @@ class SoakDatabases:
 
     async def remove(self) -> None:
         if self.admin_url and self.created_databases:
-            import asyncpg  # type: ignore[import-untyped]
-
-            admin = await asyncpg.connect(self.admin_url)
-            try:
-                for name in self.created_databases:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await drop_databases(self.admin_url, self.created_databases)
         await asyncio.to_thread(_unlink, self.created_files)
 
 
@@ -186,7 +180,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 async def _postgres(url: str, log_db: str, *, must_create: bool) -> SoakDatabases:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     if not _PG_NAME.match(log_db):
         raise click.BadParameter(f"database name {log_db!r}: use letters, digits and _ only")
@@ -208,9 +202,9 @@ async def _postgres(url: str, log_db: str, *, must_create: bool) -> SoakDatabase
         taken += [log_db] if log_exists and must_create else []
         if taken:
             raise SoakError(f"databases {', '.join(taken)} exist already: drop them or pick --db")
-        for name in ([] if log_exists else [log_db]) + [*names.values()]:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            dbs.created_databases.append(name)
+        fresh = ([] if log_exists else [log_db]) + [*names.values()]
+        await create_databases(admin_url, fresh)
+        dbs.created_databases.extend(fresh)
     except BaseException:
         await admin.close()
         await dbs.remove()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from saga.redact import redact_url
+from saga.testing.postgres import create_databases, database_url, drop_databases
 from saga.transport.nats_server import NatsServer
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
@@ -35,24 +37,16 @@ async def postgres_url() -> AsyncIterator[str]:
     if not server:
         _no_postgres(f"{POSTGRES_ENV} is not set")
         return
-    server = server.replace("postgresql+asyncpg://", "postgresql://")
     name = f"saga_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = await asyncpg.connect(server)
+        await create_databases(server, [name])
     except (OSError, asyncpg.PostgresError) as exc:
-        _no_postgres(f"cannot connect to {server}: {exc}")
+        _no_postgres(f"cannot create a database on {redact_url(server)}: {exc}")
         return
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield database_url(server, name)
     finally:
-        await admin.close()
-    base, _, _ = server.rpartition("/")
-    yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        await drop_databases(server, [name])
 
 
 @pytest.fixture
