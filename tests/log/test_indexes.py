@@ -33,17 +33,10 @@ FILTERS: list[tuple[dict[str, Any], str | None]] = [
 """Each filter, and the index that should serve it (None: any index will do)."""
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    value: str = request.getfixturevalue(fixture)
-    return value
-
-
 @pytest.fixture
-async def log(url: str) -> AsyncIterator[SqlSagaLog]:
+async def log(sql_url: str) -> AsyncIterator[SqlSagaLog]:
     """A SQL log holding 3000 sagas, one in ten of them stuck, with fresh statistics."""
-    log = SqlSagaLog(url)
+    log = SqlSagaLog(sql_url)
     await log.open()
     rows = [
         {

@@ -16,13 +16,6 @@ from saga.log.sql import SqlSagaLog
 from saga.testing.log_contract import T0, advance, new_saga, step_sent
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    """A fresh database on each SQL backend."""
-    value: str = request.getfixturevalue(f"{request.param}_url")
-    return value
-
-
 async def kill_other_connections(url: str) -> int:
     """Terminate every server process of ``url``'s database but ours; how many there were."""
     plain = url.replace("postgresql+asyncpg://", "postgresql://")
@@ -67,8 +60,8 @@ async def test_every_operation_survives_killed_connections(
 
 
 @pytest.fixture
-async def log(url: str) -> AsyncIterator[SqlSagaLog]:
-    saga_log = SqlSagaLog(url)
+async def log(sql_url: str) -> AsyncIterator[SqlSagaLog]:
+    saga_log = SqlSagaLog(sql_url)
     await saga_log.open()
     yield saga_log
     await saga_log.close()
