@@ -6,6 +6,7 @@
     │   └── InvalidStartError      a saga start's id, input or version is refused
     ├── UnknownSagaError           no registered definition for a name (and version)
     ├── SagaNotFoundError          no saga with that id in the log
+    ├── QueryError                 a saga log query is invalid (limit, cursor, time range, filter)
     ├── StateError                 an action that does not fit the saga's current state
     │   └── SagaConflictError      a used saga id started again with another name or input
     ├── LogError                   the saga log failed (driver errors are wrapped here)
@@ -78,6 +79,15 @@ class UnknownSagaError(SagaError):
 
 class SagaNotFoundError(SagaError):
     """No saga with that id exists in the log."""
+
+
+class QueryError(SagaError):
+    """A ``SagaQuery`` is invalid: a limit out of range, a cursor this log did not make, a
+    time range with ends that are not int milliseconds, or an unknown status or health.
+
+    Raised where the query is built, before any log is asked, so an HTTP handler can answer
+    400 with the message; the parsing error, if any, is the ``__cause__``.
+    """
 
 
 class StateError(SagaError):

@@ -52,8 +52,10 @@ from saga.checkout import find_checkout, load_from_checkout
 from saga.cli_options import db_option
 from saga.dev import NATS_READY_MARK, SERVICES, Child, Children, service_argv
 from saga.events import SagaStatus
+from saga.log.base import SagaQuery
 from saga.log.sql import SqlSagaLog
 from saga.redact import redact_url as redact
+from saga.testing.postgres import create_databases, drop_databases
 from saga.transport.nats_server import free_port, nats_server_binary
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
@@ -137,14 +139,7 @@ class SoakDatabases:
 
     async def remove(self) -> None:
         if self.admin_url and self.created_databases:
-            import asyncpg  # type: ignore[import-untyped]
-
-            admin = await asyncpg.connect(self.admin_url)
-            try:
-                for name in self.created_databases:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await drop_databases(self.admin_url, self.created_databases)
         await asyncio.to_thread(_unlink, self.created_files)
 
 
@@ -179,7 +174,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 async def _postgres(url: str, log_db: str, *, must_create: bool) -> SoakDatabases:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     if not _PG_NAME.match(log_db):
         raise click.BadParameter(f"database name {log_db!r}: use letters, digits and _ only")
@@ -201,9 +196,9 @@ async def _postgres(url: str, log_db: str, *, must_create: bool) -> SoakDatabase
         taken += [log_db] if log_exists and must_create else []
         if taken:
             raise SoakError(f"databases {', '.join(taken)} exist already: drop them or pick --db")
-        for name in ([] if log_exists else [log_db]) + [*names.values()]:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            dbs.created_databases.append(name)
+        fresh = ([] if log_exists else [log_db]) + [*names.values()]
+        await create_databases(admin_url, fresh)
+        dbs.created_databases.extend(fresh)
     except BaseException:
         await admin.close()
         await dbs.remove()
@@ -291,7 +286,7 @@ class Feed:
                 await poll
 
     async def count_unfinished(self) -> int:
-        page = await self.log.find(statuses=UNSETTLED, limit=max(self.window, 1000))
+        page = await self.log.find(SagaQuery(statuses=UNSETTLED, limit=max(self.window, 1000)))
         return len(page.sagas)
 
     async def _poll(self) -> None:
@@ -406,7 +401,7 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
     began = time.monotonic()
     try:
         await log.open()
-        if (await log.find(limit=1)).sagas:
+        if (await log.find(SagaQuery(limit=1))).sagas:
             raise SoakError(f"the saga log {redact(dbs.log)} holds sagas: give a fresh one")
         await world_module.seed(world, dbs.services)
         nats_url = await _start_nats(infra, folder)
@@ -520,13 +515,12 @@ async def _unfinished_or_none(feed: Feed) -> int | None:
 
 async def _statuses(log: SqlSagaLog) -> dict[str, SagaStatus]:
     found: dict[str, SagaStatus] = {}
-    cursor: str | None = None
-    while True:
-        page = await log.find(limit=1000, cursor=cursor)
+    query: SagaQuery | None = SagaQuery(limit=1000)
+    while query is not None:
+        page = await log.find(query)
         found |= {record.saga_id: record.status for record in page.sagas}
-        if page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
+        query = query.next_page(page)
+    return found
 
 
 def _replayed(services: Children) -> dict[str, int | None]:

@@ -17,7 +17,6 @@ from typing import Any
 import click
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -29,6 +28,7 @@ from saga import (
     SqlIdempotencyStore,
     redact_url,
 )
+from saga.participant.sql import async_database_url
 
 NATS_ENV = "SAGA_NATS_URL"
 DB_ENV = "SERVICE_DB_URL"
@@ -50,24 +50,18 @@ far below the server's default 100 (see README, Storage)."""
 STOP_TIMEOUT_S = 15.0
 """How long a replica waits for its in-flight commands and NATS when it is told to stop."""
 
-_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 def async_url(url: str) -> str:
-    """A SQLite or PostgreSQL URL with its async driver (``postgres://`` accepted too)."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url.removeprefix("postgres://")
-    parsed = make_url(url)
-    driver = _DRIVERS.get(parsed.get_backend_name())
-    if driver is None:
-        raise click.BadParameter(f"{url!r}: a service database is SQLite or PostgreSQL")
-    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise click.BadParameter(f"{url!r}: a SQLite service database must be a file")
-    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+    """A SQLite or PostgreSQL URL with its async driver (``postgres://`` accepted too), read
+    as the idempotency store reads it: the business tables and the store share one database."""
+    try:
+        return async_database_url(url).render_as_string(hide_password=False)
+    except ValueError as exc:
+        raise click.BadParameter(f"service database {redact_url(url)!r}: {exc}") from exc
 
 
 class Database:

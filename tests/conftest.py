@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from saga.redact import redact_url
+from saga.testing.postgres import create_databases, database_url, drop_databases
 from saga.transport.nats_server import NatsServer
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
@@ -35,30 +37,30 @@ async def postgres_url() -> AsyncIterator[str]:
     if not server:
         _no_postgres(f"{POSTGRES_ENV} is not set")
         return
-    server = server.replace("postgresql+asyncpg://", "postgresql://")
     name = f"saga_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = await asyncpg.connect(server)
+        await create_databases(server, [name])
     except (OSError, asyncpg.PostgresError) as exc:
-        _no_postgres(f"cannot connect to {server}: {exc}")
+        _no_postgres(f"cannot create a database on {redact_url(server)}: {exc}")
         return
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield database_url(server, name)
     finally:
-        await admin.close()
-    base, _, _ = server.rpartition("/")
-    yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        await drop_databases(server, [name])
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLAlchemy URL of a fresh SQLite file in the test's temp dir."""
     return f"sqlite+aiosqlite:///{tmp_path / 'saga.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh SQL database: a SQLite file, then a PostgreSQL database."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    value: str = request.getfixturevalue(fixture)
+    return value
 
 
 @pytest.fixture

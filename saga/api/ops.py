@@ -13,7 +13,9 @@ from saga.api.context import context, identity
 from saga.api.events import stream
 from saga.api.problems import bad_request
 from saga.engine import replay
+from saga.errors import QueryError
 from saga.events import SagaStatus
+from saga.log.base import SagaQuery
 
 READY_TIMEOUT_S = 2.0
 
@@ -24,14 +26,15 @@ async def compensations(request: web.Request) -> web.Response:
     log = ctx.coordinator.log
     stalled = ctx.stalled_before_ms()
     try:
-        page = await log.find(
+        query = SagaQuery(
             statuses=[SagaStatus.COMPENSATING, SagaStatus.STUCK],
             name=params.text(request.query, "name"),
             limit=params.limit(request.query),
             cursor=params.text(request.query, "cursor", max_len=2000),
         )
-    except ValueError as exc:
-        raise bad_request(str(exc)) from exc
+    except QueryError as exc:
+        raise bad_request(exc.message) from exc
+    page = await log.find(query)
     items: list[dict[str, Any]] = []
     for record in page.sagas:
         state = replay(await log.events(record.saga_id))
@@ -99,7 +102,7 @@ async def readyz(request: web.Request) -> web.Response:
     coordinator = context(request).coordinator
     checks: dict[str, dict[str, Any]] = {}
     try:
-        await asyncio.wait_for(coordinator.log.find(limit=1), READY_TIMEOUT_S)
+        await asyncio.wait_for(coordinator.log.find(SagaQuery(limit=1)), READY_TIMEOUT_S)
         checks["database"] = {"ok": True}
     except Exception as exc:  # any failure means "not ready", with the reason
         checks["database"] = {"ok": False, "error": str(exc) or type(exc).__name__}

@@ -11,6 +11,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from saga.api.problems import ApiError, bad_request, invalid
+from saga.errors import QueryError
+from saga.events import Health, SagaStatus
+from saga.log.base import SagaQuery, TimeRange
 from saga.log.paging import MAX_PAGE_SIZE
 
 E = TypeVar("E", bound=StrEnum)
@@ -69,6 +72,30 @@ def text(query: MultiMapping[str], key: str, *, max_len: int = 200) -> str | Non
     if len(value) > max_len:
         raise bad_request(f"{key} is longer than {max_len} characters")
     return value
+
+
+def saga_query(query: MultiMapping[str], stalled_before_ms: int | None) -> SagaQuery:
+    """The ``SagaQuery`` of GET /api/sagas's query string (a QueryError becomes a 400)."""
+    try:
+        return SagaQuery(
+            statuses=enum_list(query, "status", SagaStatus),
+            name=text(query, "name"),
+            healths=enum_list(query, "health", Health),
+            current_step=text(query, "step"),
+            created=TimeRange(
+                since_ms=time_ms(query, "created_after"),
+                before_ms=time_ms(query, "created_before"),
+            ),
+            updated=TimeRange(
+                since_ms=time_ms(query, "updated_after"),
+                before_ms=time_ms(query, "updated_before"),
+            ),
+            stalled_before_ms=stalled_before_ms,
+            limit=limit(query),
+            cursor=text(query, "cursor", max_len=2000),
+        )
+    except QueryError as exc:
+        raise bad_request(exc.message) from exc
 
 
 def flag(query: MultiMapping[str], key: str) -> bool:

@@ -12,8 +12,8 @@ from saga.api.problems import ApiError, bad_request, invalid
 from saga.engine import Action, SagaState, replay
 from saga.engine.timeline import timeline
 from saga.errors import InvalidStartError, SagaConflictError
-from saga.events import Event, Health, SagaStatus
-from saga.log.base import SagaRecord, TimeRange
+from saga.events import Event
+from saga.log.base import SagaRecord
 from saga.names import SAGA_ID_RULE, is_saga_id
 
 MAX_REASON = 2000
@@ -21,30 +21,9 @@ MAX_REASON = 2000
 
 async def list_sagas(request: web.Request) -> web.Response:
     """GET /api/sagas: filtered, newest first, cursor-paginated."""
-    ctx, query = context(request), request.query
-    created = TimeRange(
-        since_ms=params.time_ms(query, "created_after"),
-        before_ms=params.time_ms(query, "created_before"),
-    )
-    updated = TimeRange(
-        since_ms=params.time_ms(query, "updated_after"),
-        before_ms=params.time_ms(query, "updated_before"),
-    )
+    ctx = context(request)
     stalled = ctx.stalled_before_ms()
-    try:
-        page = await ctx.coordinator.log.find(
-            statuses=params.enum_list(query, "status", SagaStatus),
-            name=params.text(query, "name"),
-            healths=params.enum_list(query, "health", Health),
-            current_step=params.text(query, "step"),
-            created=created,
-            updated=updated,
-            stalled_before_ms=stalled,
-            limit=params.limit(query),
-            cursor=params.text(query, "cursor", max_len=2000),
-        )
-    except ValueError as exc:
-        raise bad_request(str(exc)) from exc
+    page = await ctx.coordinator.log.find(params.saga_query(request.query, stalled))
     return web.json_response(
         {
             "sagas": [views.summary(r, stalled) for r in page.sagas],

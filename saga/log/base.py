@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TypeVar
 
+from saga.errors import QueryError
 from saga.events import Event, Health, JsonObject, NewEvent, SagaStatus
+from saga.log.paging import MAX_PAGE_SIZE, check_limit, decode_cursor, encode_cursor
+
+_E = TypeVar("_E", bound=StrEnum)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,17 +63,23 @@ class Append:
     attempt: int | None = None
 
 
+def _check_ms(value: object, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise QueryError(f"{what} must be int milliseconds, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TimeRange:
     """Epoch milliseconds ``since_ms <= t < before_ms``; either end may be open (None)."""
 
     since_ms: int | None = None
+    """The first millisecond in the range (inclusive); None: no lower end."""
     before_ms: int | None = None
+    """The first millisecond after the range (exclusive); None: no upper end."""
 
     def __post_init__(self) -> None:
         for value in (self.since_ms, self.before_ms):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"time range ends must be int milliseconds, got {value!r}")
+            _check_ms(value, "time range ends")
 
     def __contains__(self, at_ms: object) -> bool:
         if not isinstance(at_ms, int):
@@ -87,12 +99,109 @@ def effective_health(record: SagaRecord, stalled_before_ms: int | None) -> Healt
     return record.health
 
 
+def _members(values: Collection[_E] | None, kind: type[_E], what: str) -> frozenset[_E] | None:
+    """``values`` as a set of ``kind`` members (their string values are accepted too)."""
+    if values is None:
+        return None
+    if isinstance(values, str | bytes):
+        raise QueryError(f"{what} must be a collection of {kind.__name__}, not one string")
+    try:
+        return frozenset(kind(value) for value in values)
+    except (TypeError, ValueError) as exc:
+        allowed = ", ".join(member.value for member in kind)
+        raise QueryError(f"{what} must be among {allowed}: {exc}") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class SagaQuery:
+    """Which sagas ``SagaLog.find`` returns, and which page of them: one filter, one place.
+
+    Every filter that is not None must hold. The query checks itself when it is made (a bad
+    limit, cursor or time range is a QueryError then, before any log is asked), and
+    ``matches`` is the filter's meaning, which the SQL adapter mirrors in ``log/sql/query.py``.
+    """
+
+    statuses: Collection[SagaStatus] | None = None
+    """Sagas in one of these statuses; an empty collection matches none. Kept as a frozenset."""
+    name: str | None = None
+    """Sagas of this definition name."""
+    healths: Collection[Health] | None = None
+    """Sagas whose ``effective_health`` (given ``stalled_before_ms``) is one of these; an empty
+    collection matches none, and finished sagas (no health) never match. Kept as a frozenset."""
+    current_step: str | None = None
+    """Sagas whose current step (or compensation) is this step."""
+    created: TimeRange | None = None
+    """Sagas created in this range."""
+    updated: TimeRange | None = None
+    """Sagas last updated in this range."""
+    stalled_before_ms: int | None = None
+    """For ``healths``: an unfinished saga not updated since then counts as stuck."""
+    limit: int = 100
+    """The most sagas on one page, 1 to ``MAX_PAGE_SIZE``."""
+    cursor: str | None = None
+    """The ``next_cursor`` of the previous page (None: the first page)."""
+
+    def __post_init__(self) -> None:
+        # Stored as frozensets (frozen, hashable, and fast for ``in``); object.__setattr__ is
+        # the dataclass way to normalise a frozen instance's fields.
+        object.__setattr__(self, "statuses", _members(self.statuses, SagaStatus, "statuses"))
+        object.__setattr__(self, "healths", _members(self.healths, Health, "healths"))
+        for span in (self.created, self.updated):
+            if span is not None and not isinstance(span, TimeRange):
+                raise QueryError(f"created and updated must be TimeRange, got {span!r}")
+        _check_ms(self.stalled_before_ms, "stalled_before_ms")
+        check_limit(self.limit)
+        if self.cursor is not None:
+            decode_cursor(self.cursor)
+
+    @property
+    def after(self) -> tuple[int, str] | None:
+        """The (created_ms, saga_id) the page starts after (from ``cursor``), or None."""
+        return None if self.cursor is None else decode_cursor(self.cursor)
+
+    def matches(self, record: SagaRecord) -> bool:
+        """Whether ``record`` passes every filter (the page position, ``cursor``, aside)."""
+        return (
+            (self.statuses is None or record.status in self.statuses)
+            and (self.name is None or record.name == self.name)
+            and (
+                self.healths is None
+                or effective_health(record, self.stalled_before_ms) in self.healths
+            )
+            and (self.current_step is None or record.current_step == self.current_step)
+            and (self.created is None or record.created_ms in self.created)
+            and (self.updated is None or record.updated_ms in self.updated)
+        )
+
+    def next_page(self, page: Page) -> SagaQuery | None:
+        """This query for the page after ``page``, or None when ``page`` was the last."""
+        return None if page.next_cursor is None else replace(self, cursor=page.next_cursor)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Page:
     """A page of sagas, newest first, and the cursor for the next page (None at the end)."""
 
     sagas: list[SagaRecord]
+    """This page's sagas, newest (created) first."""
     next_cursor: str | None
+    """The cursor for the next page (``SagaQuery.cursor``); None on the last page."""
+
+    @classmethod
+    def of(cls, found: list[SagaRecord], limit: int) -> Page:
+        """The page for ``found``: up to ``limit + 1`` matches, newest first; the one more
+        than asked says that another page exists, without a COUNT."""
+        sagas = found[:limit]
+        next_cursor = None
+        if len(found) > limit:
+            next_cursor = encode_cursor(sagas[-1].created_ms, sagas[-1].saga_id)
+        return cls(sagas=sagas, next_cursor=next_cursor)
+
+
+DEFAULT_QUERY = SagaQuery()
+"""No filter: the newest 100 sagas (what ``find()`` without a query returns)."""
+UNFINISHED = SagaQuery(statuses=[s for s in SagaStatus if not s.is_final], limit=MAX_PAGE_SIZE)
+"""Every saga recovery resumes (running, compensating, stuck), in the largest pages."""
 
 
 class SagaLog(ABC):
@@ -138,34 +247,19 @@ class SagaLog(ABC):
         """The saga's events with seq > after_seq, in order (empty for an unknown id)."""
 
     @abstractmethod
-    async def find(
-        self,
-        *,
-        statuses: Sequence[SagaStatus] | None = None,
-        name: str | None = None,
-        healths: Sequence[Health] | None = None,
-        current_step: str | None = None,
-        created: TimeRange | None = None,
-        updated: TimeRange | None = None,
-        stalled_before_ms: int | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page:
-        """Sagas matching every given filter, newest (created) first, cursor-paginated.
+    async def find(self, query: SagaQuery = DEFAULT_QUERY) -> Page:
+        """One page of the sagas ``query`` matches, newest (created) first.
 
-        ``healths`` matches the stored health, or with ``stalled_before_ms`` the
-        ``effective_health`` (an unfinished saga not updated since then counts as stuck).
-        Each filter is served by an index in SqlSagaLog; none needs a full scan.
+        ``query.cursor`` continues from an earlier page (``Page.next_cursor``). Each filter
+        is served by an index in SqlSagaLog; none needs a full scan.
         """
 
     async def unfinished(self) -> list[SagaRecord]:
         """Every saga that is running, compensating or stuck (what recovery resumes)."""
         found: list[SagaRecord] = []
-        cursor: str | None = None
-        statuses = [SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.STUCK]
-        while True:
-            page = await self.find(statuses=statuses, limit=1000, cursor=cursor)
+        query: SagaQuery | None = UNFINISHED
+        while query is not None:
+            page = await self.find(query)
             found.extend(page.sagas)
-            if page.next_cursor is None:
-                return found
-            cursor = page.next_cursor
+            query = query.next_page(page)
+        return found

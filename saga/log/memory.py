@@ -10,16 +10,7 @@ from typing import Any
 
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
 from saga.events import Event, Health, SagaStatus
-from saga.log.base import (
-    Append,
-    NewSaga,
-    Page,
-    SagaLog,
-    SagaRecord,
-    TimeRange,
-    effective_health,
-)
-from saga.log.paging import check_limit, decode_cursor, encode_cursor
+from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
 
 
 def _normalise(value: Any, what: str) -> Any:
@@ -142,45 +133,16 @@ class InMemorySagaLog(SagaLog):
         # seq is contiguous from 1, so the list index of seq n is n - 1.
         return [_copy_event(e) for e in stored[max(after_seq, 0) :]]
 
-    async def find(
-        self,
-        *,
-        statuses: Sequence[SagaStatus] | None = None,
-        name: str | None = None,
-        healths: Sequence[Health] | None = None,
-        current_step: str | None = None,
-        created: TimeRange | None = None,
-        updated: TimeRange | None = None,
-        stalled_before_ms: int | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page:
-        check_limit(limit)
-        after = decode_cursor(cursor) if cursor is not None else None
+    async def find(self, query: SagaQuery = DEFAULT_QUERY) -> Page:
         self._check_open()
-        wanted = None if statuses is None else {SagaStatus(s) for s in statuses}
-        health_wanted = None if healths is None else {Health(h) for h in healths}
-
-        def matches_filters(r: SagaRecord) -> bool:
-            return (
-                (wanted is None or r.status in wanted)
-                and (name is None or r.name == name)
-                and (
-                    health_wanted is None or effective_health(r, stalled_before_ms) in health_wanted
-                )
-                and (current_step is None or r.current_step == current_step)
-                and (created is None or r.created_ms in created)
-                and (updated is None or r.updated_ms in updated)
-                and (after is None or (r.created_ms, r.saga_id) < after)
-            )
-
-        matches = sorted(
-            (r for r in self._sagas.values() if matches_filters(r)),
+        after = query.after
+        found = sorted(
+            (
+                r
+                for r in self._sagas.values()
+                if query.matches(r) and (after is None or (r.created_ms, r.saga_id) < after)
+            ),
             key=lambda r: (r.created_ms, r.saga_id),
             reverse=True,
         )
-        page = matches[:limit]
-        next_cursor = None
-        if len(matches) > limit:
-            next_cursor = encode_cursor(page[-1].created_ms, page[-1].saga_id)
-        return Page(sagas=[_copy_record(r) for r in page], next_cursor=next_cursor)
+        return Page.of([_copy_record(r) for r in found[: query.limit + 1]], query.limit)

@@ -6,16 +6,18 @@ import base64
 import binascii
 import json
 
+from saga.errors import QueryError
+
 MAX_PAGE_SIZE = 1000
 """The largest ``limit`` ``SagaLog.find`` accepts."""
 
 
 def check_limit(limit: int) -> None:
-    """Raise ValueError unless ``1 <= limit <= MAX_PAGE_SIZE``."""
+    """Raise QueryError unless ``1 <= limit <= MAX_PAGE_SIZE``."""
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValueError(f"limit must be an int, got {type(limit).__name__}")
+        raise QueryError(f"limit must be an int, got {type(limit).__name__}")
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        raise QueryError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
 
 
 def encode_cursor(created_ms: int, saga_id: str) -> str:
@@ -25,13 +27,13 @@ def encode_cursor(created_ms: int, saga_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    """The (created_ms, saga_id) inside a cursor; ValueError if it was not made here."""
+    """The (created_ms, saga_id) inside a cursor; QueryError if it was not made here."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise ValueError(f"invalid cursor {cursor!r}") from exc
+        raise QueryError(f"invalid cursor {cursor!r}") from exc
     match value:
         case [int() as created_ms, str() as saga_id] if not isinstance(created_ms, bool):
             return created_ms, saga_id
-    raise ValueError(f"invalid cursor {cursor!r}")
+    raise QueryError(f"invalid cursor {cursor!r}")

@@ -18,11 +18,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -34,6 +35,7 @@ from saga.participant.store import (
     RecordState,
 )
 from saga.protocol import Reply
+from saga.sqlconnect import SqliteSetup, UrlRules, database_url
 from saga.sqlpool import PoolOptions, pool_problem, retrying
 
 logger = logging.getLogger(__name__)
@@ -60,30 +62,20 @@ identity_table = sa.Table(
 )
 """One row: a random id made when the store's tables are first created."""
 
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-_SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
+_URL_RULES = UrlRules(
+    user="SqlIdempotencyStore",
+    in_memory_instead="InMemoryIdempotencyStore",
+    any_driver=True,
+    require_database=False,
 )
+# NORMAL (not the log's FULL) and BEGIN IMMEDIATE for every transaction, as before.
+_SQLITE = SqliteSetup(synchronous="NORMAL", busy_timeout=timedelta(seconds=10))
 _TAKE_RETRIES = 5
 
 
 def async_database_url(url: str | URL) -> URL:
     """``sqlite:///...`` and ``postgresql://...`` (or ``postgres://``) with their async drivers."""
-    if isinstance(url, str) and url.startswith("postgres://"):
-        url = "postgresql://" + url.removeprefix("postgres://")
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    driver = _ASYNC_DRIVERS.get(backend)
-    if driver is None:
-        raise ValueError(f"SqlIdempotencyStore supports SQLite and PostgreSQL, not {backend!r}")
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ValueError(
-            "SqlIdempotencyStore needs a SQLite file (each pooled connection would see its own"
-            " in-memory database); use InMemoryIdempotencyStore instead"
-        )
-    return parsed.set(drivername=driver)
+    return database_url(url, _URL_RULES)
 
 
 class SqlIdempotencyStore(IdempotencyStore):
@@ -133,9 +125,7 @@ class SqlIdempotencyStore(IdempotencyStore):
             engine = self._given
             if engine is None:
                 engine = create_async_engine(self.url, **self._engine_options)
-                if engine.dialect.name == "sqlite":
-                    sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
-                    sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+                _SQLITE.install(engine)
             try:
                 await self._retry(lambda: _create_schema(engine))
                 self._identity = await self._retry(lambda: _identity(engine))
@@ -429,19 +419,3 @@ async def _identity(engine: AsyncEngine) -> str:
         await conn.execute(insert(t).values(values).on_conflict_do_nothing())
         found: str = (await conn.execute(sa.select(t.c.identity).where(t.c.id == 1))).scalar_one()
     return found
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-    finally:
-        cursor.close()
-    # SQLAlchemy emits BEGIN itself (below), so a handler's read-then-write transaction never
-    # has to upgrade its lock: with several replicas on one file, that is where deadlocks live.
-    dbapi_connection.isolation_level = None
-
-
-def _sqlite_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
+from saga.errors import ConcurrencyError, LogError, QueryError, SagaNotFoundError
 from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
-from saga.log.base import Append, NewSaga, SagaLog, SagaRecord, TimeRange
+from saga.log.base import Append, NewSaga, SagaLog, SagaQuery, SagaRecord, TimeRange
 
 T0 = 1_700_000_000_000
 """An arbitrary epoch-millisecond start time for the sagas the tests create."""
@@ -355,7 +355,7 @@ class SagaLogContract:
         assert events[1].data == {"result": ODD_DATA}
         assert type(events[1].data["result"]["big"]) is int
         assert type(events[1].data["result"]["float"]) is float
-        page = await log.find(name="order")
+        page = await log.find(SagaQuery(name="order"))
         assert page.sagas[0].input == ODD_DATA
 
     async def test_non_json_data_raises_log_error_and_writes_nothing(self, log: SagaLog) -> None:
@@ -389,15 +389,20 @@ class SagaLogContract:
             return [r.saga_id for r in records]
 
         assert ids((await log.find()).sagas) == ["o3", "o2", "t1", "o1"]
-        assert ids((await log.find(name="order")).sagas) == ["o3", "o2", "o1"]
-        assert ids((await log.find(name="nobody")).sagas) == []
-        running = await log.find(statuses=[SagaStatus.RUNNING])
+        assert ids((await log.find(SagaQuery(name="order"))).sagas) == ["o3", "o2", "o1"]
+        assert ids((await log.find(SagaQuery(name="nobody"))).sagas) == []
+        running = await log.find(SagaQuery(statuses=[SagaStatus.RUNNING]))
         assert ids(running.sagas) == ["o3", "t1", "o1"]
         assert running.next_cursor is None
-        both = await log.find(statuses=[SagaStatus.COMPLETED, SagaStatus.RUNNING], name="order")
+        both = await log.find(
+            SagaQuery(statuses=[SagaStatus.COMPLETED, SagaStatus.RUNNING], name="order")
+        )
         assert ids(both.sagas) == ["o3", "o2", "o1"]
-        assert ids((await log.find(statuses=[SagaStatus.COMPLETED], name="travel")).sagas) == []
-        assert ids((await log.find(statuses=[])).sagas) == []
+        assert (
+            ids((await log.find(SagaQuery(statuses=[SagaStatus.COMPLETED], name="travel"))).sagas)
+            == []
+        )
+        assert ids((await log.find(SagaQuery(statuses=[]))).sagas) == []
 
     async def test_find_pages_yield_every_saga_once_newest_first(self, log: SagaLog) -> None:
         created: list[tuple[int, str]] = []
@@ -413,7 +418,7 @@ class SagaLogContract:
             cursor: str | None = None
             pages = 0
             while True:
-                page = await log.find(limit=limit, cursor=cursor)
+                page = await log.find(SagaQuery(limit=limit, cursor=cursor))
                 pages += 1
                 assert len(page.sagas) <= limit
                 seen.extend(r.saga_id for r in page.sagas)
@@ -430,19 +435,21 @@ class SagaLogContract:
         await log.append(
             [advance(f"s{i}", 1, status=SagaStatus.COMPENSATED) for i in range(0, 10, 2)]
         )
-        first = await log.find(statuses=[SagaStatus.RUNNING], limit=3)
+        first = await log.find(SagaQuery(statuses=[SagaStatus.RUNNING], limit=3))
         assert [r.saga_id for r in first.sagas] == ["s9", "s7", "s5"]
         assert first.next_cursor is not None
-        second = await log.find(statuses=[SagaStatus.RUNNING], limit=3, cursor=first.next_cursor)
+        second = await log.find(
+            SagaQuery(statuses=[SagaStatus.RUNNING], limit=3, cursor=first.next_cursor)
+        )
         assert [r.saga_id for r in second.sagas] == ["s3", "s1"]
         assert second.next_cursor is None
 
     async def test_exact_multiple_of_limit_ends_without_an_empty_page(self, log: SagaLog) -> None:
         for i in range(4):
             await log.create(new_saga(f"s{i}", at_ms=T0 + i))
-        first = await log.find(limit=2)
+        first = await log.find(SagaQuery(limit=2))
         assert first.next_cursor is not None
-        second = await log.find(limit=2, cursor=first.next_cursor)
+        second = await log.find(SagaQuery(limit=2, cursor=first.next_cursor))
         assert [r.saga_id for r in second.sagas] == ["s1", "s0"]
         assert second.next_cursor is None
 
@@ -453,13 +460,13 @@ class SagaLogContract:
 
     @pytest.mark.parametrize("limit", [0, -1, 1001])
     async def test_find_rejects_a_bad_limit(self, log: SagaLog, limit: int) -> None:
-        with pytest.raises(ValueError, match="limit"):
-            await log.find(limit=limit)
+        with pytest.raises(QueryError, match="limit"):
+            await log.find(SagaQuery(limit=limit))
 
     @pytest.mark.parametrize("cursor", ["", "not a cursor", "!!!", "bnVsbA", "WzEsMiwzXQ"])
     async def test_find_rejects_a_bad_cursor(self, log: SagaLog, cursor: str) -> None:
-        with pytest.raises(ValueError, match="cursor"):
-            await log.find(cursor=cursor)
+        with pytest.raises(QueryError, match="cursor"):
+            await log.find(SagaQuery(cursor=cursor))
 
     async def test_append_stores_health(self, log: SagaLog) -> None:
         await log.create(new_saga("h"))
@@ -502,7 +509,7 @@ class SagaLogContract:
         await self._shop_of_sagas(log)
 
         async def ids(**filters: Any) -> list[str]:
-            return [r.saga_id for r in (await log.find(**filters)).sagas]
+            return [r.saga_id for r in (await log.find(SagaQuery(**filters))).sagas]
 
         assert await ids(healths=[Health.RETRYING]) == ["r"]
         assert await ids(healths=[Health.STUCK, Health.WAITING]) == ["s", "w"]
@@ -524,7 +531,7 @@ class SagaLogContract:
         await self._shop_of_sagas(log)
 
         async def ids(healths: list[Health], stalled_before_ms: int) -> list[str]:
-            page = await log.find(healths=healths, stalled_before_ms=stalled_before_ms)
+            page = await log.find(SagaQuery(healths=healths, stalled_before_ms=stalled_before_ms))
             return [r.saga_id for r in page.sagas]
 
         # Not updated since T0+35: p, r and w have stalled; the finished saga never stalls.
@@ -534,6 +541,21 @@ class SagaLogContract:
         assert await ids([Health.PROGRESSING], T0 + 1000) == []
         assert await ids([Health.STUCK], T0 + 1000) == ["s", "n", "w", "r", "p"]
 
+    async def test_find_returns_what_the_query_matches(self, log: SagaLog) -> None:
+        """``SagaQuery.matches`` is the filter's meaning: the log's own query agrees with it."""
+        await self._shop_of_sagas(log)
+        every = (await log.find(SagaQuery(limit=1000))).sagas
+        queries = [
+            SagaQuery(statuses=[SagaStatus.STUCK, SagaStatus.COMPLETED]),
+            SagaQuery(healths=[Health.STUCK], stalled_before_ms=T0 + 35),
+            SagaQuery(healths=[Health.WAITING, Health.RETRYING], current_step="credit"),
+            SagaQuery(name="order", updated=TimeRange(since_ms=T0 + 20, before_ms=T0 + 60)),
+            SagaQuery(created=TimeRange(since_ms=T0 + 2), statuses=[SagaStatus.RUNNING]),
+        ]
+        for query in queries:
+            found = [r.saga_id for r in (await log.find(query)).sagas]
+            assert found == [r.saga_id for r in every if query.matches(r)], query
+
     async def test_find_pages_with_health_filters(self, log: SagaLog) -> None:
         for i in range(7):
             await log.create(new_saga(f"s{i}", at_ms=T0 + i))
@@ -541,7 +563,7 @@ class SagaLogContract:
         seen: list[str] = []
         cursor: str | None = None
         while True:
-            page = await log.find(healths=[Health.STUCK], limit=3, cursor=cursor)
+            page = await log.find(SagaQuery(healths=[Health.STUCK], limit=3, cursor=cursor))
             seen.extend(r.saga_id for r in page.sagas)
             if page.next_cursor is None:
                 break
@@ -549,7 +571,7 @@ class SagaLogContract:
         assert seen == [f"s{i}" for i in reversed(range(7))]
 
     async def test_time_range_checks_its_ends(self, log: SagaLog) -> None:
-        with pytest.raises(ValueError, match="milliseconds"):
+        with pytest.raises(QueryError, match="milliseconds"):
             TimeRange(since_ms=1.5)  # type: ignore[arg-type]
         assert 5 in TimeRange(since_ms=5, before_ms=6)
         assert 6 not in TimeRange(since_ms=5, before_ms=6)

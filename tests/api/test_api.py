@@ -166,6 +166,9 @@ async def test_list_filters_and_pages(client: Client, coordinator: Coordinator, 
     for bad in ("status=nope", "health=ill", "limit=0", "limit=x", "cursor=garbage",
                 "created_after=yesterday", "dry=1&limit=100000"):  # fmt: skip
         await error_of(await client.get(f"/api/sagas?{bad}", headers=VIEWER), 400)
+    # A page token the log did not make is the log's QueryError, answered with its message.
+    bad_cursor = await client.get("/api/sagas?cursor=WzEsMiwzXQ", headers=VIEWER)
+    assert await error_of(bad_cursor, 400) == "invalid cursor 'WzEsMiwzXQ'"
 
 
 async def test_a_saga_without_progress_counts_as_stuck() -> None:

@@ -15,19 +15,12 @@ from tests.api.conftest import OPERATOR, TOKENS, VIEWER, reaches, settled, start
 from tests.coordinator.shop import Shop, order_saga
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    value: str = request.getfixturevalue(fixture)
-    return value
-
-
 @pytest.fixture
 async def sql_client(
-    url: str, shop: Shop
+    sql_url: str, shop: Shop
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Coordinator]]:
     coordinator = Coordinator(
-        SqlSagaLog(url), InMemoryTransport(shop.participants), sagas=[order_saga()]
+        SqlSagaLog(sql_url), InMemoryTransport(shop.participants), sagas=[order_saga()]
     )
     async with coordinator:
         app = create_app(coordinator, ApiConfig(tokens=TOKENS))

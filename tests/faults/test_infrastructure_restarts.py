@@ -8,6 +8,7 @@ import pytest
 
 from saga import Coordinator, NatsTransport, SagaStatus, SqlSagaLog
 from saga.events import EventType
+from saga.log.base import SagaQuery
 from saga.transport.nats_server import NatsServer
 from tests.faults.conftest import PrivatePostgres
 from tests.integration.crash_sagas import ORDER
@@ -79,7 +80,8 @@ async def test_reads_and_writes_right_after_a_quiet_postgres_restart(
             await asyncio.to_thread(private_postgres.stop, "fast")
             await asyncio.to_thread(private_postgres.start)
             assert (await coord.get(done.saga_id)).status is SagaStatus.COMPLETED
-            assert [r.saga_id for r in (await log.find(limit=10)).sagas] == [done.saga_id]
+            page = await log.find(SagaQuery(limit=10))
+            assert [r.saga_id for r in page.sagas] == [done.saga_id]
             again = await asyncio.wait_for(coord.execute(ORDER, {"i": 1}), 60)
             assert again.status is SagaStatus.COMPLETED
     finally:

@@ -8,6 +8,7 @@ import pytest
 
 from saga import Coordinator, NatsTransport, SagaStatus, SqlSagaLog
 from saga.events import EventType
+from saga.log.base import SagaQuery
 from saga.transport.nats_server import NatsServer
 from tests.integration.crash_sagas import ORDER
 from tests.integration.services import CountingServices
@@ -59,7 +60,7 @@ async def test_many_concurrent_sagas_over_nats(nats_server: NatsServer, db_url: 
             results = await asyncio.wait_for(
                 asyncio.gather(*(coord.execute(ORDER, {"i": i}) for i in range(60))), 60
             )
-            page = await log.find(statuses=[SagaStatus.COMPLETED], limit=1000)
+            page = await log.find(SagaQuery(statuses=[SagaStatus.COMPLETED], limit=1000))
     finally:
         await services.stop()
     assert [r.status for r in results] == [SagaStatus.COMPLETED] * 60

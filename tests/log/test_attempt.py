@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from saga.events import EventType, Health, NewEvent, SagaStatus
-from saga.log.base import Append, NewSaga, SagaLog
+from saga.log.base import Append, NewSaga, SagaLog, SagaQuery
 
 
 async def test_append_records_the_attempt_and_find_returns_it(any_log: SagaLog) -> None:
@@ -26,5 +26,5 @@ async def test_append_records_the_attempt_and_find_returns_it(any_log: SagaLog) 
     record = await any_log.get("a")
     assert record is not None
     assert (record.current_step, record.attempt, record.health) == ("credit", 3, Health.RETRYING)
-    page = await any_log.find(healths=[Health.RETRYING])
+    page = await any_log.find(SagaQuery(healths=[Health.RETRYING]))
     assert [(r.saga_id, r.attempt) for r in page.sagas] == [("a", 3)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from saga.events import EventType, NewEvent, SagaStatus
-from saga.log.base import NewSaga, SagaLog
+from saga.log.base import NewSaga, SagaLog, SagaQuery
 
 
 def new(saga_id: str, n: int, at_ms: int = 1000) -> NewSaga:
@@ -38,6 +38,6 @@ async def test_create_many_creates_new_and_returns_existing(any_log: SagaLog) ->
 async def test_create_many_in_large_batches(any_log: SagaLog) -> None:
     results = await any_log.create_many([new(f"s{i:04d}", i) for i in range(1200)])
     assert all(created for _, created in results)
-    page = await any_log.find(limit=1000)
+    page = await any_log.find(SagaQuery(limit=1000))
     assert len(page.sagas) == 1000
     assert page.next_cursor is not None

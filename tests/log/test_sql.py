@@ -19,14 +19,6 @@ from saga.log.sql.schema import metadata
 from saga.testing.log_contract import T0, advance, new_saga, step_sent
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    """A fresh database on each SQL backend."""
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    value: str = request.getfixturevalue(fixture)
-    return value
-
-
 async def _revision(log: SqlSagaLog) -> str | None:
     async with log.engine.connect() as conn:
         return await conn.run_sync(current_revision)
@@ -74,8 +66,8 @@ async def test_sqlite_accepts_the_plain_scheme(tmp_path: Path) -> None:
 # -- migrations -----------------------------------------------------------------------
 
 
-async def test_schema_is_at_head_and_matches_the_metadata(url: str) -> None:
-    log = SqlSagaLog(url)
+async def test_schema_is_at_head_and_matches_the_metadata(sql_url: str) -> None:
+    log = SqlSagaLog(sql_url)
     await log.open()
     try:
         assert head_revision() == "0003"
@@ -91,8 +83,8 @@ async def test_schema_is_at_head_and_matches_the_metadata(url: str) -> None:
         await log.close()
 
 
-async def test_reopening_keeps_data_and_schema(url: str) -> None:
-    first = SqlSagaLog(url)
+async def test_reopening_keeps_data_and_schema(sql_url: str) -> None:
+    first = SqlSagaLog(sql_url)
     await first.open()
     await first.create(new_saga("kept", input={"a": [1, 2]}))
     await first.append([advance("kept", 1, step_sent("pay", T0 + 1), current_step="pay")])
@@ -100,7 +92,7 @@ async def test_reopening_keeps_data_and_schema(url: str) -> None:
     await first.close()
 
     for _ in range(2):
-        again = SqlSagaLog(url)
+        again = SqlSagaLog(sql_url)
         await again.open()
         try:
             assert await again.get("kept") == record
@@ -113,18 +105,18 @@ async def test_reopening_keeps_data_and_schema(url: str) -> None:
             await again.close()
 
 
-async def test_a_database_from_a_newer_release_is_refused(url: str) -> None:
-    log = SqlSagaLog(url)
+async def test_a_database_from_a_newer_release_is_refused(sql_url: str) -> None:
+    log = SqlSagaLog(sql_url)
     await log.open()
     async with log.engine.begin() as conn:
         await conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
     await log.close()
     with pytest.raises(LogError, match="9999"):
-        await SqlSagaLog(url).open()
+        await SqlSagaLog(sql_url).open()
 
 
-async def test_concurrent_opens_all_work(url: str) -> None:
-    logs = [SqlSagaLog(url) for _ in range(4)]
+async def test_concurrent_opens_all_work(sql_url: str) -> None:
+    logs = [SqlSagaLog(sql_url) for _ in range(4)]
     await asyncio.gather(*(log.open() for log in logs))
     try:
         for i, log in enumerate(logs):

@@ -11,15 +11,9 @@ import pytest
 from sqlalchemy import Connection, event
 
 from saga import PoolOptions
+from saga.log.base import SagaQuery
 from saga.log.sql import SqlSagaLog
 from saga.testing.log_contract import T0, advance, new_saga, step_sent
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    """A fresh database on each SQL backend."""
-    value: str = request.getfixturevalue(f"{request.param}_url")
-    return value
 
 
 async def kill_other_connections(url: str) -> int:
@@ -49,7 +43,7 @@ async def test_every_operation_survives_killed_connections(
         operations: list[tuple[str, Callable[[], Any]]] = [
             ("get", lambda: log.get("a")),
             ("events", lambda: log.events("a")),
-            ("find", lambda: log.find(limit=10)),
+            ("find", lambda: log.find(SagaQuery(limit=10))),
             ("unfinished", log.unfinished),
             ("append", lambda: log.append([advance("a", 1, step_sent("x", T0 + 1))])),
             ("create", lambda: log.create(new_saga("b"))),
@@ -59,14 +53,15 @@ async def test_every_operation_survives_killed_connections(
             assert await kill_other_connections(postgres_url) >= 1, name
             await operation()  # the pooled connection was dead: no LogError
         assert [e.seq for e in await log.events("a")] == [1, 2]
-        assert [r.saga_id for r in (await log.find(limit=10)).sagas] == ["d", "c", "b", "a"]
+        page = await log.find(SagaQuery(limit=10))
+        assert [r.saga_id for r in page.sagas] == ["d", "c", "b", "a"]
     finally:
         await log.close()
 
 
 @pytest.fixture
-async def log(url: str) -> AsyncIterator[SqlSagaLog]:
-    saga_log = SqlSagaLog(url)
+async def log(sql_url: str) -> AsyncIterator[SqlSagaLog]:
+    saga_log = SqlSagaLog(sql_url)
     await saga_log.open()
     yield saga_log
     await saga_log.close()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from saga.testing.postgres import temporary_databases
+
 SERVICES = ("orders", "payments", "inventory", "shipping")
 
 
@@ -34,28 +36,10 @@ def sqlite_databases(tmp_path: Path) -> Databases:
 
 @pytest.fixture
 async def postgres_databases(postgres_url: str) -> AsyncIterator[Databases]:
-    import asyncpg
-
-    base, _, log_db = postgres_url.rpartition("/")
-    admin_url = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+    log_db = postgres_url.rpartition("/")[2]
     names = {name: f"{log_db}_{name}" for name in SERVICES}
-    admin = await asyncpg.connect(admin_url)
-    try:
-        for db in names.values():
-            await admin.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await admin.close()
-    try:
-        yield Databases(
-            log=postgres_url, services={name: f"{base}/{db}" for name, db in names.items()}
-        )
-    finally:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            for db in names.values():
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with temporary_databases(postgres_url, names.values()) as urls:
+        yield Databases(log=postgres_url, services={s: urls[db] for s, db in names.items()})
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

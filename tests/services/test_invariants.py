@@ -25,6 +25,7 @@ from examples.order_saga import ORDER_SAGA
 from saga import SagaStatus, SqlSagaLog
 from saga.coordinator import saga_start
 from saga.dev import Child, Children, service_argv
+from saga.log.base import SagaQuery
 from saga.transport.nats_server import NatsServer
 from tests.services.conftest import Databases
 from tests.services.world import World, check_invariants, random_world, seed
@@ -53,7 +54,7 @@ async def write_sagas(log: SqlSagaLog, world: World, batch: range) -> None:
 
 
 async def count_final(log: SqlSagaLog) -> int:
-    page = await log.find(statuses=list(FINAL), limit=1000)
+    page = await log.find(SagaQuery(statuses=list(FINAL), limit=1000))
     return len(page.sagas)
 
 

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
 from saga.events import Event, EventType, Health, SagaStatus
-from saga.log.base import Append, NewSaga, Page, SagaLog, SagaRecord, TimeRange
-from saga.log.paging import check_limit, encode_cursor
-from saga.log.sql.engine import WRITE, make_engine
+from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
+from saga.log.sql.engine import make_engine
 from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.url import normalize_url, redact
+from saga.sqlconnect import WRITE
 from saga.sqlpool import PoolOptions, pool_problem, retrying
 
 logger = logging.getLogger(__name__)
@@ -392,37 +392,15 @@ class SqlSagaLog(SagaLog):
 
         return await self._retry("events", saga_id, attempt)
 
-    async def find(
-        self,
-        *,
-        statuses: Sequence[SagaStatus] | None = None,
-        name: str | None = None,
-        healths: Sequence[Health] | None = None,
-        current_step: str | None = None,
-        created: TimeRange | None = None,
-        updated: TimeRange | None = None,
-        stalled_before_ms: int | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page:
-        check_limit(limit)
-        query = find_query(
-            statuses=statuses, name=name, healths=healths, current_step=current_step,
-            created=created, updated=updated, stalled_before_ms=stalled_before_ms,
-            limit=limit, cursor=cursor, sqlite=self.engine.dialect.name == "sqlite",
-        )  # fmt: skip
+    async def find(self, query: SagaQuery = DEFAULT_QUERY) -> Page:
         engine = self.engine
+        select_page = find_query(query, sqlite=engine.dialect.name == "sqlite")
 
         async def attempt(_: bool) -> list[SagaRecord]:
             async with engine.connect() as conn:
-                return [_record(row) for row in await conn.execute(query)]
+                return [_record(row) for row in await conn.execute(select_page)]
 
-        found = await self._retry("find", None, attempt)
-        page = found[:limit]
-        next_cursor = None
-        if len(found) > limit:
-            next_cursor = encode_cursor(page[-1].created_ms, page[-1].saga_id)
-        return Page(sagas=page, next_cursor=next_cursor)
+        return Page.of(await self._retry("find", None, attempt), query.limit)
 
 
 async def _landed(engine: AsyncEngine, rows: list[dict[str, Any]]) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import LogError
-from saga.log.sql.engine import WRITE
+from saga.sqlconnect import WRITE
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 """Alembic's script directory, shipped as package data."""

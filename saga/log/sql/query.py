@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select, tuple_
 
-from saga.events import Health, SagaStatus
-from saga.log.base import TimeRange
-from saga.log.paging import decode_cursor
+from saga.events import Health
+from saga.log.base import SagaQuery, TimeRange
 from saga.log.sql.schema import sagas
 
 
@@ -23,9 +22,9 @@ def _in_range(column: Any, span: TimeRange) -> list[ColumnElement[bool]]:
 
 
 def _health(
-    healths: Sequence[Health], stalled_before_ms: int | None, sqlite: bool
+    healths: Collection[Health], stalled_before_ms: int | None, sqlite: bool
 ) -> list[ColumnElement[bool]]:
-    wanted = sorted({Health(h).value for h in healths})
+    wanted = sorted(h.value for h in healths)
     if stalled_before_ms is None:
         return [sagas.c.health.in_(wanted)]
     # Any unfinished saga may have stalled into "stuck": widen the indexed IN list, then
@@ -41,44 +40,32 @@ def _health(
     return [indexed, effective.in_(wanted)]
 
 
-def find_query(
-    *,
-    statuses: Sequence[SagaStatus] | None = None,
-    name: str | None = None,
-    healths: Sequence[Health] | None = None,
-    current_step: str | None = None,
-    created: TimeRange | None = None,
-    updated: TimeRange | None = None,
-    stalled_before_ms: int | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-    sqlite: bool = False,
-) -> Select[Any]:
-    """The SELECT for one page: ``limit + 1`` rows, newest first, after ``cursor``.
+def find_query(query: SagaQuery, *, sqlite: bool = False) -> Select[Any]:
+    """The SELECT for one page of ``query``: ``limit + 1`` rows, newest first, after its cursor.
 
-    Every filter has an index led by its column (status, name, health, current_step,
-    created_ms, updated_ms), so the database never needs to scan the whole table.
-    ``sqlite`` adapts the query to SQLite's planner.
+    The WHERE clause is ``SagaQuery.matches`` in SQL. Every filter has an index led by its
+    column (status, name, health, current_step, created_ms, updated_ms), so the database
+    never needs to scan the whole table. ``sqlite`` adapts the query to SQLite's planner.
     """
     conditions: list[ColumnElement[bool]] = []
-    if statuses is not None:
-        conditions.append(sagas.c.status.in_([SagaStatus(s).value for s in statuses]))
-    if name is not None:
-        conditions.append(sagas.c.name == name)
-    if healths is not None:
-        conditions.extend(_health(healths, stalled_before_ms, sqlite))
-    if current_step is not None:
-        conditions.append(sagas.c.current_step == current_step)
-    if created is not None:
-        conditions.extend(_in_range(sagas.c.created_ms, created))
-    if updated is not None:
-        conditions.extend(_in_range(sagas.c.updated_ms, updated))
-    if cursor is not None:
-        created_ms, saga_id = decode_cursor(cursor)
-        conditions.append(tuple_(sagas.c.created_ms, sagas.c.saga_id) < (created_ms, saga_id))
+    if query.statuses is not None:
+        conditions.append(sagas.c.status.in_(sorted(s.value for s in query.statuses)))
+    if query.name is not None:
+        conditions.append(sagas.c.name == query.name)
+    if query.healths is not None:
+        conditions.extend(_health(query.healths, query.stalled_before_ms, sqlite))
+    if query.current_step is not None:
+        conditions.append(sagas.c.current_step == query.current_step)
+    if query.created is not None:
+        conditions.extend(_in_range(sagas.c.created_ms, query.created))
+    if query.updated is not None:
+        conditions.extend(_in_range(sagas.c.updated_ms, query.updated))
+    after = query.after
+    if after is not None:
+        conditions.append(tuple_(sagas.c.created_ms, sagas.c.saga_id) < after)
     # One row more than asked tells whether another page exists, without a COUNT.
     newest: ColumnElement[Any] = sagas.c.created_ms
-    if healths is not None and sqlite:
+    if query.healths is not None and sqlite:
         # Only unfinished sagas have a health, a small part of a large log, but SQLite
         # would rather walk the whole created_ms index (to skip a sort) than seek the health
         # index. Ordering by an expression takes that option away (SQLAlchemy has no
@@ -88,5 +75,5 @@ def find_query(
         select(sagas)
         .where(*conditions)
         .order_by(newest.desc(), sagas.c.saga_id.desc())
-        .limit(limit + 1)
+        .limit(query.limit + 1)
     )
