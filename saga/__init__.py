@@ -11,6 +11,7 @@ from saga.errors import (
     DefinitionError,
     LogError,
     ProtocolError,
+    QueryError,
     Rejected,
     SagaConflictError,
     SagaError,
@@ -21,7 +22,7 @@ from saga.errors import (
     UnknownSagaError,
 )
 from saga.events import SagaStatus
-from saga.log.base import SagaLog
+from saga.log.base import SagaLog, SagaQuery
 from saga.log.sql import SqlSagaLog
 from saga.participant import CommandContext, Participant, SqlIdempotencyStore
 from saga.protocol import Direction, Outcome
@@ -47,6 +48,7 @@ __all__ = [
     "Participant",
     "PoolOptions",
     "ProtocolError",
+    "QueryError",
     "Rejected",
     "RetryPolicy",
     "Saga",
@@ -54,6 +56,7 @@ __all__ = [
     "SagaError",
     "SagaHandle",
     "SagaLog",
+    "SagaQuery",
     "SagaNotFoundError",
     "SagaResult",
     "SagaStatus",

@@ -47,7 +47,7 @@ def test_public_api_is_pinned() -> None:
         [
             "FOREVER", "CommandContext", "ConcurrencyError", "Coordinator", "DefinitionError",
             "Direction", "LogError", "NatsSecurity", "NatsTransport", "Outcome", "Participant",
-            "PoolOptions", "ProtocolError",
+            "PoolOptions", "ProtocolError", "QueryError", "SagaQuery",
             "Rejected", "RetryPolicy", "Saga", "SagaError", "SagaHandle", "SagaLog",
             "SagaConflictError", "SagaNotFoundError", "SagaResult", "SagaStatus",
             "SqlIdempotencyStore", "SqlSagaLog",
