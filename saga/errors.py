@@ -12,6 +12,7 @@
     ├── LogError                   the saga log failed (driver errors are wrapped here)
     │   └── ConcurrencyError       another writer appended to the same saga (sequence clash)
     ├── TransportError             the transport could not send (broker down, closed)
+    ├── IdempotencyStoreError      a participant's idempotency store failed or is misconfigured
     └── StepError                  raised by participant handlers
         ├── Rejected               a business "no": the step had no effect; never retried
         └── (any other exception)  transient: the outcome is unknown and the step is retried
@@ -117,6 +118,12 @@ class ConcurrencyError(LogError):
 
 class TransportError(SagaError):
     """The transport could not send a message (broker unreachable, connection closed)."""
+
+
+class IdempotencyStoreError(SagaError):
+    """A participant's idempotency store failed (its driver's error is the ``__cause__``), or
+    was given an unsupported database URL. The participant answers ``store_error`` and the
+    command is retried: no effect is recorded as done without its record."""
 
 
 class StepError(SagaError):

@@ -1,4 +1,7 @@
-"""ParticipantServer: serves a Participant's commands as a ``nats.micro`` service.
+"""ParticipantServer: serves a participant's commands as a ``nats.micro`` service.
+
+``ParticipantServer.start(participant, url)`` is what ``Participant.serve(url)`` calls. This
+module knows the transport-free core (``saga.participant.service``); the core never knows it.
 
 One micro endpoint per command on ``<service>.<command>``, all in the queue group named after
 the participant so replicas share load; ``nats micro ls/info/stats`` discover it. Each request
@@ -12,7 +15,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import nats.errors
 from nats import micro
@@ -21,6 +24,7 @@ from nats.micro.request import Handler, Request
 from nats.micro.service import EndpointStats, Service
 
 from saga.errors import DefinitionError, ProtocolError, TransportError
+from saga.participant.service import ParticipantCore
 from saga.protocol import (
     STORE_METADATA_KEY,
     Command,
@@ -31,9 +35,6 @@ from saga.protocol import (
 )
 from saga.transport.nats import NatsErrorWatch, connect_nats, flush_pending
 from saga.transport.security import NatsSecurity
-
-if TYPE_CHECKING:
-    from saga.participant.service import Participant
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ def _header_text(text: str) -> str:
 
 
 class ParticipantServer:
-    """A running micro service for one Participant; ``await stop()`` ends it."""
+    """A running micro service for one participant; ``await stop()`` ends it."""
 
-    def __init__(self, participant: Participant, client: Client, *, owns_client: bool) -> None:
+    def __init__(self, participant: ParticipantCore, client: Client, *, owns_client: bool) -> None:
         self.participant = participant
         self._client = client
         self._owns_client = owns_client
@@ -78,7 +79,7 @@ class ParticipantServer:
     @classmethod
     async def start(
         cls,
-        participant: Participant,
+        participant: ParticipantCore,
         nats: str | Sequence[str] | Client,
         *,
         connect_options: Mapping[str, Any] | None = None,

@@ -1,7 +1,10 @@
-"""Participant: a service's saga commands, made idempotent and fenced, independent of transport.
+"""ParticipantCore: a service's saga commands, made idempotent and fenced, independent of transport.
 
-``Participant.handle`` holds every semantic (dedup, rejection, transient failure, fencing); the
-NATS server in ``saga.participant.nats`` and the in-memory transport only carry bytes to it.
+``ParticipantCore.handle`` holds every semantic (dedup, rejection, transient failure, fencing);
+the NATS server in ``saga.participant.nats`` and the in-memory transport only carry bytes to it.
+This module never imports a transport: the public ``saga.participant.Participant`` adds
+``serve()`` on top of it, so the core does not know its server (an import-linter contract
+keeps it that way).
 """
 
 from __future__ import annotations
@@ -12,11 +15,10 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from saga.clock import Clock, SystemClock
 from saga.errors import DefinitionError, ProtocolError, Rejected
@@ -35,12 +37,6 @@ from saga.protocol import (
     encode_json,
     idempotency_key,
 )
-
-if TYPE_CHECKING:
-    from nats.aio.client import Client as NatsClient
-
-    from saga.participant.nats import ParticipantServer
-    from saga.transport.security import NatsSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +68,12 @@ class _Verdict:
     forward_result: JsonObject | None = None
 
 
-class Participant:
-    """One service's saga commands: register handlers, then ``handle`` or ``serve`` them."""
+class ParticipantCore:
+    """One service's saga commands, transport-free: register handlers, then ``handle`` them.
+
+    Users build ``saga.participant.Participant``, which adds serving over NATS; a transport
+    takes any ``ParticipantCore`` and calls ``handle_for_wire`` (or ``handle``) per command.
+    """
 
     def __init__(
         self,
@@ -127,7 +127,7 @@ class Participant:
     async def take_over(self) -> int:
         """Release the claims a previous run of this instance left in progress (it is dead).
 
-        ``serve`` calls this first when ``instance`` is set; returns how many were released.
+        A server calls this first when ``instance`` is set; returns how many were released.
         """
         if self.instance is None:
             return 0
@@ -234,42 +234,6 @@ class Participant:
                 final=True,
             )
             return too_large, too_large.encode(limit)
-
-    async def serve(
-        self,
-        nats: str | Sequence[str] | NatsClient,
-        *,
-        connect_options: Mapping[str, Any] | None = None,
-        security: NatsSecurity | None = None,
-    ) -> ParticipantServer:
-        """Serve every command as a ``nats.micro`` endpoint; ``await server.stop()`` to end.
-
-        ``nats`` is a server URL or a list of a cluster's URLs (a connection is made and
-        closed by the server handle), or a connected nats-py client (left open). Replicas
-        share load through a queue group named after the participant. ``security`` holds
-        credentials and TLS for the URLs (``NatsSecurity.from_env()`` reads them from
-        ``SAGA_NATS_*`` variables).
-        """
-        from saga.participant.nats import ParticipantServer
-
-        return await ParticipantServer.start(
-            self, nats, connect_options=connect_options, security=security
-        )
-
-    @asynccontextmanager
-    async def serving(
-        self,
-        nats: str | Sequence[str] | NatsClient,
-        *,
-        connect_options: Mapping[str, Any] | None = None,
-        security: NatsSecurity | None = None,
-    ) -> AsyncIterator[ParticipantServer]:
-        """``async with participant.serving(url) as server:`` serves until the block ends."""
-        server = await self.serve(nats, connect_options=connect_options, security=security)
-        try:
-            yield server
-        finally:
-            await server.stop()
 
     def _store_key(self, key: str) -> str:
         # Namespaced so several services may share one store database.

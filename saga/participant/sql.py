@@ -1,13 +1,16 @@
 """SqlIdempotencyStore: the IdempotencyStore on SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
 
-One table, ``saga_idempotency``, created at ``open()``, and a one-row ``saga_idempotency_store``
-holding the store's identity. A claim is a primary-key insert (``INSERT ... ON CONFLICT DO
-NOTHING RETURNING``), so exactly one of several processes wins a key; an attempted or stale
-claim is taken over with a compare-and-set ``UPDATE`` on its owner, state and claim time.
+One table, ``saga_idempotency``, and a one-row ``saga_idempotency_store`` holding the store's
+identity, made and upgraded at ``open()`` by Alembic migrations (``saga.participant.migrate``).
+A claim is a primary-key insert (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so exactly
+one of several processes wins a key; an attempted or stale claim is taken over with a
+compare-and-set ``UPDATE`` on its owner, state and claim time.
 
 ``transaction()`` is the transactional inbox: the handler writes its effect on the store's
 connection, and the idempotency record is completed in the same transaction, so a committed
 effect is always recorded (and never run again) and an uncommitted one never is.
+
+Driver errors leave as ``IdempotencyStoreError``, with the driver's error as the cause.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,8 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
+from saga.errors import IdempotencyStoreError
+from saga.participant.migrate import upgrade
 from saga.participant.store import (
     Claim,
     EffectTransaction,
@@ -74,8 +78,14 @@ _TAKE_RETRIES = 5
 
 
 def async_database_url(url: str | URL) -> URL:
-    """``sqlite:///...`` and ``postgresql://...`` (or ``postgres://``) with their async drivers."""
-    return database_url(url, _URL_RULES)
+    """``sqlite:///...`` and ``postgresql://...`` (or ``postgres://``) with their async drivers.
+
+    IdempotencyStoreError for anything else, or for in-memory SQLite.
+    """
+    try:
+        return database_url(url, _URL_RULES)
+    except ValueError as exc:
+        raise IdempotencyStoreError(f"SqlIdempotencyStore: {exc}") from exc
 
 
 class SqlIdempotencyStore(IdempotencyStore):
@@ -118,7 +128,8 @@ class SqlIdempotencyStore(IdempotencyStore):
         return True
 
     async def open(self) -> None:
-        """Create the engine and the tables if missing. Idempotent; called lazily on first use."""
+        """Create the engine, and create or upgrade the tables (migrations). Idempotent;
+        called lazily on first use."""
         async with self._open_lock:
             if self._engine is not None:
                 return
@@ -127,7 +138,8 @@ class SqlIdempotencyStore(IdempotencyStore):
                 engine = create_async_engine(self.url, **self._engine_options)
                 _SQLITE.install(engine)
             try:
-                await self._retry(lambda: _create_schema(engine))
+                # upgrade() is one transaction and a no-op at head, so trying again is safe.
+                await self._retry(lambda: upgrade(engine))
                 self._identity = await self._retry(lambda: _identity(engine))
             except BaseException:
                 if self._given is None:
@@ -137,7 +149,8 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     async def _retry(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``operation``, trying again (tenacity, bounded) while SQLite is busy or the
-        connection is lost or refused; a pool limit is named in a RuntimeError.
+        connection is lost or refused. What still fails is an IdempotencyStoreError (naming
+        the pool's limit when no connection could be had), the driver's error its cause.
 
         Only for operations that are safe to repeat: a read, or a write whose transaction
         cannot have committed when the error came (SQLite busy), or that is idempotent.
@@ -147,10 +160,8 @@ class SqlIdempotencyStore(IdempotencyStore):
                 with attempt:
                     return await operation()
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            problem = pool_problem(exc, self.pool)
-            if problem is None:
-                raise
-            raise RuntimeError(f"idempotency store: {problem}") from exc
+            problem = pool_problem(exc, self.pool) or str(exc)
+            raise IdempotencyStoreError(f"idempotency store: {problem}") from exc
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def close(self) -> None:
@@ -216,7 +227,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                 current = await _select(conn, key)
                 if current is not None and not _claimable(current, stale_before_ms):
                     return Claim(won=False, record=current)
-        raise RuntimeError(f"could not claim idempotency key {key!r}: it keeps changing")
+        raise IdempotencyStoreError(f"could not claim idempotency key {key!r}: it keeps changing")
 
     async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
         engine = await self._ready()
@@ -233,7 +244,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                 if existing is not None:
                     mine_already = existing.owner == owner and existing.state is RecordState.FENCED
                     return Claim(won=mine_already, record=existing)
-        raise RuntimeError(f"could not fence idempotency key {key!r}: it keeps changing")
+        raise IdempotencyStoreError(f"could not fence idempotency key {key!r}: it keeps changing")
 
     async def complete(self, key: str, *, owner: str, reply: Reply, now_ms: int) -> bool:
         engine = await self._ready()
@@ -287,18 +298,33 @@ class SqlIdempotencyStore(IdempotencyStore):
     @asynccontextmanager
     async def transaction(self, key: str, *, owner: str) -> AsyncIterator[EffectTransaction]:
         engine = await self._ready()
-        async with engine.connect() as conn:
-            await conn.begin()
+        with _store_errors("could not begin a transaction"):
+            conn = await engine.connect()
+        try:
+            with _store_errors("could not begin a transaction"):
+                await conn.begin()
             tx = _SqlEffectTransaction(conn, key, owner)
             try:
                 yield tx
             except BaseException:
                 await conn.rollback()
                 raise
-            if tx.discarded:
-                await conn.rollback()
-            else:
-                await conn.commit()
+            with _store_errors("could not commit the effect and its record"):
+                if tx.discarded:
+                    await conn.rollback()
+                else:
+                    await conn.commit()
+        finally:
+            await conn.close()
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """Driver errors as IdempotencyStoreError, the driver's error chained as the cause."""
+    try:
+        yield
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise IdempotencyStoreError(f"idempotency store: {what}: {exc}") from exc
 
 
 class _SqlEffectTransaction(EffectTransaction):
@@ -391,23 +417,6 @@ async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
         updated_ms=row.updated_ms,
         reply=Reply.from_json(json.loads(reply_text)) if reply_text is not None else None,
     )
-
-
-async def _create_schema(engine: AsyncEngine) -> None:
-    # Two processes creating the table at once (PostgreSQL: a unique violation in the
-    # catalog; SQLite: "table already exists"): the loser tries again and finds it there.
-    # CREATE TABLE IF NOT EXISTS is one transaction, so trying again is always safe.
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(
-            (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError)
-        ),
-        stop=stop_after_attempt(3),
-        wait=wait_random(0.05, 0.2),
-        reraise=True,
-    ):
-        with attempt:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
 
 
 async def _identity(engine: AsyncEngine) -> str:

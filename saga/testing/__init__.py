@@ -1,4 +1,4 @@
-"""The public test kit: in-memory log and transport, fake clock, fault explorer, log contract.
+"""The public test kit: in-memory log and transport, fake clock, fault explorer, contract suites.
 
 Test your own sagas without NATS or a database::
 
@@ -18,6 +18,7 @@ from saga.testing.clock import FakeClock
 from saga.testing.explore import explore, explore_sync
 from saga.testing.report import ExplorationReport, Failure
 from saga.testing.schedule import ALL_FAULTS, FaultKind, Injection, Point, Schedule
+from saga.testing.store_contract import IdempotencyStoreContract
 from saga.testing.transport import Delivery, Fault, InMemoryTransport
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "FakeClock",
     "Fault",
     "FaultKind",
+    "IdempotencyStoreContract",
     "InMemoryIdempotencyStore",
     "InMemorySagaLog",
     "InMemoryTransport",
