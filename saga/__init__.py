@@ -9,6 +9,7 @@ from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
 from saga.errors import (
     ConcurrencyError,
     DefinitionError,
+    IdempotencyStoreError,
     LogError,
     ProtocolError,
     QueryError,
@@ -41,6 +42,7 @@ __all__ = [
     "Coordinator",
     "DefinitionError",
     "Direction",
+    "IdempotencyStoreError",
     "LogError",
     "NatsSecurity",
     "NatsTransport",

@@ -46,7 +46,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(saga.__all__) == sorted(
         [
             "FOREVER", "CommandContext", "ConcurrencyError", "Coordinator", "DefinitionError",
-            "Direction", "LogError", "NatsSecurity", "NatsTransport", "Outcome", "Participant",
+            "Direction", "IdempotencyStoreError", "LogError", "NatsSecurity", "NatsTransport", "Outcome", "Participant",
             "PoolOptions", "ProtocolError", "QueryError", "SagaQuery",
             "Rejected", "RetryPolicy", "Saga", "SagaError", "SagaHandle", "SagaLog",
             "SagaConflictError", "SagaNotFoundError", "SagaResult", "SagaStatus",
