@@ -8,6 +8,7 @@ from saga.coordinator import Coordinator, SagaHandle, SagaResult
 from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
 from saga.errors import (
     ConcurrencyError,
+    ConfigError,
     DefinitionError,
     IdempotencyStoreError,
     LogError,
@@ -39,6 +40,7 @@ __all__ = [
     "FOREVER",
     "CommandContext",
     "ConcurrencyError",
+    "ConfigError",
     "Coordinator",
     "DefinitionError",
     "Direction",

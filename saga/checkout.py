@@ -15,6 +15,8 @@ from types import ModuleType
 
 import click
 
+from saga.errors import ConfigError
+
 CHECKOUT_PACKAGES = frozenset({"services", "examples"})
 """The checkout's packages ``load_from_checkout`` may load: the example services and sagas.
 Never ``tests``: what a command needs from the checkout lives in these two."""
@@ -46,7 +48,7 @@ def load_from_checkout(module: str, root: Path | None = None) -> ModuleType:
     """
     package = module.partition(".")[0]
     if package not in CHECKOUT_PACKAGES:
-        raise ValueError(
+        raise ConfigError(
             f"load_from_checkout loads {' and '.join(sorted(CHECKOUT_PACKAGES))} only, not"
             f" {module!r}"
         )

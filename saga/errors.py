@@ -2,6 +2,7 @@
 
     SagaError                      root: everything the library raises on purpose
     ├── DefinitionError            a saga definition is invalid (raised when it is declared)
+    ├── ConfigError                a setting is invalid: an option, variable or file (a ValueError)
     ├── ProtocolError              a wire message is malformed, missing headers, or too large
     │   └── InvalidStartError      a saga start's id, input or version is refused
     ├── UnknownSagaError           no registered definition for a name (and version)
@@ -45,6 +46,13 @@ class SagaError(Exception):
 
 class DefinitionError(SagaError):
     """A saga definition is invalid; raised when the saga is declared or registered."""
+
+
+class ConfigError(SagaError, ValueError):
+    """A configuration value is invalid: an option, an environment variable, a file's content.
+
+    Also a ValueError, so code that validated settings with ``except ValueError`` still works.
+    """
 
 
 class ProtocolError(SagaError):

@@ -24,6 +24,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from saga.errors import ConfigError
+
 RETRY_ATTEMPTS = 10
 """Tries of one operation (the first included) while its errors are transient."""
 RETRY_WITHIN_S = 30.0
@@ -69,15 +71,15 @@ class PoolOptions:
     def __post_init__(self) -> None:
         # pool_size 0 would mean "no limit" to SQLAlchemy's QueuePool.
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"PoolOptions.size must be an integer >= 1, not {self.size!r}")
+            raise ConfigError(f"PoolOptions.size must be an integer >= 1, not {self.size!r}")
         if isinstance(self.overflow, bool) or not isinstance(self.overflow, int):
-            raise ValueError(f"PoolOptions.overflow must be an integer, not {self.overflow!r}")
+            raise ConfigError(f"PoolOptions.overflow must be an integer, not {self.overflow!r}")
         if self.overflow < 0:
-            raise ValueError(f"PoolOptions.overflow must be >= 0, not {self.overflow}")
+            raise ConfigError(f"PoolOptions.overflow must be >= 0, not {self.overflow}")
         for name in ("timeout", "recycle"):
             value = getattr(self, name)
             if not isinstance(value, timedelta) or value <= timedelta(0):
-                raise ValueError(f"PoolOptions.{name} must be a positive timedelta, not {value!r}")
+                raise ConfigError(f"PoolOptions.{name} must be a positive timedelta, not {value!r}")
 
     @property
     def limit(self) -> int:

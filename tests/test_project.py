@@ -45,8 +45,9 @@ def test_saga_demo_completes_one_order_and_compensates_the_other() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(saga.__all__) == sorted(
         [
-            "FOREVER", "CommandContext", "ConcurrencyError", "Coordinator", "DefinitionError",
-            "Direction", "IdempotencyStoreError", "LogError", "NatsSecurity", "NatsTransport", "Outcome", "Participant",
+            "FOREVER", "CommandContext", "ConcurrencyError", "ConfigError", "Coordinator",
+            "DefinitionError", "Direction", "IdempotencyStoreError", "LogError", "NatsSecurity",
+            "NatsTransport", "Outcome", "Participant",
             "PoolOptions", "ProtocolError", "QueryError", "SagaQuery",
             "Rejected", "RetryPolicy", "Saga", "SagaError", "SagaHandle", "SagaLog",
             "SagaConflictError", "SagaNotFoundError", "SagaResult", "SagaStatus",

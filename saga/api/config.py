@@ -10,6 +10,8 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from saga.errors import ConfigError
+
 ANY_HOST = "*"
 """In ``allowed_hosts``: serve any ``Host`` (only behind a proxy that checks it)."""
 
@@ -34,9 +36,9 @@ class Token:
 
     def __post_init__(self) -> None:
         if len(self.secret) < 8 or any(c.isspace() for c in self.secret):
-            raise ValueError(f"token {self.name!r}: a secret needs 8+ characters, no spaces")
+            raise ConfigError(f"token {self.name!r}: a secret needs 8+ characters, no spaces")
         if not self.name or len(self.name) > 100:
-            raise ValueError("a token needs a name of 1 to 100 characters")
+            raise ConfigError("a token needs a name of 1 to 100 characters")
 
     @classmethod
     def parse(cls, spec: str, role: Role) -> Token:
@@ -59,9 +61,9 @@ class AuthLimit:
 
     def __post_init__(self) -> None:
         if self.failures < 1:
-            raise ValueError("AuthLimit.failures must be at least 1")
+            raise ConfigError("AuthLimit.failures must be at least 1")
         if self.window <= timedelta(0):
-            raise ValueError("AuthLimit.window must be positive")
+            raise ConfigError("AuthLimit.window must be positive")
 
 
 def normal_host(name: str) -> str:
@@ -73,9 +75,9 @@ def normal_host(name: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif host.count(":") == 1:
-        raise ValueError(f"allowed host {name!r}: give a host name without a port")
+        raise ConfigError(f"allowed host {name!r}: give a host name without a port")
     if not host or any(c.isspace() or c in "/@[]" for c in host):
-        raise ValueError(f"allowed host {name!r} is not a host name")
+        raise ConfigError(f"allowed host {name!r} is not a host name")
     return host
 
 
@@ -105,13 +107,13 @@ class ApiConfig:
     def __post_init__(self) -> None:
         secrets = [t.secret for t in self.tokens]
         if len(set(secrets)) != len(secrets):
-            raise ValueError("the same token secret is configured twice")
+            raise ConfigError("the same token secret is configured twice")
         if self.stall_after is not None and self.stall_after <= timedelta(0):
-            raise ValueError("stall_after must be positive (or None)")
+            raise ConfigError("stall_after must be positive (or None)")
         if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be at least 1024")
+            raise ConfigError("max_body_bytes must be at least 1024")
         if self.heartbeat <= timedelta(0):
-            raise ValueError("heartbeat must be positive")
+            raise ConfigError("heartbeat must be positive")
         object.__setattr__(self, "redact", frozenset(f.lower() for f in self.redact))
         hosts = frozenset(h if h == ANY_HOST else normal_host(h) for h in self.allowed_hosts)
         object.__setattr__(self, "allowed_hosts", hosts)
@@ -141,7 +143,7 @@ def tokens_from_file(path: Path) -> tuple[Token, ...]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ValueError(f"cannot read the token file {path}: {reason}") from exc
+        raise ConfigError(f"cannot read the token file {path}: {reason}") from exc
     tokens = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -153,13 +155,13 @@ def tokens_from_file(path: Path) -> tuple[Token, ...]:
         # Raised "from None": a mistyped line may be a bare secret, and a chained cause
         # (Role's "'...' is not a valid Role") would print it.
         if not sep or role_text.strip().lower() not in {r.value for r in Role}:
-            raise ValueError(f"{where}: expected ROLE:NAME:SECRET, ROLE viewer or operator")
+            raise ConfigError(f"{where}: expected ROLE:NAME:SECRET, ROLE viewer or operator")
         role = Role(role_text.strip().lower())
         try:
             token = Token(secret=secret.strip(), role=role, name=name.strip())
         except ValueError as exc:  # its messages name the token, never the secret
-            raise ValueError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
         tokens.append(token)
     if not tokens:
-        raise ValueError(f"the token file {path} holds no tokens (lines ROLE:NAME:SECRET)")
+        raise ConfigError(f"the token file {path} holds no tokens (lines ROLE:NAME:SECRET)")
     return tuple(tokens)

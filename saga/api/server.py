@@ -15,6 +15,7 @@ from aiohttp import web
 from saga.api.app import create_app
 from saga.api.config import ApiConfig
 from saga.coordinator import Coordinator
+from saga.errors import ConfigError
 
 ACCESS_LOG = logging.getLogger("saga.api.access")
 """One INFO line per request when ``ApiConfig.access_log`` is on (never a header's value but
@@ -33,10 +34,10 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(host: str, config: ApiConfig, *, insecure: bool = False) -> None:
-    """Raise ValueError when serving on ``host`` without tokens would expose the API."""
+    """Raise ConfigError when serving on ``host`` without tokens would expose the API."""
     if config.auth or insecure or is_loopback(host):
         return
-    raise ValueError(
+    raise ConfigError(
         f"refusing to serve HTTP on {host} without tokens: anyone who can reach it could "
         "start and cancel sagas. Configure tokens (--token-file, or --token-viewer/"
         "--token-operator), listen on 127.0.0.1, or pass --insecure"

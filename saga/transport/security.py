@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from saga.errors import TransportError
+from saga.errors import ConfigError
 
 ENV_USER = "SAGA_NATS_USER"
 ENV_PASSWORD = "SAGA_NATS_PASSWORD"
@@ -34,14 +34,14 @@ _REDACTED = "<redacted>"
 
 def _no_key_password() -> bytes:
     # Without this callback OpenSSL would prompt on the terminal for an encrypted key.
-    raise TransportError("the NATS TLS key file is encrypted; give an unencrypted key file")
+    raise ConfigError("the NATS TLS key file is encrypted; give an unencrypted key file")
 
 
 @dataclass(frozen=True, kw_only=True)
 class NatsSecurity:
     """NATS credentials and TLS settings, checked when built; ``to_connect_options()`` for nats-py.
 
-    Paths are checked to exist when the object is built. Raises TransportError when settings
+    Paths are checked to exist when the object is built. Raises ConfigError when settings
     conflict (two authentication methods, a password without a user, a key without a
     certificate) or a file is missing.
     """
@@ -75,9 +75,9 @@ class NatsSecurity:
         for name in ("user", "password", "token", "tls_server_name"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise TransportError(f"NatsSecurity.{name} must be a non-empty string")
+                raise ConfigError(f"NatsSecurity.{name} must be a non-empty string")
         if (self.user is None) != (self.password is None):
-            raise TransportError("NatsSecurity needs both user and password, or neither")
+            raise ConfigError("NatsSecurity needs both user and password, or neither")
         methods = [
             label
             for label, present in (
@@ -89,17 +89,13 @@ class NatsSecurity:
             if present
         ]
         if len(methods) > 1:
-            raise TransportError(
+            raise ConfigError(
                 f"NatsSecurity takes one authentication method, not {' and '.join(methods)}"
             )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise TransportError(
-                "NatsSecurity needs both tls_cert_file and tls_key_file, or neither"
-            )
+            raise ConfigError("NatsSecurity needs both tls_cert_file and tls_key_file, or neither")
         if self.tls_server_name is not None and not self.uses_tls:
-            raise TransportError(
-                "NatsSecurity.tls_server_name needs a TLS CA or client certificate"
-            )
+            raise ConfigError("NatsSecurity.tls_server_name needs a TLS CA or client certificate")
         for name in (
             "nkey_seed_file",
             "creds_file",
@@ -109,9 +105,9 @@ class NatsSecurity:
         ):
             path: Path | None = getattr(self, name)
             if path is not None and not path.is_file():
-                raise TransportError(f"NatsSecurity.{name}: no such file {str(path)!r}")
+                raise ConfigError(f"NatsSecurity.{name}: no such file {str(path)!r}")
         if (self.nkey_seed_file or self.creds_file) and importlib.util.find_spec("nkeys") is None:
-            raise TransportError(
+            raise ConfigError(
                 "NKey and .creds authentication need the 'nkeys' package:"
                 " pip install 'nats-py[nkeys]'"
             )
@@ -141,7 +137,7 @@ class NatsSecurity:
                 )
         except (ssl.SSLError, OSError) as exc:
             # The message names the library's reason and the files, never their contents.
-            raise TransportError(
+            raise ConfigError(
                 f"cannot load the NATS TLS files (ca {self.tls_ca_file},"
                 f" cert {self.tls_cert_file}, key {self.tls_key_file}): {exc}"
             ) from exc

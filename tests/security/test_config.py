@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saga.errors import TransportError
+from saga.errors import ConfigError
 from saga.transport.security import NatsSecurity
 from tests.security.certs import Pki
 
@@ -83,31 +83,31 @@ def test_tls_options_build_a_verifying_context(pki: Pki) -> None:
     ],
 )
 def test_invalid_settings_are_refused_when_built(kwargs: dict[str, object], fragment: str) -> None:
-    with pytest.raises(TransportError, match=fragment) as caught:
+    with pytest.raises(ConfigError, match=fragment) as caught:
         NatsSecurity(**kwargs)  # type: ignore[arg-type]
     assert PASSWORD not in str(caught.value)
     assert TOKEN not in str(caught.value)
 
 
 def test_token_and_nkey_together_are_refused(seed_file: Path) -> None:
-    with pytest.raises(TransportError, match="token and nkey_seed_file"):
+    with pytest.raises(ConfigError, match="token and nkey_seed_file"):
         NatsSecurity(token=TOKEN, nkey_seed_file=seed_file)
 
 
 def test_a_certificate_needs_its_key(pki: Pki) -> None:
-    with pytest.raises(TransportError, match="tls_cert_file and tls_key_file"):
+    with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file"):
         NatsSecurity(tls_ca_file=pki.ca, tls_cert_file=pki.client.cert)
-    with pytest.raises(TransportError, match="tls_cert_file and tls_key_file"):
+    with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file"):
         NatsSecurity(tls_key_file=pki.client.key)
 
 
 def test_unreadable_tls_files_are_a_clear_error(tmp_path: Path, pki: Pki) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
-    with pytest.raises(TransportError, match="cannot load the NATS TLS files"):
+    with pytest.raises(ConfigError, match="cannot load the NATS TLS files"):
         NatsSecurity(tls_ca_file=garbage).to_connect_options()
     # The key of another certificate does not match this one.
-    with pytest.raises(TransportError, match="cannot load the NATS TLS files"):
+    with pytest.raises(ConfigError, match="cannot load the NATS TLS files"):
         NatsSecurity(tls_cert_file=pki.client.cert, tls_key_file=pki.server.key).ssl_context()
 
 
@@ -157,7 +157,7 @@ def test_from_env_ignores_empty_and_unrelated_variables() -> None:
 
 
 def test_from_env_checks_what_it_reads() -> None:
-    with pytest.raises(TransportError, match="one authentication method"):
+    with pytest.raises(ConfigError, match="one authentication method"):
         NatsSecurity.from_env(
             {"SAGA_NATS_USER": "u", "SAGA_NATS_PASSWORD": PASSWORD, "SAGA_NATS_TOKEN": TOKEN}
         )
@@ -190,5 +190,5 @@ def test_an_encrypted_key_is_refused_without_prompting(tmp_path: Path, pki: Pki)
         )
     )
     security = NatsSecurity(tls_cert_file=pki.client.cert, tls_key_file=encrypted)
-    with pytest.raises(TransportError, match="encrypted"):
+    with pytest.raises(ConfigError, match="encrypted"):
         security.ssl_context()
