@@ -9,21 +9,18 @@ every record.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from saga.errors import IdempotencyStoreError
+from saga.sqlmigrate import MigrationHistory
 
 logger = logging.getLogger(__name__)
 
@@ -33,38 +30,24 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 VERSION_TABLE = "saga_idempotency_version"
 """The store's own version table (the saga log's is ``saga_alembic_version``)."""
 
+HISTORY = MigrationHistory(
+    scripts=MIGRATIONS,
+    version_table=VERSION_TABLE,
+    what="idempotency store",
+    error=IdempotencyStoreError,
+    lock_name="saga-coordinator:idempotency-migrations",
+)
+alembic_config = HISTORY.config
+head_revision = HISTORY.head
+
 _ADOPTED = (("saga_idempotency_store", "0002"), ("saga_idempotency", "0001"))
 """For a database without a version row: a table made by ``create_all`` and the revision
 whose schema holds it, newest first."""
 
-_PG_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"saga-coordinator:idempotency-migrations").digest()[:8], "big", signed=True
-)
-"""The PostgreSQL advisory lock that serialises replicas upgrading at the same time."""
-
-
-def alembic_config(connection: Connection | None = None) -> Config:
-    """An Alembic config for the idempotency store's migrations; no alembic.ini needed."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("path_separator", "os")
-    config.attributes["connection"] = connection
-    config.attributes["version_table"] = VERSION_TABLE
-    return config
-
-
-def head_revision() -> str:
-    """The newest schema revision of the idempotency store this release knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - the package ships its revisions
-        raise IdempotencyStoreError(f"no idempotency store migrations found in {MIGRATIONS}")
-    return head
-
 
 def current_revision(connection: Connection) -> str | None:
     """The revision a database's idempotency store is at (None: never migrated)."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    return HISTORY.current(connection)
 
 
 async def upgrade(engine: AsyncEngine) -> None:
@@ -85,36 +68,20 @@ async def upgrade(engine: AsyncEngine) -> None:
     ):
         with attempt:
             async with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    await conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
-                    )
-                await conn.run_sync(_upgrade)
+                await HISTORY.lock(conn)
+                await conn.run_sync(HISTORY.upgrade, _adopt)
 
 
-def _upgrade(connection: Connection) -> None:
-    config = alembic_config(connection)
-    try:
-        if current_revision(connection) is None:
-            adopted = _adopted_revision(connection)
-            if adopted is not None:
-                logger.info(
-                    "idempotency store: adopting tables made before migrations, at revision %s",
-                    adopted,
-                )
-                command.stamp(config, adopted)
-        command.upgrade(config, "head")
-    except CommandError as exc:
-        found = current_revision(connection)
-        raise IdempotencyStoreError(
-            f"cannot migrate the idempotency store from schema revision {found!r} to"
-            f" {head_revision()!r} (was the database made by a newer saga-coordinator?): {exc}"
-        ) from exc
-
-
-def _adopted_revision(connection: Connection) -> str | None:
+def _adopt(connection: Connection, config: Config) -> None:
+    """Stamp a database whose tables ``create_all`` made (before migrations) at their revision."""
+    if current_revision(connection) is not None:
+        return
     inspector = sa.inspect(connection)
     for table, revision in _ADOPTED:
         if inspector.has_table(table):
-            return revision
-    return None
+            logger.info(
+                "idempotency store: adopting tables made before migrations, at revision %s",
+                revision,
+            )
+            command.stamp(config, revision)
+            return

@@ -7,19 +7,14 @@ creates and changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from saga.errors import LogError
 from saga.sqlconnect import WRITE
+from saga.sqlmigrate import MigrationHistory
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 """Alembic's script directory, shipped as package data."""
@@ -28,34 +23,20 @@ VERSION_TABLE = "saga_alembic_version"
 """Our own version table, so a database shared with an application that uses Alembic for
 its own tables keeps the two histories apart."""
 
-_PG_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"saga-coordinator:migrations").digest()[:8], "big", signed=True
+HISTORY = MigrationHistory(
+    scripts=MIGRATIONS,
+    version_table=VERSION_TABLE,
+    what="saga log",
+    error=LogError,
+    lock_name="saga-coordinator:migrations",
 )
-"""The PostgreSQL advisory lock that serialises coordinators upgrading at the same time."""
-
-
-def alembic_config(connection: Connection | None = None) -> Config:
-    """An Alembic config for the saga log's migrations; no alembic.ini needed."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("path_separator", "os")
-    config.attributes["connection"] = connection
-    config.attributes["version_table"] = VERSION_TABLE
-    return config
-
-
-def head_revision() -> str:
-    """The newest schema revision this release knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:  # pragma: no cover - the package ships its revisions
-        raise LogError(f"no saga log migrations found in {MIGRATIONS}")
-    return head
+alembic_config = HISTORY.config
+head_revision = HISTORY.head
 
 
 def current_revision(connection: Connection) -> str | None:
     """The revision a database is at (None if the saga log was never created there)."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    return HISTORY.current(connection)
 
 
 async def upgrade(engine: AsyncEngine) -> None:
@@ -68,11 +49,8 @@ async def upgrade(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execution_options(**WRITE)
         async with conn.begin():
-            if engine.dialect.name == "postgresql":
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
-                )
-            await conn.run_sync(_upgrade)
+            await HISTORY.lock(conn)
+            await conn.run_sync(HISTORY.upgrade)
 
 
 async def check_schema(engine: AsyncEngine, where: str) -> None:
@@ -94,8 +72,7 @@ async def check_schema(engine: AsyncEngine, where: str) -> None:
     run = "run `saga migrate` with the same --db"
     if found is None:
         raise LogError(f"no saga log at {where}: the database holds no saga log tables ({run})")
-    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
-    if found in known:
+    if found in HISTORY.known():
         raise LogError(
             f"the saga log at {where} has schema revision {found} and this release reads {head}:"
             f" {run} to upgrade it"
@@ -110,14 +87,3 @@ def _missing_file(database: str) -> Path | None:
     """The absolute path of a SQLite file that does not exist (None if it does)."""
     path = Path(database).expanduser()
     return None if path.is_file() else path.resolve()
-
-
-def _upgrade(connection: Connection) -> None:
-    try:
-        command.upgrade(alembic_config(connection), "head")
-    except CommandError as exc:
-        found = current_revision(connection)
-        raise LogError(
-            f"cannot migrate the saga log from schema revision {found!r} to {head_revision()!r}"
-            f" (was the database created by a newer saga-coordinator?): {exc}"
-        ) from exc

@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from alembic import context
-
 from saga.log.sql.schema import metadata
+from saga.sqlmigrate import run_env
 
-config = context.config
-connection = config.attributes.get("connection")
-if connection is None or context.is_offline_mode():
-    raise RuntimeError(
-        "saga log migrations run from SqlSagaLog.open() (saga.log.sql.migrate.upgrade), "
-        "which passes a live connection; offline SQL generation is not supported"
-    )
-context.configure(
-    connection=connection,
-    target_metadata=metadata,
-    version_table=config.attributes["version_table"],
-    render_as_batch=True,  # SQLite can only ALTER through batch (copy-and-move) operations
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_env(metadata, "SqlSagaLog.open() (saga.log.sql.migrate.upgrade)")
