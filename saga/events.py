@@ -8,6 +8,11 @@ from typing import Any
 
 JsonObject = dict[str, Any]
 
+EVENT_FORMAT = 1
+"""The format new events' data is written in (``Event.format``). The typed payloads in
+``saga.engine.payloads`` encode it and decode every format listed there, so a later format
+can be added (with a migration) while sagas stored in an older one still replay."""
+
 
 class SagaStatus(StrEnum):
     """A saga's current status, as stored in the saga table."""
@@ -40,7 +45,10 @@ class Health(StrEnum):
 
 
 class EventType(StrEnum):
-    """The kinds of entry in a saga's append-only log."""
+    """The kinds of entry in a saga's append-only log.
+
+    Each has one typed payload in ``saga.engine.payloads``, which owns its stored keys.
+    """
 
     SAGA_STARTED = "saga_started"
     """data: name, version, input, deadline_at_ms (or null)."""
@@ -72,19 +80,38 @@ class EventType(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class NewEvent:
-    """An event about to be appended; the log assigns nothing, the caller numbers it."""
+    """An event about to be appended; the log assigns nothing, the caller numbers it.
+
+    ``saga.engine.payloads.new_event`` builds one from a typed payload; building one from a
+    ``data`` dict directly is the low-level form (the log stores any JSON object).
+    """
 
     type: EventType
+    """What happened."""
     data: JsonObject = field(default_factory=dict)
+    """The payload's stored JSON, in format ``format``."""
     at_ms: int
+    """When it happened."""
+    format: int = EVENT_FORMAT
+    """The format ``data`` is encoded in; the log stores it beside the data."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """An event as stored: ``seq`` is 1-based and contiguous per saga."""
+    """An event as stored: ``seq`` is 1-based and contiguous per saga.
+
+    ``saga.engine.payloads.payload_of`` reads ``data`` as its typed payload.
+    """
 
     saga_id: str
+    """The saga it belongs to."""
     seq: int
+    """Its place in the saga's log, from 1."""
     type: EventType
+    """What happened."""
     data: JsonObject
+    """The payload's stored JSON, in format ``format``."""
     at_ms: int
+    """When it happened."""
+    format: int = 1
+    """The format ``data`` was stored in; events stored before formats existed are format 1."""
