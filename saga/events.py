@@ -51,31 +51,34 @@ class EventType(StrEnum):
     """
 
     SAGA_STARTED = "saga_started"
-    """data: name, version, input, deadline_at_ms (or null)."""
+    """Payload ``SagaStarted``: name, version, input, deadline_at_ms (or null)."""
     STEP_SENT = "step_sent"
-    """data: step, direction, attempt, service, command, payload, timeout_at_ms.
-    Written before the command is sent (write-ahead)."""
+    """Payload ``StepSent``: step, direction, attempt, kind, service, command, payload,
+    timeout_at_ms. Written before the command is sent (write-ahead)."""
     STEP_SUCCEEDED = "step_succeeded"
-    """data: step, direction, attempt, result."""
+    """Payload ``StepSucceeded``: step, direction, attempt, result."""
     STEP_REJECTED = "step_rejected"
-    """data: step, direction, attempt, error {code, message, details}."""
+    """Payload ``StepRejected``: step, direction, attempt, error {code, message, details}."""
     STEP_FAILED = "step_failed"
-    """data: step, direction, attempt, error. Outcome unknown (timeout, transient)."""
+    """Payload ``StepFailed``: step, direction, attempt, error, final (stored only when
+    true). Outcome unknown (timeout, transient)."""
     RETRY_SCHEDULED = "retry_scheduled"
-    """data: step, direction, attempt (the next one), retry_at_ms."""
+    """Payload ``RetryScheduled``: step, direction, attempt (the next one), retry_at_ms."""
     COMPENSATION_STARTED = "compensation_started"
-    """data: reason, steps (names to compensate, in order)."""
+    """Payload ``CompensationStarted``: reason, steps (names to compensate, in order)."""
     OPERATOR_ACTION = "operator_action"
-    """data: action (retry, cancel, resolve, skip, force_forward), actor, reason, step,
-    direction, and for skip an optional result. An audit entry that also takes effect."""
+    """Payload ``OperatorAction``: action (retry, cancel, resolve, skip, force_forward),
+    actor, reason, step, direction, and for skip a result. An audit entry that also takes
+    effect."""
     SAGA_STUCK = "saga_stuck"
-    """data: reason, code, step, direction, attempts, error."""
+    """Payload ``SagaStuck``: code, reason, and step, direction, attempts, error."""
     SAGA_RESUMED = "saga_resumed"
-    """data: reason. Clears stuck; the current step gets a fresh attempt budget."""
+    """Payload ``SagaResumed``: reason. Clears stuck; the current step gets a fresh attempt
+    budget."""
     SAGA_COMPLETED = "saga_completed"
-    """data: results."""
+    """Payload ``SagaCompleted``: results."""
     SAGA_COMPENSATED = "saga_compensated"
-    """data: compensated (step names, in the order they were compensated)."""
+    """Payload ``SagaCompensated``: compensated (step names, in the order compensated)."""
 
 
 @dataclass(frozen=True, kw_only=True)
