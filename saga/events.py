@@ -8,6 +8,11 @@ from typing import Any
 
 JsonObject = dict[str, Any]
 
+EVENT_FORMAT = 1
+"""The format new events' data is written in (``Event.format``). The typed payloads in
+``saga.engine.payloads`` encode it and decode every format listed there, so a later format
+can be added (with a migration) while sagas stored in an older one still replay."""
+
 
 class SagaStatus(StrEnum):
     """A saga's current status, as stored in the saga table."""
@@ -40,51 +45,76 @@ class Health(StrEnum):
 
 
 class EventType(StrEnum):
-    """The kinds of entry in a saga's append-only log."""
+    """The kinds of entry in a saga's append-only log.
+
+    Each has one typed payload in ``saga.engine.payloads``, which owns its stored keys.
+    """
 
     SAGA_STARTED = "saga_started"
-    """data: name, version, input, deadline_at_ms (or null)."""
+    """Payload ``SagaStarted``: name, version, input, deadline_at_ms (or null)."""
     STEP_SENT = "step_sent"
-    """data: step, direction, attempt, service, command, payload, timeout_at_ms.
-    Written before the command is sent (write-ahead)."""
+    """Payload ``StepSent``: step, direction, attempt, kind, service, command, payload,
+    timeout_at_ms. Written before the command is sent (write-ahead)."""
     STEP_SUCCEEDED = "step_succeeded"
-    """data: step, direction, attempt, result."""
+    """Payload ``StepSucceeded``: step, direction, attempt, result."""
     STEP_REJECTED = "step_rejected"
-    """data: step, direction, attempt, error {code, message, details}."""
+    """Payload ``StepRejected``: step, direction, attempt, error {code, message, details}."""
     STEP_FAILED = "step_failed"
-    """data: step, direction, attempt, error. Outcome unknown (timeout, transient)."""
+    """Payload ``StepFailed``: step, direction, attempt, error, final (stored only when
+    true). Outcome unknown (timeout, transient)."""
     RETRY_SCHEDULED = "retry_scheduled"
-    """data: step, direction, attempt (the next one), retry_at_ms."""
+    """Payload ``RetryScheduled``: step, direction, attempt (the next one), retry_at_ms."""
     COMPENSATION_STARTED = "compensation_started"
-    """data: reason, steps (names to compensate, in order)."""
+    """Payload ``CompensationStarted``: reason, steps (names to compensate, in order)."""
     OPERATOR_ACTION = "operator_action"
-    """data: action (retry, cancel, resolve, skip, force_forward), actor, reason, step,
-    direction, and for skip an optional result. An audit entry that also takes effect."""
+    """Payload ``OperatorAction``: action (retry, cancel, resolve, skip, force_forward),
+    actor, reason, step, direction, and for skip a result. An audit entry that also takes
+    effect."""
     SAGA_STUCK = "saga_stuck"
-    """data: reason, code, step, direction, attempts, error."""
+    """Payload ``SagaStuck``: code, reason, and step, direction, attempts, error."""
     SAGA_RESUMED = "saga_resumed"
-    """data: reason. Clears stuck; the current step gets a fresh attempt budget."""
+    """Payload ``SagaResumed``: reason. Clears stuck; the current step gets a fresh attempt
+    budget."""
     SAGA_COMPLETED = "saga_completed"
-    """data: results."""
+    """Payload ``SagaCompleted``: results."""
     SAGA_COMPENSATED = "saga_compensated"
-    """data: compensated (step names, in the order they were compensated)."""
+    """Payload ``SagaCompensated``: compensated (step names, in the order compensated)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class NewEvent:
-    """An event about to be appended; the log assigns nothing, the caller numbers it."""
+    """An event about to be appended; the log assigns nothing, the caller numbers it.
+
+    ``saga.engine.payloads.new_event`` builds one from a typed payload; building one from a
+    ``data`` dict directly is the low-level form (the log stores any JSON object).
+    """
 
     type: EventType
+    """What happened."""
     data: JsonObject = field(default_factory=dict)
+    """The payload's stored JSON, in format ``format``."""
     at_ms: int
+    """When it happened."""
+    format: int = EVENT_FORMAT
+    """The format ``data`` is encoded in; the log stores it beside the data."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """An event as stored: ``seq`` is 1-based and contiguous per saga."""
+    """An event as stored: ``seq`` is 1-based and contiguous per saga.
+
+    ``saga.engine.payloads.payload_of`` reads ``data`` as its typed payload.
+    """
 
     saga_id: str
+    """The saga it belongs to."""
     seq: int
+    """Its place in the saga's log, from 1."""
     type: EventType
+    """What happened."""
     data: JsonObject
+    """The payload's stored JSON, in format ``format``."""
     at_ms: int
+    """When it happened."""
+    format: int = 1
+    """The format ``data`` was stored in; events stored before formats existed are format 1."""

@@ -9,6 +9,19 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from saga.coordinator import SagaChange
+from saga.engine.payloads import (
+    CompensationStarted,
+    OperatorAction,
+    SagaCompensated,
+    SagaCompleted,
+    SagaStarted,
+    SagaStuck,
+    StepFailed,
+    StepRejected,
+    StepSent,
+    StepSucceeded,
+    payload_of,
+)
 from saga.events import EventType, Health, SagaStatus
 from saga.log.base import SagaRecord
 
@@ -92,31 +105,34 @@ class SagaMetrics:
         """A coordinator listener: update every metric from one recorded change."""
         name = change.name
         for event in change.events:
-            data = event.data
-            kind = event.type
-            if kind is EventType.SAGA_STARTED:
-                self.started.labels(name).inc()
-            elif kind is EventType.STEP_SENT:
-                key = (str(data["step"]), str(data["direction"]))
-                self._sent.setdefault(change.saga_id, {})[key] = event.at_ms
-            elif kind in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_FAILED):
-                outcome = kind.value.removeprefix("step_")
-                step, direction = str(data["step"]), str(data["direction"])
-                self.steps.labels(name, step, direction, outcome).inc()
-                sent = self._sent.get(change.saga_id, {}).pop((step, direction), None)
-                if sent is not None:
-                    seconds = max(event.at_ms - sent, 0) / 1000
-                    self.step_seconds.labels(name, step, direction).observe(seconds)
-            elif kind is EventType.COMPENSATION_STARTED:
-                self.compensations.labels(name).inc()
-            elif kind is EventType.SAGA_STUCK:
-                self.stuck.labels(name).inc()
-            elif kind is EventType.OPERATOR_ACTION:
-                self.actions.labels(name, str(data.get("action"))).inc()
-            elif kind in _FINAL:
-                self.ended.labels(name, _FINAL[kind]).inc()
-                seconds = max(event.at_ms - change.started_ms, 0) / 1000
-                self.saga_seconds.labels(name, _FINAL[kind]).observe(seconds)
+            match payload_of(event):
+                case SagaStarted():
+                    self.started.labels(name).inc()
+                case StepSent(step=step, direction=direction):
+                    key = (step, direction.value)
+                    self._sent.setdefault(change.saga_id, {})[key] = event.at_ms
+                case (
+                    StepSucceeded(step=step, direction=direction)
+                    | StepRejected(step=step, direction=direction)
+                    | StepFailed(step=step, direction=direction)
+                ):
+                    outcome = event.type.value.removeprefix("step_")
+                    self.steps.labels(name, step, direction.value, outcome).inc()
+                    sent = self._sent.get(change.saga_id, {}).pop((step, direction.value), None)
+                    if sent is not None:
+                        seconds = max(event.at_ms - sent, 0) / 1000
+                        self.step_seconds.labels(name, step, direction.value).observe(seconds)
+                case CompensationStarted():
+                    self.compensations.labels(name).inc()
+                case SagaStuck():
+                    self.stuck.labels(name).inc()
+                case OperatorAction(action=action):
+                    self.actions.labels(name, action.value).inc()
+                case SagaCompleted() | SagaCompensated():
+                    end = _FINAL[event.type]
+                    self.ended.labels(name, end).inc()
+                    seconds = max(event.at_ms - change.started_ms, 0) / 1000
+                    self.saga_seconds.labels(name, end).observe(seconds)
         if change.status.is_final or change.health is None:
             self._tracked.pop(change.saga_id, None)
         else:

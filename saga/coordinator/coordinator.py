@@ -28,6 +28,7 @@ from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
 from saga.definition import Saga
 from saga.engine import Action, Preview, SagaState
+from saga.engine.payloads import SagaResumed, SagaStarted, SagaStuck, new_event
 from saga.errors import (
     ConcurrencyError,
     InvalidStartError,
@@ -64,15 +65,14 @@ class _Active:
 def saga_start(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) -> NewSaga:
     """The saga row and first event that start ``defn``; any coordinator resumes it from there."""
     deadline = defn.deadline_ms
-    started = NewEvent(
-        type=EventType.SAGA_STARTED,
-        data={
-            "name": defn.name,
-            "version": defn.version,
-            "input": saga_input,
-            "deadline_at_ms": None if deadline is None else now_ms + deadline,
-        },
-        at_ms=now_ms,
+    started = new_event(
+        SagaStarted(
+            name=defn.name,
+            version=defn.version,
+            input=saga_input,
+            deadline_at_ms=None if deadline is None else now_ms + deadline,
+        ),
+        now_ms,
     )
     return NewSaga(
         saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
@@ -105,7 +105,7 @@ def _resumed(reason: str, now_ms: int) -> Callable[[SagaState], list[NewEvent]]:
     """A system resume (not an operator's): clears stuck once its cause is gone."""
 
     def make(state: SagaState) -> list[NewEvent]:
-        event = NewEvent(type=EventType.SAGA_RESUMED, data={"reason": reason}, at_ms=now_ms)
+        event = new_event(SagaResumed(reason=reason), now_ms)
         engine.apply(state, event)
         return [event]
 
@@ -400,11 +400,7 @@ class Coordinator:
         if defn is None:
             if state.stuck is None:
                 reason = f"definition {state.name!r} version {state.version} is not registered"
-                event = NewEvent(
-                    type=EventType.SAGA_STUCK,
-                    data={"code": "unknown_version", "reason": reason},
-                    at_ms=now,
-                )
+                event = new_event(SagaStuck(code="unknown_version", reason=reason), now)
                 await self._writer.write(
                     Append(
                         saga_id=saga_id,

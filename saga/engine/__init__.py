@@ -1,13 +1,15 @@
 """The pure state machine: (definition, log, time) -> events to append and commands to send."""
 
-from saga.engine.actions import Action, Preview, on_action, preview, refusal
+from saga.engine.actions import Preview, on_action, preview, refusal
 from saga.engine.decide import Decision, compensation_plan, decide, in_flight, on_reply
 from saga.engine.health import health
+from saga.engine.payloads import Action, Payload, new_event, payload_of
 from saga.engine.state import Phase, SagaState, StepPointer, StepProgress, apply, new_state, replay
 
 __all__ = [
     "Action",
     "Decision",
+    "Payload",
     "Phase",
     "Preview",
     "SagaState",
@@ -18,9 +20,11 @@ __all__ = [
     "decide",
     "health",
     "in_flight",
+    "new_event",
     "new_state",
     "on_action",
     "on_reply",
+    "payload_of",
     "preview",
     "refusal",
     "replay",

@@ -8,30 +8,15 @@ answers what an action would do (which compensations, in what order) without doi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from saga.definition import Saga
 from saga.engine.decide import decide
 from saga.engine.health import health
+from saga.engine.payloads import Action, OperatorAction, new_event
 from saga.engine.state import Phase, SagaState, apply
 from saga.errors import StateError
-from saga.events import EventType, Health, JsonObject, NewEvent, SagaStatus
+from saga.events import Health, JsonObject, NewEvent, SagaStatus
 from saga.protocol import Command, Direction
-
-
-class Action(StrEnum):
-    """What an operator can do to a saga. Stored values never change."""
-
-    RETRY = "retry"
-    """Retry the current step or compensation now (a stuck one gets a fresh attempt budget)."""
-    CANCEL = "cancel"
-    """Compensate a saga that has not passed its pivot."""
-    RESOLVE = "resolve"
-    """Mark the failing compensation as done by hand, and go on compensating."""
-    SKIP = "skip"
-    """Mark the failing forward step as done by hand (optionally with a result), and go on."""
-    FORCE_FORWARD = "force_forward"
-    """At or past the pivot: take the pivot as done, or retry a failing step without limit."""
 
 
 def refusal(defn: Saga, state: SagaState, action: Action) -> str | None:
@@ -93,14 +78,18 @@ def on_action(
         raise StateError(f"cannot {action.value}: {why_not}", saga_id=state.saga_id)
     if not reason or not reason.strip():
         raise StateError("an operator action needs a reason", saga_id=state.saga_id)
-    data: JsonObject = {"action": action.value, "actor": actor, "reason": reason}
     pointer = state.pointer
-    if pointer is not None:
-        data["step"] = pointer.step
-        data["direction"] = pointer.direction.value
-    if action is Action.SKIP:
-        data["result"] = result if result is not None else {"skipped": True}
-    event = NewEvent(type=EventType.OPERATOR_ACTION, data=data, at_ms=now_ms)
+    done = OperatorAction(
+        action=action,
+        actor=actor,
+        reason=reason,
+        step=None if pointer is None else pointer.step,
+        direction=None if pointer is None else pointer.direction,
+        result=(result if result is not None else {"skipped": True})
+        if action is Action.SKIP
+        else None,
+    )
+    event = new_event(done, now_ms)
     apply(state, event)
     return [event]
 

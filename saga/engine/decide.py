@@ -8,13 +8,26 @@ reply, a cancel request, an operator's resume) first become events through ``on_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from saga.definition import Saga, Step, StepKind
+from saga.engine.payloads import (
+    CompensationStarted,
+    Payload,
+    RetryScheduled,
+    SagaCompensated,
+    SagaCompleted,
+    SagaStuck,
+    StepFailed,
+    StepRejected,
+    StepSent,
+    StepSucceeded,
+    new_event,
+)
 from saga.engine.state import Phase, SagaState, StepPointer, apply
 from saga.errors import StateError
-from saga.events import EventType, JsonObject, NewEvent
+from saga.events import JsonObject, NewEvent
 from saga.protocol import Command, Direction, Outcome, Reply, encode_json
 
 
@@ -31,10 +44,8 @@ def _error(code: str, message: str, details: JsonObject | None = None) -> JsonOb
     return {"code": code, "message": message, "details": details or {}}
 
 
-def _emit(
-    state: SagaState, decision: Decision, type_: EventType, data: JsonObject, now: int
-) -> None:
-    event = NewEvent(type=type_, data=data, at_ms=now)
+def _emit(state: SagaState, decision: Decision, payload: Payload, now: int) -> None:
+    event = new_event(payload, now)
     apply(state, event)
     decision.events.append(event)
 
@@ -71,22 +82,17 @@ def _send(
 ) -> None:
     command = step.command if direction is Direction.FORWARD else step.compensation
     assert command is not None
-    _emit(
-        state,
-        decision,
-        EventType.STEP_SENT,
-        {
-            "step": step.name,
-            "direction": direction.value,
-            "attempt": attempt,
-            "kind": step.kind.value,
-            "service": step.service,
-            "command": command,
-            "payload": payload,
-            "timeout_at_ms": now + step.timeout_ms,
-        },
-        now,
+    sent = StepSent(
+        step=step.name,
+        direction=direction,
+        attempt=attempt,
+        kind=step.kind,
+        service=step.service,
+        command=command,
+        payload=payload,
+        timeout_at_ms=now + step.timeout_ms,
     )
+    _emit(state, decision, sent, now)
     assert state.pointer is not None
     decision.commands.append(command_for(state, state.pointer))
 
@@ -102,15 +108,16 @@ def _build(builder: Any, state: SagaState) -> JsonObject:
 
 def _stick(state: SagaState, decision: Decision, code: str, reason: str, now: int) -> None:
     pointer = state.pointer
-    data: JsonObject = {"code": code, "reason": reason}
+    stuck = SagaStuck(code=code, reason=reason)
     if pointer is not None:
-        data |= {
-            "step": pointer.step,
-            "direction": pointer.direction.value,
-            "attempts": pointer.attempts,
-            "error": pointer.last_error,
-        }
-    _emit(state, decision, EventType.SAGA_STUCK, data, now)
+        stuck = replace(
+            stuck,
+            step=pointer.step,
+            direction=pointer.direction,
+            attempts=pointer.attempts,
+            error=pointer.last_error,
+        )
+    _emit(state, decision, stuck, now)
 
 
 def compensation_plan(defn: Saga, state: SagaState) -> list[str]:
@@ -129,7 +136,7 @@ def _start_compensation(
     defn: Saga, state: SagaState, decision: Decision, reason: str, now: int
 ) -> None:
     plan = compensation_plan(defn, state)
-    _emit(state, decision, EventType.COMPENSATION_STARTED, {"reason": reason, "steps": plan}, now)
+    _emit(state, decision, CompensationStarted(reason=reason, steps=plan), now)
 
 
 def _step_after_failure(
@@ -145,18 +152,13 @@ def _step_after_failure(
         pointer.unlimited
         or policy.allows_another(pointer.attempts_in_budget, pointer.budget_started_ms, retry_at)
     ):
-        _emit(
-            state,
-            decision,
-            EventType.RETRY_SCHEDULED,
-            {
-                "step": pointer.step,
-                "direction": pointer.direction.value,
-                "attempt": pointer.attempts + 1,
-                "retry_at_ms": retry_at,
-            },
-            now,
+        retry = RetryScheduled(
+            step=pointer.step,
+            direction=pointer.direction,
+            attempt=pointer.attempts + 1,
+            retry_at_ms=retry_at,
         )
+        _emit(state, decision, retry, now)
     elif forward and step.kind is StepKind.COMPENSATABLE:
         why = "failed for good" if pointer.final else "exhausted its retries"
         _start_compensation(defn, state, decision, f"step {step.name!r} {why}", now)
@@ -180,7 +182,7 @@ def _next_forward(defn: Saga, state: SagaState, decision: Decision, now: int) ->
         if state.steps.get(step.name) is None or not state.steps[step.name].succeeded:
             break
     else:
-        _emit(state, decision, EventType.SAGA_COMPLETED, {"results": state.results()}, now)
+        _emit(state, decision, SagaCompleted(results=state.results()), now)
         return
     try:
         payload = _build(step.request, state)
@@ -199,7 +201,7 @@ def _next_compensation(defn: Saga, state: SagaState, decision: Decision, now: in
         if not state.steps[name].compensated:
             break
     else:
-        _emit(state, decision, EventType.SAGA_COMPENSATED, {"compensated": state.plan}, now)
+        _emit(state, decision, SagaCompensated(compensated=state.plan), now)
         return
     step = defn.steps[defn.index(name)]
     progress = state.steps[name]
@@ -238,18 +240,13 @@ def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> 
         assert pointer.timeout_at_ms is not None
         if now < pointer.timeout_at_ms:
             return False
-        _emit(
-            state,
-            decision,
-            EventType.STEP_FAILED,
-            {
-                "step": pointer.step,
-                "direction": pointer.direction.value,
-                "attempt": pointer.attempts,
-                "error": _error("timeout", f"no reply within {step.timeout}"),
-            },
-            now,
+        timed_out = StepFailed(
+            step=pointer.step,
+            direction=pointer.direction,
+            attempt=pointer.attempts,
+            error=_error("timeout", f"no reply within {step.timeout}"),
         )
+        _emit(state, decision, timed_out, now)
     elif pointer.phase is Phase.FAILED:
         _step_after_failure(defn, state, decision, step, now)
     elif pointer.phase is Phase.WAITING:
@@ -330,29 +327,36 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
         return []
     if (pointer.step, pointer.direction) != (command.step, command.direction):
         return []
-    data: JsonObject = {
-        "step": command.step,
-        "direction": command.direction.value,
-        "attempt": command.attempt,
-    }
+    replied: StepSucceeded | StepRejected | StepFailed
     if reply.outcome is Outcome.FAILED:
         if pointer.phase is not Phase.IN_FLIGHT or command.attempt != pointer.attempts:
             return []
         assert reply.error is not None
-        event_type = EventType.STEP_FAILED
-        data["error"] = reply.error.to_json()
-        if reply.final:
-            data["final"] = True
+        replied = StepFailed(
+            step=command.step,
+            direction=command.direction,
+            attempt=command.attempt,
+            error=reply.error.to_json(),
+            final=reply.final,
+        )
     else:
         if pointer.phase not in (Phase.IN_FLIGHT, Phase.FAILED, Phase.WAITING):
             return []
         if reply.outcome is Outcome.SUCCEEDED:
-            event_type = EventType.STEP_SUCCEEDED
-            data["result"] = reply.result or {}
+            replied = StepSucceeded(
+                step=command.step,
+                direction=command.direction,
+                attempt=command.attempt,
+                result=reply.result or {},
+            )
         else:
             assert reply.error is not None
-            event_type = EventType.STEP_REJECTED
-            data["error"] = reply.error.to_json()
-    event = NewEvent(type=event_type, data=data, at_ms=now_ms)
+            replied = StepRejected(
+                step=command.step,
+                direction=command.direction,
+                attempt=command.attempt,
+                error=reply.error.to_json(),
+            )
+    event = new_event(replied, now_ms)
     apply(state, event)
     return [event]

@@ -6,9 +6,24 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from saga.definition import StepKind
+from saga.engine.payloads import (
+    Action,
+    CompensationStarted,
+    OperatorAction,
+    RetryScheduled,
+    SagaCompensated,
+    SagaCompleted,
+    SagaResumed,
+    SagaStarted,
+    SagaStuck,
+    StepFailed,
+    StepRejected,
+    StepSent,
+    StepSucceeded,
+    payload_of,
+)
 from saga.errors import StateError
 from saga.events import Event, EventType, JsonObject, NewEvent, SagaStatus
 from saga.protocol import Direction
@@ -162,14 +177,16 @@ class SagaState:
 
 
 def _started(event: Event | NewEvent, saga_id: str) -> SagaState:
-    data = event.data
+    started = payload_of(event)
+    if not isinstance(started, SagaStarted):
+        raise StateError(f"saga {saga_id}: first event is {event.type}", saga_id=saga_id)
     return SagaState(
         saga_id=saga_id,
-        name=str(data["name"]),
-        version=int(data["version"]),
-        input=dict(data.get("input") or {}),
+        name=started.name,
+        version=started.version,
+        input=dict(started.input),
         started_ms=event.at_ms,
-        deadline_at_ms=data.get("deadline_at_ms"),
+        deadline_at_ms=started.deadline_at_ms,
         seq=1,
     )
 
@@ -213,85 +230,90 @@ def new_state(saga_id: str, started: NewEvent) -> SagaState:
 def apply(state: SagaState, event: Event | NewEvent) -> None:
     """Apply one event to ``state`` in place (events are facts: no validation here)."""
     state.seq += 1
-    data: dict[str, Any] = event.data
-    event_type = event.type
-    if event_type is EventType.STEP_SENT:
-        direction = Direction(data["direction"])
-        pointer = state.pointer
-        same = pointer is not None and (pointer.step, pointer.direction) == (
-            data["step"],
-            direction,
+    payload = payload_of(event)
+    match payload:
+        case StepSent():
+            _sent(state, payload, event.at_ms)
+        case StepSucceeded() | StepRejected() | StepFailed():
+            _replied(state, payload)
+        case RetryScheduled():
+            if state.pointer is not None:
+                state.pointer.phase = Phase.WAITING
+                state.pointer.retry_at_ms = payload.retry_at_ms
+        case CompensationStarted():
+            state.compensating = True
+            state.status = SagaStatus.COMPENSATING
+            state.plan = list(payload.steps)
+            state.compensation_reason = payload.reason
+            state.pointer = None
+        case OperatorAction():
+            _apply_action(state, payload, event.at_ms)
+        case SagaStuck():
+            state.status = SagaStatus.STUCK
+            state.stuck = payload.encode()
+        case SagaResumed():
+            _resume(state, event.at_ms)
+        case SagaCompleted():
+            state.status = SagaStatus.COMPLETED
+            state.pointer = None
+        case SagaCompensated():
+            state.status = SagaStatus.COMPENSATED
+            state.pointer = None
+        case SagaStarted():
+            pass  # only ever first, where replay and new_state read it
+
+
+def _sent(state: SagaState, sent: StepSent, at_ms: int) -> None:
+    pointer = state.pointer
+    if pointer is None or (pointer.step, pointer.direction) != (sent.step, sent.direction):
+        pointer = StepPointer(
+            step=sent.step,
+            direction=sent.direction,
+            service=sent.service,
+            command=sent.command,
+            kind=sent.kind,
+            payload=sent.payload,
+            attempts=0,
+            phase=Phase.IN_FLIGHT,
+            budget_started_ms=at_ms,
         )
-        if pointer is None or not same:
-            pointer = StepPointer(
-                step=data["step"],
-                direction=direction,
-                service=data["service"],
-                command=data["command"],
-                kind=StepKind(data.get("kind", StepKind.COMPENSATABLE)),
-                payload=data["payload"],
-                attempts=0,
-                phase=Phase.IN_FLIGHT,
-                budget_started_ms=event.at_ms,
-            )
-            state.pointer = pointer
-        pointer.attempts = int(data["attempt"])
-        pointer.phase = Phase.IN_FLIGHT
-        pointer.timeout_at_ms = int(data["timeout_at_ms"])
-        pointer.retry_at_ms = None
-        pointer.final = False
-        if direction is Direction.FORWARD:
-            progress = state.progress(data["step"])
-            progress.sent = True
-            progress.payload = data["payload"]
-    elif event_type in (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_FAILED):
-        pointer = state.pointer
-        if pointer is None:
-            return
-        progress = state.progress(data["step"])
-        forward = Direction(data["direction"]) is Direction.FORWARD
-        pointer.timeout_at_ms = None
-        if event_type is EventType.STEP_SUCCEEDED:
-            pointer.phase = Phase.SUCCEEDED
-            if forward:
-                progress.succeeded = True
-                progress.result = data.get("result") or {}
-                if pointer.kind is StepKind.PIVOT:
-                    state.pivot_passed = True
-            else:
-                progress.compensated = True
-        elif event_type is EventType.STEP_REJECTED:
-            pointer.phase = Phase.REJECTED
-            pointer.last_error = data.get("error")
-            if forward:
-                progress.rejected = True
+        state.pointer = pointer
+    pointer.attempts = sent.attempt
+    pointer.phase = Phase.IN_FLIGHT
+    pointer.timeout_at_ms = sent.timeout_at_ms
+    pointer.retry_at_ms = None
+    pointer.final = False
+    if sent.direction is Direction.FORWARD:
+        progress = state.progress(sent.step)
+        progress.sent = True
+        progress.payload = sent.payload
+
+
+def _replied(state: SagaState, reply: StepSucceeded | StepRejected | StepFailed) -> None:
+    pointer = state.pointer
+    if pointer is None:
+        return
+    progress = state.progress(reply.step)
+    forward = reply.direction is Direction.FORWARD
+    pointer.timeout_at_ms = None
+    if isinstance(reply, StepSucceeded):
+        pointer.phase = Phase.SUCCEEDED
+        if forward:
+            progress.succeeded = True
+            progress.result = reply.result
+            if pointer.kind is StepKind.PIVOT:
+                state.pivot_passed = True
         else:
-            pointer.phase = Phase.FAILED
-            pointer.last_error = data.get("error")
-            pointer.final = bool(data.get("final", False))
-    elif event_type is EventType.RETRY_SCHEDULED:
-        if state.pointer is not None:
-            state.pointer.phase = Phase.WAITING
-            state.pointer.retry_at_ms = int(data["retry_at_ms"])
-    elif event_type is EventType.COMPENSATION_STARTED:
-        state.compensating = True
-        state.status = SagaStatus.COMPENSATING
-        state.plan = list(data["steps"])
-        state.compensation_reason = data.get("reason")
-        state.pointer = None
-    elif event_type is EventType.OPERATOR_ACTION:
-        _apply_action(state, data, event.at_ms)
-    elif event_type is EventType.SAGA_STUCK:
-        state.status = SagaStatus.STUCK
-        state.stuck = dict(data)
-    elif event_type is EventType.SAGA_RESUMED:
-        _resume(state, event.at_ms)
-    elif event_type is EventType.SAGA_COMPLETED:
-        state.status = SagaStatus.COMPLETED
-        state.pointer = None
-    elif event_type is EventType.SAGA_COMPENSATED:
-        state.status = SagaStatus.COMPENSATED
-        state.pointer = None
+            progress.compensated = True
+    elif isinstance(reply, StepRejected):
+        pointer.phase = Phase.REJECTED
+        pointer.last_error = reply.error
+        if forward:
+            progress.rejected = True
+    else:
+        pointer.phase = Phase.FAILED
+        pointer.last_error = reply.error
+        pointer.final = reply.final
 
 
 def _resume(state: SagaState, at_ms: int) -> None:
@@ -306,24 +328,24 @@ def _resume(state: SagaState, at_ms: int) -> None:
         pointer.retry_at_ms = at_ms
 
 
-def _apply_action(state: SagaState, data: dict[str, Any], at_ms: int) -> None:
-    action = data["action"]
+def _apply_action(state: SagaState, done: OperatorAction, at_ms: int) -> None:
+    action = done.action
     pointer = state.pointer
-    if action == "cancel":
-        state.cancel_reason = str(data.get("reason") or "cancelled")
-    elif action == "retry":
+    if action is Action.CANCEL:
+        state.cancel_reason = done.reason or "cancelled"
+    elif action is Action.RETRY:
         if state.stuck is not None:
             _resume(state, at_ms)
         elif pointer is not None and pointer.phase is Phase.WAITING:
             pointer.retry_at_ms = at_ms  # retry now, within the same attempt budget
-    elif action == "resolve" and pointer is not None:
+    elif action is Action.RESOLVE and pointer is not None:
         state.progress(pointer.step).compensated = True
         pointer.phase = Phase.SUCCEEDED
         state.stuck = None
         state.status = SagaStatus.COMPENSATING
-    elif action == "skip" and pointer is not None:
-        _done_by_hand(state, pointer, data.get("result") or {"skipped": True})
-    elif action == "force_forward" and pointer is not None:
+    elif action is Action.SKIP and pointer is not None:
+        _done_by_hand(state, pointer, done.result or {"skipped": True})
+    elif action is Action.FORCE_FORWARD and pointer is not None:
         if pointer.kind is StepKind.PIVOT and not state.pivot_passed:
             _done_by_hand(state, pointer, {"forced": True})
         else:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from saga.definition import StepKind
+from saga.engine.payloads import (
+    Action,
+    OperatorAction,
+    Payload,
+    RetryScheduled,
+    SagaResumed,
+    SagaStuck,
+    StepFailed,
+    StepRejected,
+    StepSent,
+    StepSucceeded,
+    payload_of,
+)
+from saga.errors import StateError
 from saga.events import Event, EventType, JsonObject
 from saga.protocol import Direction
 
@@ -124,91 +138,93 @@ _OUTCOMES = {
 }
 
 
+def _readable(events: Iterable[Event]) -> Iterator[tuple[Event, Payload]]:
+    """Each event with its payload; one that cannot be read is left out of the timeline
+    (it shows what it can of a damaged log, where ``replay`` would refuse it)."""
+    for event in events:
+        try:
+            yield event, payload_of(event)
+        except (KeyError, TypeError, ValueError, StateError):
+            continue
+
+
 def timeline(events: Iterable[Event]) -> Timeline:
     """Fold a saga's events (in seq order) into its timeline. Pure; unknown events are skipped."""
     found = Timeline()
     entries: dict[tuple[str, Direction], Entry] = {}
-
-    def entry_for(data: JsonObject) -> Entry | None:
-        try:
-            return entries.get((str(data["step"]), Direction(data["direction"])))
-        except (KeyError, ValueError):
-            return None
-
-    for event in events:
-        data = event.data
+    for event, payload in _readable(events):
         if event.type in _MARKS:
-            reason = data.get("reason")
-            found.marks.append(
-                Mark(at_ms=event.at_ms, kind=_MARKS[event.type], reason=_text(reason))
-            )
-        if event.type is EventType.STEP_SENT:
-            direction = Direction(data["direction"])
-            key = (str(data["step"]), direction)
-            entry = entries.get(key)
-            if entry is None:
-                entry = Entry(
-                    step=key[0],
-                    direction=direction,
-                    service=str(data.get("service", "")),
-                    command=str(data.get("command", "")),
-                    kind=str(data.get("kind", StepKind.COMPENSATABLE.value)),
-                )
-                entries[key] = entry
-                lane = found.steps if direction is Direction.FORWARD else found.compensations
-                lane.append(entry)
-            entry.stuck = False
-            entry.attempts.append(Attempt(attempt=int(data["attempt"]), sent_ms=event.at_ms))
-        elif event.type in _OUTCOMES:
-            entry = entry_for(data)
-            if entry is not None and entry.attempts:
-                last = entry.attempts[-1]
-                last.outcome = _OUTCOMES[event.type]
-                last.finished_ms = event.at_ms
-                last.error = data.get("error")
-        elif event.type is EventType.RETRY_SCHEDULED:
-            entry = entry_for(data)
-            if entry is not None and entry.attempts:
-                entry.attempts[-1].retry_at_ms = int(data["retry_at_ms"])
-        elif event.type is EventType.SAGA_STUCK:
-            entry = entry_for(data) if "step" in data else None
-            if entry is not None:
-                entry.stuck = True
-        elif event.type is EventType.SAGA_RESUMED:
-            for entry in entries.values():
+            reason = getattr(payload, "reason", None)
+            found.marks.append(Mark(at_ms=event.at_ms, kind=_MARKS[event.type], reason=reason))
+        match payload:
+            case StepSent():
+                key = (payload.step, payload.direction)
+                entry = entries.get(key)
+                if entry is None:
+                    entry = Entry(
+                        step=payload.step,
+                        direction=payload.direction,
+                        service=payload.service,
+                        command=payload.command,
+                        kind=payload.kind.value,
+                    )
+                    entries[key] = entry
+                    forward = payload.direction is Direction.FORWARD
+                    (found.steps if forward else found.compensations).append(entry)
                 entry.stuck = False
-        elif event.type is EventType.OPERATOR_ACTION:
-            _operator(found, entries, event)
+                entry.attempts.append(Attempt(attempt=payload.attempt, sent_ms=event.at_ms))
+            case StepSucceeded() | StepRejected() | StepFailed():
+                entry = entries.get((payload.step, payload.direction))
+                if entry is not None and entry.attempts:
+                    last = entry.attempts[-1]
+                    last.outcome = _OUTCOMES[event.type]
+                    last.finished_ms = event.at_ms
+                    last.error = None if isinstance(payload, StepSucceeded) else payload.error
+            case RetryScheduled():
+                entry = entries.get((payload.step, payload.direction))
+                if entry is not None and entry.attempts:
+                    entry.attempts[-1].retry_at_ms = payload.retry_at_ms
+            case SagaStuck():
+                entry = None
+                if payload.step is not None and payload.direction is not None:
+                    entry = entries.get((payload.step, payload.direction))
+                if entry is not None:
+                    entry.stuck = True
+            case SagaResumed():
+                for entry in entries.values():
+                    entry.stuck = False
+            case OperatorAction():
+                _operator(found, entries, payload, event.at_ms)
     return found
 
 
-def _operator(found: Timeline, entries: dict[tuple[str, Direction], Entry], event: Event) -> None:
-    data = event.data
-    action = str(data.get("action", ""))
+def _operator(
+    found: Timeline,
+    entries: dict[tuple[str, Direction], Entry],
+    done: OperatorAction,
+    at_ms: int,
+) -> None:
+    action = done.action.value
     audit = OperatorEntry(
-        at_ms=event.at_ms,
+        at_ms=at_ms,
         action=action,
-        actor=str(data.get("actor", "")),
-        reason=str(data.get("reason", "")),
-        step=_text(data.get("step")),
-        direction=_text(data.get("direction")),
+        actor=done.actor,
+        reason=done.reason,
+        step=done.step,
+        direction=None if done.direction is None else done.direction.value,
     )
     found.operator_actions.append(audit)
-    if audit.step is None or audit.direction is None:
+    if done.step is None or done.direction is None:
         return
-    entry = entries.get((audit.step, Direction(audit.direction)))
+    entry = entries.get((done.step, done.direction))
     if entry is None:
         return
     entry.stuck = False
     unfinished = not entry.attempts or entry.attempts[-1].outcome is not AttemptOutcome.SUCCEEDED
     # force_forward takes an unfinished pivot as done; on a failing step after the pivot it
     # retries without limit instead, and the timeline shows the later attempts.
-    forced = action == "force_forward" and entry.kind == StepKind.PIVOT
-    if unfinished and (action in ("resolve", "skip") or forced):
+    forced = done.action is Action.FORCE_FORWARD and entry.kind == StepKind.PIVOT
+    if unfinished and (done.action in (Action.RESOLVE, Action.SKIP) or forced):
         entry.by_hand = ByHand(
             action=action, actor=audit.actor, reason=audit.reason, at_ms=audit.at_ms
         )
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)

@@ -77,6 +77,7 @@ class InMemorySagaLog(SagaLog):
             type=saga.started.type,
             data=_normalise(saga.started.data, "event data"),
             at_ms=at_ms,
+            format=saga.started.format,
         )
         self._sagas[saga.saga_id] = record
         self._events[saga.saga_id] = [event]
@@ -107,6 +108,7 @@ class InMemorySagaLog(SagaLog):
                         type=new.type,
                         data=_normalise(new.data, "event data"),
                         at_ms=new.at_ms,
+                        format=new.format,
                     )
                 )
             staged[item.saga_id] = replace(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from saga.definition import Saga, StepKind
+from saga.engine.payloads import CompensationStarted, StepSent, StepSucceeded, payload_of
 from saga.events import EventType, SagaStatus
 from saga.protocol import Direction, Outcome, Reply
 from saga.testing.schedule import Run
@@ -68,13 +69,13 @@ def _log_is_whole(saga: Saga, run: Run) -> str | None:
 
 def _written_ahead(saga: Saga, run: Run) -> str | None:
     recorded = {
-        (e.data["step"], e.data["direction"], e.data["attempt"])
-        for e in run.events
-        if e.type is EventType.STEP_SENT
+        (sent.step, sent.direction, sent.attempt)
+        for sent in map(payload_of, run.events)
+        if isinstance(sent, StepSent)
     }
     for item in run.commands:
         point = item.point
-        if (point.step, point.direction.value, point.attempt) not in recorded:
+        if (point.step, point.direction, point.attempt) not in recorded:
             return f"{point} was sent but never recorded as sent in the log"
     return None
 
@@ -84,16 +85,16 @@ def _compensations_follow_steps(saga: Saga, run: Run) -> str | None:
     forward_sent: set[str] = set()
     plans: list[list[str]] = []
     undone: list[str] = []
-    for event in run.events:
-        data = event.data
-        if event.type is EventType.STEP_SENT and data["direction"] == Direction.FORWARD:
-            forward_sent.add(data["step"])
-        elif event.type is EventType.STEP_SENT and data["step"] not in forward_sent:
-            return f"compensation of {data['step']!r} was sent before its step"
-        elif event.type is EventType.COMPENSATION_STARTED:
-            plans.append(list(data["steps"]))
-        elif event.type is EventType.STEP_SUCCEEDED and data["direction"] == Direction.COMPENSATE:
-            undone.append(data["step"])
+    for payload in map(payload_of, run.events):
+        match payload:
+            case StepSent(direction=Direction.FORWARD):
+                forward_sent.add(payload.step)
+            case StepSent() if payload.step not in forward_sent:
+                return f"compensation of {payload.step!r} was sent before its step"
+            case CompensationStarted():
+                plans.append(list(payload.steps))
+            case StepSucceeded(direction=Direction.COMPENSATE):
+                undone.append(payload.step)
     if len(plans) > 1:
         return f"compensation started {len(plans)} times"
     plan = plans[0] if plans else []
@@ -163,7 +164,7 @@ def _ends_match_effects(saga: Saga, run: Run) -> str | None:
 
 
 def _plan(run: Run) -> list[str] | None:
-    for event in run.events:
-        if event.type is EventType.COMPENSATION_STARTED:
-            return list(event.data["steps"])
+    for payload in map(payload_of, run.events):
+        if isinstance(payload, CompensationStarted):
+            return list(payload.steps)
     return None

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
+from saga.engine.payloads import SagaStarted, new_event
 from saga.errors import ConcurrencyError, LogError, QueryError, SagaNotFoundError
-from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
+from saga.events import EVENT_FORMAT, Event, EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaQuery, SagaRecord, TimeRange
 
 T0 = 1_700_000_000_000
@@ -60,16 +61,13 @@ def new_saga(
         name=name,
         version=version,
         input=data,
-        started=NewEvent(
-            type=EventType.SAGA_STARTED,
-            data={"name": name, "version": version, "input": data, "deadline_at_ms": None},
-            at_ms=at_ms,
-        ),
+        started=new_event(SagaStarted(name=name, version=version, input=data), at_ms),
     )
 
 
 def step_sent(step: str, at_ms: int, **extra: Any) -> NewEvent:
-    """A step_sent event, for tests."""
+    """A step_sent event, for tests: the low-level form, since a log stores whatever JSON object
+    it is given (only the engine reads it as a typed payload)."""
     return NewEvent(type=EventType.STEP_SENT, data={"step": step, **extra}, at_ms=at_ms)
 
 
@@ -357,6 +355,13 @@ class SagaLogContract:
         assert type(events[1].data["result"]["float"]) is float
         page = await log.find(SagaQuery(name="order"))
         assert page.sagas[0].input == ODD_DATA
+
+    async def test_events_keep_the_format_they_were_written_in(self, log: SagaLog) -> None:
+        await log.create(new_saga("s"))
+        later = NewEvent(type=EventType.STEP_SENT, data={"step": "a"}, at_ms=T0 + 1, format=2)
+        await log.append([advance("s", 1, later, step_sent("b", T0 + 2))])
+        events = await log.events("s")
+        assert [e.format for e in events] == [EVENT_FORMAT, 2, EVENT_FORMAT]
 
     async def test_non_json_data_raises_log_error_and_writes_nothing(self, log: SagaLog) -> None:
         with pytest.raises(LogError):

@@ -16,7 +16,8 @@ from enum import StrEnum
 from saga import engine
 from saga.coordinator import Coordinator, SagaResult
 from saga.definition import Saga
-from saga.events import Event, EventType, JsonObject
+from saga.engine.payloads import CompensationStarted, StepFailed, StepSent, payload_of
+from saga.events import Event, JsonObject
 from saga.log.memory import InMemorySagaLog
 from saga.protocol import Command, Direction, Reply
 from saga.testing.clock import FakeClock
@@ -268,17 +269,15 @@ async def run_schedule(
 
 def _why(events: list[Event]) -> str:
     """What the time that passed set off, from the events it led to."""
-    for event in events:
-        data = event.data
-        if (
-            event.type is EventType.STEP_FAILED
-            and (data.get("error") or {}).get("code") == "timeout"
-        ):
-            return f": {data['step']} {data['direction']} attempt {data['attempt']} times out"
-        if event.type is EventType.STEP_SENT:
-            return f": the back-off of {data['step']} {data['direction']} ends"
-        if event.type is EventType.COMPENSATION_STARTED:
-            return f": {data.get('reason')}"
+    for payload in map(payload_of, events):
+        match payload:
+            case StepFailed() if (payload.error or {}).get("code") == "timeout":
+                where = f"{payload.step} {payload.direction}"
+                return f": {where} attempt {payload.attempt} times out"
+            case StepSent():
+                return f": the back-off of {payload.step} {payload.direction} ends"
+            case CompensationStarted():
+                return f": {payload.reason}"
     return ""
 
 

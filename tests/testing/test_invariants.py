@@ -7,7 +7,9 @@ from typing import Any
 
 from saga import SagaStatus
 from saga.coordinator import SagaResult
+from saga.engine.payloads import StepSent, StepSucceeded
 from saga.events import Event, EventType
+from saga.protocol import Direction
 from saga.testing.invariants import check_invariants
 from saga.testing.schedule import Run
 from tests.testing.shop import order_saga
@@ -25,11 +27,16 @@ def run_of(*entries: tuple[EventType, dict[str, Any]], status: SagaStatus) -> Ru
 
 
 def sent(step: str, direction: str = "forward") -> tuple[EventType, dict[str, Any]]:
-    return (EventType.STEP_SENT, {"step": step, "direction": direction, "attempt": 1})
+    payload = StepSent(
+        step=step, direction=Direction(direction), attempt=1, service="svc", command="cmd",
+        payload={}, timeout_at_ms=0,
+    )  # fmt: skip
+    return (EventType.STEP_SENT, payload.encode())
 
 
 def undone(step: str) -> tuple[EventType, dict[str, Any]]:
-    return (EventType.STEP_SUCCEEDED, {"step": step, "direction": "compensate", "attempt": 1})
+    payload = StepSucceeded(step=step, direction=Direction.COMPENSATE, attempt=1)
+    return (EventType.STEP_SUCCEEDED, payload.encode())
 
 
 def plan(*steps: str) -> tuple[EventType, dict[str, Any]]:

@@ -106,6 +106,7 @@ def _event(row: Row[Any]) -> Event:
         type=EventType(row.type),
         data=row.data,
         at_ms=row.at_ms,
+        format=row.format,
     )
 
 
@@ -236,6 +237,7 @@ class SqlSagaLog(SagaLog):
             type=saga.started.type.value,
             data=saga.started.data,
             at_ms=at_ms,
+            format=saga.started.format,
         )
 
         async def attempt(retry: bool) -> tuple[SagaRecord, bool]:
@@ -298,6 +300,7 @@ class SqlSagaLog(SagaLog):
                             "type": saga.started.type.value,
                             "data": saga.started.data,
                             "at_ms": saga.started.at_ms,
+                            "format": saga.started.format,
                         }
                         for saga in unique
                         if saga.saga_id in created
@@ -340,6 +343,7 @@ class SqlSagaLog(SagaLog):
                 "type": new.type.value,
                 "data": new.data,
                 "at_ms": new.at_ms,
+                "format": new.format,
             }
             for item in ordered
             for offset, new in enumerate(item.events, start=1)
@@ -408,7 +412,12 @@ async def _landed(engine: AsyncEngine, rows: list[dict[str, Any]]) -> bool:
     if not rows:
         return False
     wanted = {
-        (row["saga_id"], row["seq"]): (row["type"], row["at_ms"], _as_stored(row["data"]))
+        (row["saga_id"], row["seq"]): (
+            row["type"],
+            row["at_ms"],
+            _as_stored(row["data"]),
+            row["format"],
+        )
         for row in rows
     }
     key = tuple_(saga_events.c.saga_id, saga_events.c.seq)
@@ -417,7 +426,7 @@ async def _landed(engine: AsyncEngine, rows: list[dict[str, Any]]) -> bool:
         for chunk in _chunks(list(wanted), 500):
             result = await conn.execute(select(saga_events).where(key.in_(chunk)))
             for row in result:
-                stored[(row.saga_id, row.seq)] = (row.type, row.at_ms, row.data)
+                stored[(row.saga_id, row.seq)] = (row.type, row.at_ms, row.data, row.format)
     return stored == wanted
 
 

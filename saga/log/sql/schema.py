@@ -69,6 +69,9 @@ saga_events = Table(
     Column("type", String, nullable=False),
     Column("data", JSON, nullable=False),
     Column("at_ms", BigInteger, nullable=False),
+    # The format ``data`` is encoded in (saga.events.EVENT_FORMAT when written); events stored
+    # before the column existed are format 1, which its server default says.
+    Column("format", Integer, nullable=False, server_default="1"),
     # Two writers can never both store seq n of one saga.
     PrimaryKeyConstraint("saga_id", "seq"),
 )
