@@ -69,7 +69,7 @@ class AuthLimit:
 def normal_host(name: str) -> str:
     """A host name as ``Host`` headers are compared: lower case, IPv6 without brackets.
 
-    Raises ValueError for an empty name, a port or a URL (a host name is just the name).
+    Raises ConfigError for an empty name, a port or a URL (a host name is just the name).
     """
     host = name.strip().lower()
     if host.startswith("[") and host.endswith("]"):
@@ -137,7 +137,7 @@ def tokens_from_file(path: Path) -> tuple[Token, ...]:
     """Tokens from a file of ``ROLE:NAME:SECRET`` lines (role ``viewer`` or ``operator``).
 
     Blank lines and lines starting with ``#`` are skipped. Errors name the file and line,
-    never the line's text (it holds a secret). Raises ValueError.
+    never the line's text (it holds a secret). Raises ConfigError.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -159,7 +159,7 @@ def tokens_from_file(path: Path) -> tuple[Token, ...]:
         role = Role(role_text.strip().lower())
         try:
             token = Token(secret=secret.strip(), role=role, name=name.strip())
-        except ValueError as exc:  # its messages name the token, never the secret
+        except ConfigError as exc:  # its messages name the token, never the secret
             raise ConfigError(f"{where}: {exc}") from None
         tokens.append(token)
     if not tokens:

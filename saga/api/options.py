@@ -21,6 +21,7 @@ from saga.api.guard import LOOPBACK_HOSTS
 from saga.api.server import HttpServer, check_exposure, is_loopback, start_http
 from saga.cli_options import HTTP_PARAMS, http_options
 from saga.coordinator import Coordinator
+from saga.errors import ConfigError
 
 __all__ = [
     "HTTP_PARAMS",
@@ -103,7 +104,7 @@ def http_settings(
             access_log=access_log,
         )
         check_exposure(host, config, insecure=insecure)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     return HttpSettings(host=host, port=port, config=config, insecure=insecure)
 
