@@ -35,16 +35,7 @@ class InMemoryIdempotencyStore(IdempotencyStore):
 
     async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         existing = self._records.get(key)
-        claimable = (
-            existing is None
-            or existing.state is RecordState.ATTEMPTED
-            or (
-                existing.state is RecordState.IN_PROGRESS
-                and existing.claimed_at_ms < stale_before_ms
-            )
-        )
-        if not claimable:
-            assert existing is not None
+        if existing is not None and not existing.claimable(stale_before_ms):
             return Claim(won=False, record=existing)
         return self._put(key, RecordState.IN_PROGRESS, owner, now_ms, replaced=existing)
 

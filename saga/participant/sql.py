@@ -208,7 +208,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                     continue  # deleted between our insert and select: try again
                 if existing.owner == owner and existing.state is RecordState.IN_PROGRESS:
                     return Claim(won=True, record=existing)  # our own earlier try committed
-                if not _claimable(existing, stale_before_ms):
+                if not existing.claimable(stale_before_ms):
                     return Claim(won=False, record=existing)
                 # Compare-and-set on the record we saw: of several takers, one matches.
                 taken = await conn.execute(
@@ -225,7 +225,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                 if taken.first() is not None:
                     return Claim(won=True, record=mine, replaced=existing)
                 current = await _select(conn, key)
-                if current is not None and not _claimable(current, stale_before_ms):
+                if current is not None and not current.claimable(stale_before_ms):
                     return Claim(won=False, record=current)
         raise IdempotencyStoreError(f"could not claim idempotency key {key!r}: it keeps changing")
 
@@ -349,12 +349,6 @@ async def _was(conn: AsyncConnection, key: str, owner: str, state: RecordState) 
     """Whether ``key`` is in ``state`` by ``owner``: an earlier try of this write committed."""
     found = await _select(conn, key)
     return found is not None and found.owner == owner and found.state is state
-
-
-def _claimable(record: IdempotencyRecord, stale_before_ms: int) -> bool:
-    if record.state is RecordState.ATTEMPTED:
-        return True
-    return record.state is RecordState.IN_PROGRESS and record.claimed_at_ms < stale_before_ms
 
 
 async def _complete(conn: AsyncConnection, key: str, owner: str, reply: Reply, now_ms: int) -> bool:

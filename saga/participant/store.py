@@ -49,6 +49,13 @@ class IdempotencyRecord:
     updated_ms: int
     reply: Reply | None = None
 
+    def claimable(self, stale_before_ms: int) -> bool:
+        """Whether a new claim may take this record over: an attempt that did not answer for
+        good, or a claim in progress since before ``stale_before_ms`` (its owner is dead)."""
+        if self.state is RecordState.ATTEMPTED:
+            return True
+        return self.state is RecordState.IN_PROGRESS and self.claimed_at_ms < stale_before_ms
+
 
 @dataclass(frozen=True, kw_only=True)
 class Claim:
