@@ -273,7 +273,8 @@ class Coordinator:
                 size_bytes=len(body),
                 limit_bytes=self.max_input_bytes,
             )
-        # What is stored is the JSON form, so compare and record that (tuples become lists).
+        # Run on the JSON form (tuples become lists, keys strings): it is what the log keeps
+        # and what recovery replays, so request builders see the same input either way.
         stored: JsonObject = json.loads(body)
         return stored
 
