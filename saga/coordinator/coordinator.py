@@ -15,7 +15,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -229,16 +229,31 @@ class Coordinator:
         """
         saga_input = self._check_start(input, saga_id, version)
         defn = self.registry.resolve(saga, version)
-        new = saga_start(defn, saga_input, saga_id or uuid.uuid4().hex, self.clock.now_ms())
+        now = self.clock.now_ms()
+        new = saga_start(defn, saga_input, saga_id or uuid.uuid4().hex, now)
         saga_id = new.saga_id
+        # The first decision (the first step's StepSent, usually) is made before the saga is
+        # written and stored with it in one commit; it is thrown away if the id is taken.
+        state = engine.new_state(saga_id, new.started)
+        first = engine.decide(defn, state, now).events
+        new = replace(
+            new,
+            events=first,
+            status=state.status,
+            current_step=state.pointer.step if state.pointer else None,
+            health=engine.health(state),
+            attempt=state.pointer.attempts if state.pointer else None,
+        )
         record, created = await self._writer.create(new)
-        if created:
-            state = engine.new_state(saga_id, new.started)
-            self._active[saga_id] = _Active(defn=defn, state=state)
-            self._notify(state, [new.started])
-            await self._advance(saga_id)
-        else:
+        if not created:
             _check_same_start(record, new, version_given=version is not None)
+            return SagaHandle(self, saga_id, created)
+        self._active[saga_id] = _Active(defn=defn, state=state)
+        self._notify(state, new.all_events)
+        if self._hooks is not None and first:
+            self._hooks.after_record(first)
+        # Decides nothing new; sends the command now in flight and sets its timers.
+        await self._advance(saga_id, resend=True)
         return SagaHandle(self, saga_id, created)
 
     def _check_start(self, input: object, saga_id: object, version: object) -> JsonObject:

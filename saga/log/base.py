@@ -36,13 +36,38 @@ class SagaRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class NewSaga:
-    """What ``SagaLog.create`` writes: the saga row and its first event (``saga_started``)."""
+    """What ``SagaLog.create`` writes: the saga row, its first event (``saga_started``) and,
+    in the same transaction, the events of its first decision (seq 2, 3, ...).
+
+    Recording the first decision with the start saves a commit per saga: the coordinator
+    decides on the new saga before writing it, and sends its first command once both are
+    stored. The row's ``status``, ``current_step``, ``health`` and ``attempt`` describe the
+    saga after those events (as ``Append`` does).
+    """
 
     saga_id: str
     name: str
     version: int
     input: JsonObject
     started: NewEvent
+    events: Sequence[NewEvent] = ()
+    status: SagaStatus = SagaStatus.RUNNING
+    current_step: str | None = None
+    health: Health | None = Health.PROGRESSING
+    attempt: int | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return 1 + len(self.events)
+
+    @property
+    def updated_ms(self) -> int:
+        return self.events[-1].at_ms if self.events else self.started.at_ms
+
+    @property
+    def all_events(self) -> list[NewEvent]:
+        """``started`` then ``events``: seq 1, 2, ..."""
+        return [self.started, *self.events]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +242,7 @@ class SagaLog(ABC):
 
     @abstractmethod
     async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
-        """Insert a saga with status running, health progressing, and its first event at seq 1.
+        """Insert a saga's row and its events (``started`` at seq 1, then ``saga.events``).
 
         Returns ``(record, True)``; if a saga with that id exists already, nothing is written
         and ``(existing record, False)`` is returned, so starting the same id twice is safe.

@@ -63,24 +63,28 @@ class InMemorySagaLog(SagaLog):
             saga_id=saga.saga_id,
             name=saga.name,
             version=saga.version,
-            status=SagaStatus.RUNNING,
+            status=SagaStatus(saga.status),
             input=_normalise(saga.input, "saga input"),
             created_ms=at_ms,
-            updated_ms=at_ms,
-            last_seq=1,
-            current_step=None,
-            health=Health.PROGRESSING,
+            updated_ms=saga.updated_ms,
+            last_seq=saga.last_seq,
+            current_step=saga.current_step,
+            health=None if saga.health is None else Health(saga.health),
+            attempt=saga.attempt,
         )
-        event = Event(
-            saga_id=saga.saga_id,
-            seq=1,
-            type=saga.started.type,
-            data=_normalise(saga.started.data, "event data"),
-            at_ms=at_ms,
-            format=saga.started.format,
-        )
+        events = [
+            Event(
+                saga_id=saga.saga_id,
+                seq=seq,
+                type=new.type,
+                data=_normalise(new.data, "event data"),
+                at_ms=new.at_ms,
+                format=new.format,
+            )
+            for seq, new in enumerate(saga.all_events, start=1)
+        ]
         self._sagas[saga.saga_id] = record
-        self._events[saga.saga_id] = [event]
+        self._events[saga.saga_id] = events
         return _copy_record(record), True
 
     async def append(self, batch: Sequence[Append]) -> None:

@@ -19,6 +19,7 @@ InMemorySagaLog, and SqlSagaLog on SQLite and on PostgreSQL, in this project's o
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -158,6 +159,46 @@ class SagaLogContract:
         winner = next(record for record, created in results if created)
         assert all(record == winner for record, _ in results)
         assert len(await log.events("race")) == 1
+
+    @pytest.mark.parametrize("many", [False, True])
+    async def test_create_records_the_first_decision_in_the_same_write(
+        self, log: SagaLog, many: bool
+    ) -> None:
+        first = replace(
+            new_saga("with-step", input={"n": 1}),
+            events=[step_sent("a", T0 + 1), step_sent("b", T0 + 2)],
+            current_step="b",
+            health=Health.RETRYING,
+            attempt=2,
+        )
+        plain = new_saga("plain")
+        if many:
+            results = await log.create_many([first, plain])
+        else:
+            results = [await log.create(first), await log.create(plain)]
+        assert [created for _, created in results] == [True, True]
+        record = results[0][0]
+        assert (record.last_seq, record.current_step, record.attempt) == (3, "b", 2)
+        assert (record.health, record.updated_ms, record.created_ms) == (
+            Health.RETRYING, T0 + 2, T0,
+        )  # fmt: skip
+        assert await log.get("with-step") == record
+        events = await log.events("with-step")
+        assert [(e.seq, e.data.get("step")) for e in events] == [(1, None), (2, "a"), (3, "b")]
+        assert events[0].type is EventType.SAGA_STARTED
+        assert (await log.get("plain")) == results[1][0]
+        assert results[1][0].last_seq == 1
+        # The next writer continues from the last of those events.
+        await log.append([advance("with-step", 3, step_sent("c", T0 + 3))])
+        assert [e.seq for e in await log.events("with-step")] == [1, 2, 3, 4]
+
+    async def test_create_of_a_taken_id_writes_none_of_its_events(self, log: SagaLog) -> None:
+        await log.create(new_saga("taken"))
+        again = replace(new_saga("taken"), events=[step_sent("a", T0 + 1)], current_step="a")
+        record, created = await log.create(again)
+        assert not created
+        assert record.last_seq == 1
+        assert len(await log.events("taken")) == 1
 
     async def test_stored_data_cannot_be_mutated_by_callers(self, log: SagaLog) -> None:
         data: JsonObject = {"items": [1, 2], "meta": {"k": "v"}}

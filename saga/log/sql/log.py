@@ -6,10 +6,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy import BigInteger, Row, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -76,6 +77,36 @@ def _dialect_insert(engine: AsyncEngine, table: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table)
+
+
+def _saga_row(saga: NewSaga) -> dict[str, Any]:
+    return {
+        "saga_id": saga.saga_id,
+        "name": saga.name,
+        "version": saga.version,
+        "status": SagaStatus(saga.status).value,
+        "input": saga.input,
+        "created_ms": saga.started.at_ms,
+        "updated_ms": saga.updated_ms,
+        "last_seq": saga.last_seq,
+        "current_step": saga.current_step,
+        "health": None if saga.health is None else Health(saga.health).value,
+        "attempt": saga.attempt,
+    }
+
+
+def _event_rows(saga: NewSaga) -> list[dict[str, Any]]:
+    return [
+        {
+            "saga_id": saga.saga_id,
+            "seq": seq,
+            "type": new.type.value,
+            "data": new.data,
+            "at_ms": new.at_ms,
+            "format": new.format,
+        }
+        for seq, new in enumerate(saga.all_events, start=1)
+    ]
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -214,31 +245,9 @@ class SqlSagaLog(SagaLog):
 
     async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
         engine = self.engine
-        at_ms = saga.started.at_ms
-        insert_saga = (
-            insert(sagas)
-            .values(
-                saga_id=saga.saga_id,
-                name=saga.name,
-                version=saga.version,
-                status=SagaStatus.RUNNING.value,
-                input=saga.input,
-                created_ms=at_ms,
-                updated_ms=at_ms,
-                last_seq=1,
-                current_step=None,
-                health=Health.PROGRESSING.value,
-            )
-            .returning(*sagas.c)
-        )
-        insert_event = insert(saga_events).values(
-            saga_id=saga.saga_id,
-            seq=1,
-            type=saga.started.type.value,
-            data=saga.started.data,
-            at_ms=at_ms,
-            format=saga.started.format,
-        )
+        insert_saga = insert(sagas).values(_saga_row(saga)).returning(*sagas.c)
+        insert_events = insert(saga_events)
+        event_rows = _event_rows(saga)
 
         async def attempt(retry: bool) -> tuple[SagaRecord, bool]:
             try:
@@ -246,7 +255,7 @@ class SqlSagaLog(SagaLog):
                     await conn.execution_options(**WRITE)
                     async with conn.begin():
                         row = (await conn.execute(insert_saga)).one()
-                        await conn.execute(insert_event)
+                        await conn.execute(insert_events, event_rows)
             except IntegrityError:
                 # The id is taken (possibly by a concurrent create); nothing was written.
                 existing = await self._get(engine, saga.saga_id)
@@ -269,21 +278,7 @@ class SqlSagaLog(SagaLog):
             .on_conflict_do_nothing(index_elements=[sagas.c.saga_id])
             .returning(sagas.c.saga_id)
         )
-        rows = [
-            {
-                "saga_id": saga.saga_id,
-                "name": saga.name,
-                "version": saga.version,
-                "status": SagaStatus.RUNNING.value,
-                "input": saga.input,
-                "created_ms": saga.started.at_ms,
-                "updated_ms": saga.started.at_ms,
-                "last_seq": 1,
-                "current_step": None,
-                "health": Health.PROGRESSING.value,
-            }
-            for saga in unique
-        ]
+        rows = [_saga_row(saga) for saga in unique]
 
         async def attempt(retry: bool) -> tuple[set[str], dict[str, SagaRecord]]:
             async with engine.connect() as conn:
@@ -294,16 +289,10 @@ class SqlSagaLog(SagaLog):
                         result = await conn.execute(insert_sagas, chunk)
                         created.update(row.saga_id for row in result)
                     events = [
-                        {
-                            "saga_id": saga.saga_id,
-                            "seq": 1,
-                            "type": saga.started.type.value,
-                            "data": saga.started.data,
-                            "at_ms": saga.started.at_ms,
-                            "format": saga.started.format,
-                        }
+                        row
                         for saga in unique
                         if saga.saga_id in created
+                        for row in _event_rows(saga)
                     ]
                     if events:
                         await conn.execute(insert(saga_events), events)
@@ -335,7 +324,7 @@ class SqlSagaLog(SagaLog):
         if not batch:
             return
         # Lock saga rows in one global order so two group commits can never deadlock.
-        ordered = sorted(batch, key=lambda a: a.saga_id)
+        ordered = _merged(sorted(batch, key=lambda a: a.saga_id))
         rows = [
             {
                 "saga_id": item.saga_id,
@@ -354,10 +343,18 @@ class SqlSagaLog(SagaLog):
                 async with engine.connect() as conn:
                     await conn.execution_options(**WRITE)
                     async with conn.begin():
-                        for item in ordered:
-                            await _advance(conn, item)
+                        await _advance_all(conn, ordered)
                         if rows:
                             await conn.execute(insert(saga_events), rows)
+            except _NotMovedError:
+                # Rolled back: now every row should still be at its expected seq; the first
+                # that is not says which saga conflicts (and raises ConcurrencyError).
+                try:
+                    await _refuse(engine, ordered)
+                except ConcurrencyError:
+                    if retry and await _landed(engine, rows):
+                        return
+                    raise
             except ConcurrencyError:
                 # Retrying a group commit whose COMMIT outcome is unknown is safe: the batch
                 # is one transaction, so either none of it or all of it is stored. If none,
@@ -430,28 +427,118 @@ async def _landed(engine: AsyncEngine, rows: list[dict[str, Any]]) -> bool:
     return stored == wanted
 
 
-async def _advance(conn: AsyncConnection, item: Append) -> None:
-    """Move one saga's row from ``expected_seq`` on, or raise if it is missing or moved on."""
-    values: dict[str, Any] = {
-        "last_seq": item.expected_seq + len(item.events),
-        "status": SagaStatus(item.status).value,
-        "current_step": item.current_step,
-        "health": None if item.health is None else Health(item.health).value,
-        "attempt": item.attempt,
+_ADVANCE = (
+    update(sagas)
+    .where(
+        sagas.c.saga_id == bindparam("b_saga_id"),
+        sagas.c.last_seq == bindparam("b_expected_seq"),
+    )
+    .values(
+        last_seq=bindparam("b_last_seq"),
+        status=bindparam("b_status"),
+        current_step=bindparam("b_current_step"),
+        health=bindparam("b_health"),
+        attempt=bindparam("b_attempt"),
+        updated_ms=func.coalesce(bindparam("b_updated_ms", type_=BigInteger), sagas.c.updated_ms),
+    )
+)
+"""Moves one saga's row on from the seq its writer saw (executed once per group commit, for
+every saga in it, as one executemany)."""
+
+_ADVANCE_MANY_PG = text(
+    """
+    UPDATE sagas AS s SET
+        last_seq = v.last_seq, status = v.status, current_step = v.current_step,
+        health = v.health, attempt = v.attempt, updated_ms = coalesce(v.updated_ms, s.updated_ms)
+    FROM unnest(
+        CAST(:saga_ids AS text[]), CAST(:expected AS integer[]), CAST(:last AS integer[]),
+        CAST(:statuses AS text[]), CAST(:steps AS text[]), CAST(:healths AS text[]),
+        CAST(:attempts AS integer[]), CAST(:updated AS bigint[])
+    ) AS v(saga_id, expected, last_seq, status, current_step, health, attempt, updated_ms)
+    WHERE s.saga_id = v.saga_id AND s.last_seq = v.expected
+    RETURNING s.saga_id
+    """
+)
+"""The same on PostgreSQL, as one statement whose RETURNING says which rows moved (asyncpg's
+executemany reports no row counts): constant SQL, so the server plans it once."""
+
+
+def _advance_params(item: Append) -> dict[str, Any]:
+    return {
+        "b_saga_id": item.saga_id,
+        "b_expected_seq": item.expected_seq,
+        "b_last_seq": item.expected_seq + len(item.events),
+        "b_status": SagaStatus(item.status).value,
+        "b_current_step": item.current_step,
+        "b_health": None if item.health is None else Health(item.health).value,
+        "b_attempt": item.attempt,
+        "b_updated_ms": item.events[-1].at_ms if item.events else None,
     }
-    if item.events:
-        values["updated_ms"] = item.events[-1].at_ms
-    result = await conn.execute(
-        update(sagas)
-        .where(sagas.c.saga_id == item.saga_id, sagas.c.last_seq == item.expected_seq)
-        .values(values)
-    )
-    if result.rowcount == 1:
-        return
-    last_seq = await conn.scalar(select(sagas.c.last_seq).where(sagas.c.saga_id == item.saga_id))
-    if last_seq is None:
-        raise SagaNotFoundError(f"no saga {item.saga_id!r}", saga_id=item.saga_id)
-    raise ConcurrencyError(
-        f"saga {item.saga_id!r} is at seq {last_seq}, not the expected {item.expected_seq}",
-        saga_id=item.saga_id,
-    )
+
+
+class _NotMovedError(Exception):
+    """Not every saga row of a batch was at its expected seq; the transaction rolls back."""
+
+
+def _merged(ordered: list[Append]) -> list[Append]:
+    """``ordered`` (by saga id) with a saga's consecutive appends joined into one.
+
+    One statement moves every row at once, and a row can move only once per statement. An
+    append that does not follow on from the one before it for the same saga conflicts.
+    """
+    merged: list[Append] = []
+    for item in ordered:
+        last = merged[-1] if merged else None
+        if last is None or last.saga_id != item.saga_id:
+            merged.append(item)
+            continue
+        if item.expected_seq != last.expected_seq + len(last.events):
+            raise ConcurrencyError(
+                f"saga {item.saga_id!r} would be at seq {last.expected_seq + len(last.events)},"
+                f" not the expected {item.expected_seq}",
+                saga_id=item.saga_id,
+            )
+        merged[-1] = replace(
+            item, expected_seq=last.expected_seq, events=[*last.events, *item.events]
+        )
+    return merged
+
+
+async def _advance_all(conn: AsyncConnection, ordered: Sequence[Append]) -> None:
+    """Move every saga's row from its ``expected_seq`` on, in one statement; raise _NotMovedError
+    unless every row moved."""
+    params = [_advance_params(item) for item in ordered]
+    if conn.dialect.name == "postgresql":
+        columns = {
+            "saga_ids": "b_saga_id", "expected": "b_expected_seq", "last": "b_last_seq",
+            "statuses": "b_status", "steps": "b_current_step", "healths": "b_health",
+            "attempts": "b_attempt", "updated": "b_updated_ms",
+        }  # fmt: skip
+        arrays = {name: [row[key] for row in params] for name, key in columns.items()}
+        moved = len((await conn.execute(_ADVANCE_MANY_PG, arrays)).all())
+    else:
+        moved = (await conn.execute(_ADVANCE, params)).rowcount
+    if moved != len(params):
+        raise _NotMovedError
+
+
+async def _refuse(engine: AsyncEngine, ordered: Sequence[Append]) -> None:
+    """Raise for the first saga of ``ordered`` whose row is missing or not at ``expected_seq``."""
+    ids = [item.saga_id for item in ordered]
+    stored: dict[str, int] = {}
+    async with engine.connect() as conn:
+        for chunk in _chunks(ids, 500):
+            query = select(sagas.c.saga_id, sagas.c.last_seq).where(sagas.c.saga_id.in_(chunk))
+            stored.update((row.saga_id, row.last_seq) for row in await conn.execute(query))
+    for item in ordered:
+        last_seq = stored.get(item.saga_id)
+        if last_seq is None:
+            raise SagaNotFoundError(f"no saga {item.saga_id!r}", saga_id=item.saga_id)
+        if last_seq != item.expected_seq:
+            raise ConcurrencyError(
+                f"saga {item.saga_id!r} is at seq {last_seq}, not the expected {item.expected_seq}",
+                saga_id=item.saga_id,
+            )
+    # Every row is at its expected seq now, yet not all moved in the transaction: a race
+    # with another writer that this read cannot pin down. Stale all the same.
+    raise ConcurrencyError("a saga of the batch moved while it was being written; try again")
