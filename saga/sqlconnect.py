@@ -132,12 +132,14 @@ class SqliteSetup:
         locked: type[Exception] = engine.dialect.loaded_dbapi.OperationalError
 
         def on_connect(dbapi_connection: Any, _record: Any) -> None:
-            self._connect(dbapi_connection, locked)
+            self.configure(dbapi_connection, locked)
 
         event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", self._begin)
 
-    def _connect(self, dbapi_connection: Any, locked: type[Exception]) -> None:
+    def configure(self, dbapi_connection: Any, locked: type[Exception]) -> None:
+        """Set up one DB-API connection (``sqlite3`` or SQLAlchemy's aiosqlite adapter): no
+        driver-emitted BEGIN, then the pragmas. ``locked`` is the driver's OperationalError."""
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see the class doc)
         timeout_ms = int(self.busy_timeout.total_seconds() * 1000)
         cursor = dbapi_connection.cursor()

@@ -3,6 +3,7 @@ COMMIT got through before the connection was lost is not appended twice."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -68,9 +69,15 @@ async def log(sql_url: str) -> AsyncIterator[SqlSagaLog]:
 
 
 def lose_the_next_commit_reply(saga_log: SqlSagaLog) -> list[int]:
-    """On the next COMMIT, commit for real and then fail as if the connection dropped before
-    the server's answer arrived: the outcome the client sees is unknown. Counts the commits."""
+    """On the next COMMIT, commit for real and then fail as if the answer never came (a lost
+    connection on PostgreSQL, a transient error on SQLite): the outcome the caller sees is
+    unknown, and it tries again. Counts the commits."""
     lost: list[int] = []
+    writer = saga_log._sqlite  # SQLite: appends and creates go through the direct writer
+    if writer is not None:
+        assert writer._conn is not None
+        writer._conn = _LoseCommitAnswer(writer._conn, lost)  # type: ignore[assignment]
+        return lost
 
     def on_commit(conn: Connection) -> None:
         if lost:
@@ -83,6 +90,24 @@ def lose_the_next_commit_reply(saga_log: SqlSagaLog) -> list[int]:
 
     event.listen(saga_log.engine.sync_engine, "commit", on_commit)
     return lost
+
+
+class _LoseCommitAnswer:
+    """A sqlite3 connection whose first COMMIT commits, then raises a transient error."""
+
+    def __init__(self, conn: sqlite3.Connection, lost: list[int]) -> None:
+        self._conn = conn
+        self._lost = lost
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = self._conn.execute(sql, *args)
+        if sql == "COMMIT" and not self._lost:
+            self._lost.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        return cursor
 
 
 async def test_a_retried_append_whose_commit_landed_is_not_appended_twice(

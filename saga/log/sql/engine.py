@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from saga.sqlconnect import WRITE, SqliteSetup
 from saga.sqlpool import PoolOptions
 
-__all__ = ["SQLITE", "WRITE", "make_engine"]
+__all__ = ["SQLITE", "WRITE", "dumps_json", "make_engine"]
 
 SQLITE = SqliteSetup(
     # FULL: a committed append survives power loss, not only a process crash.
@@ -23,7 +23,10 @@ SQLITE = SqliteSetup(
 )
 """How the saga log sets up each SQLite connection."""
 
-_dumps = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+dumps_json = functools.partial(
+    json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+)
+"""How the log's JSON columns are encoded (SQLAlchemy's serialiser, and the SQLite writer's)."""
 
 
 def make_engine(url: str, *, echo: bool = False, pool: PoolOptions | None = None) -> AsyncEngine:
@@ -31,7 +34,7 @@ def make_engine(url: str, *, echo: bool = False, pool: PoolOptions | None = None
     engine = create_async_engine(
         url,
         echo=echo,
-        json_serializer=_dumps,
+        json_serializer=dumps_json,
         json_deserializer=json.loads,
         # Pre-ping (on by default) costs a round trip per checkout, but a group commit checks
         # out once for many sagas, and it keeps a server restart from failing the first

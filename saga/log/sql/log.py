@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -18,17 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
 from saga.events import Event, EventType, Health, SagaStatus
 from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
-from saga.log.sql.engine import make_engine
+from saga.log.sql.engine import SQLITE, dumps_json, make_engine
 from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
+from saga.log.sql.sqlite_writer import SqliteWriter
 from saga.log.sql.url import normalize_url, redact
 from saga.sqlconnect import WRITE
 from saga.sqlpool import PoolOptions, pool_problem, retrying
 
 logger = logging.getLogger(__name__)
 
-_DRIVER_ERRORS = (SQLAlchemyError, OSError)
+_DRIVER_ERRORS = (SQLAlchemyError, OSError, sqlite3.Error)
 _T = TypeVar("_T")
 
 
@@ -141,6 +143,14 @@ def _event(row: Row[Any]) -> Event:
     )
 
 
+def _sqlite_writer(url: str) -> SqliteWriter | None:
+    """The direct writer for a SQLite URL; None for PostgreSQL."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        return None
+    return SqliteWriter(parsed.database, SQLITE, encode=dumps_json, decode=json.loads)
+
+
 def _check_sqlite_folder(url: str) -> None:
     """Refuse a SQLite file in a missing folder before any driver thread is started.
 
@@ -185,6 +195,8 @@ class SqlSagaLog(SagaLog):
         self.pool = pool or PoolOptions()
         """The connection pool's bounds."""
         self._engine: AsyncEngine | None = None
+        self._sqlite: SqliteWriter | None = None
+        """On SQLite, where appends and creates are written (one thread hop per commit)."""
 
     def __repr__(self) -> str:
         return f"SqlSagaLog({redact(self._url)!r})"
@@ -214,13 +226,20 @@ class SqlSagaLog(SagaLog):
                 None,
                 lambda _: upgrade(engine) if self._migrate else check_schema(engine, where),
             )
+            writer = _sqlite_writer(self._url)
+            if writer is not None:
+                await writer.open()
         except BaseException:
             await engine.dispose()
             raise
-        self._engine = engine
+        self._engine, self._sqlite = engine, writer
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
+        writer, self._sqlite = self._sqlite, None
+        if writer is not None:
+            with _wrap_driver_errors("close"):
+                await writer.close()
         if engine is not None:
             with _wrap_driver_errors("close"):
                 await engine.dispose()
@@ -245,6 +264,8 @@ class SqlSagaLog(SagaLog):
 
     async def create(self, saga: NewSaga) -> tuple[SagaRecord, bool]:
         engine = self.engine
+        if self._sqlite is not None:
+            return (await self._create_on_sqlite(self._sqlite, [saga]))[saga.saga_id]
         insert_saga = insert(sagas).values(_saga_row(saga)).returning(*sagas.c)
         insert_events = insert(saga_events)
         event_rows = _event_rows(saga)
@@ -273,6 +294,14 @@ class SqlSagaLog(SagaLog):
             return [await self.create(saga) for saga in sagas_]
         engine = self.engine
         unique = list({saga.saga_id: saga for saga in reversed(sagas_)}.values())[::-1]
+        if self._sqlite is not None:
+            results = await self._create_on_sqlite(self._sqlite, unique)
+            answers = []
+            for saga in sagas_:
+                answers.append(results[saga.saga_id])
+                # A repeated id was created by its first mention.
+                results[saga.saga_id] = (results[saga.saga_id][0], False)
+            return answers
         insert_sagas = (
             _dialect_insert(engine, sagas)
             .on_conflict_do_nothing(index_elements=[sagas.c.saga_id])
@@ -319,6 +348,20 @@ class SqlSagaLog(SagaLog):
             created.discard(saga.saga_id)  # a repeated id was created by its first mention
         return answers
 
+    async def _create_on_sqlite(
+        self, writer: SqliteWriter, unique: Sequence[NewSaga]
+    ) -> dict[str, tuple[SagaRecord, bool]]:
+        async def attempt(retry: bool) -> dict[str, tuple[SagaRecord, bool]]:
+            found = await writer.create_many(unique)
+            if retry:
+                # As for PostgreSQL below: a first try that committed after all made these.
+                for saga in unique:
+                    record, created = found[saga.saga_id]
+                    found[saga.saga_id] = (record, created or _same_start(record, saga))
+            return found
+
+        return await self._retry("create", unique[0].saga_id if unique else None, attempt)
+
     async def append(self, batch: Sequence[Append]) -> None:
         engine = self.engine
         if not batch:
@@ -338,8 +381,13 @@ class SqlSagaLog(SagaLog):
             for offset, new in enumerate(item.events, start=1)
         ]
 
+        writer = self._sqlite
+
         async def attempt(retry: bool) -> None:
             try:
+                if writer is not None:
+                    await writer.append(ordered)
+                    return
                 async with engine.connect() as conn:
                     await conn.execution_options(**WRITE)
                     async with conn.begin():
