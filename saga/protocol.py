@@ -107,6 +107,13 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+"""Strict JSON: no NaN or Infinity, no float that overflows (one instance: json.loads with
+hooks would build a decoder per call)."""
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""Compact JSON, NaN refused (one instance, as for the decoder)."""
+
+
 def _check_depth(body: bytes, value: Any, what: str) -> None:
     # Only a body with that many brackets can nest that deep: the walk is rarely needed.
     if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _nested_deeper_than(
@@ -119,11 +126,7 @@ def _json_object(body: bytes, what: str, max_bytes: int) -> JsonObject:
     if len(body) > max_bytes:
         raise ProtocolError(f"{what} body is {len(body)} bytes, over the {max_bytes} byte limit")
     try:
-        value = (
-            json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-            if body
-            else {}
-        )
+        value = _DECODER.decode(body.decode()) if body else {}
     except RecursionError as exc:
         raise ProtocolError(f"{what} body nests deeper than {MAX_JSON_DEPTH} levels") from exc
     except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError
@@ -137,7 +140,7 @@ def _json_object(body: bytes, what: str, max_bytes: int) -> JsonObject:
 def encode_json(value: Mapping[str, Any], max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
     """Compact JSON bytes; raises ProtocolError when not serialisable, too deep or too large."""
     try:
-        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        body = _ENCODER.encode(value).encode()
     except RecursionError as exc:
         raise ProtocolError(f"payload nests deeper than {MAX_JSON_DEPTH} levels") from exc
     except (TypeError, ValueError) as exc:

@@ -25,7 +25,7 @@ from saga.engine.payloads import (
     StepSucceeded,
     new_event,
 )
-from saga.engine.state import Phase, SagaState, StepPointer, apply
+from saga.engine.state import Phase, SagaState, StepPointer, record
 from saga.errors import StateError
 from saga.events import JsonObject, NewEvent
 from saga.protocol import Command, Direction, Outcome, Reply, encode_json
@@ -45,9 +45,8 @@ def _error(code: str, message: str, details: JsonObject | None = None) -> JsonOb
 
 
 def _emit(state: SagaState, decision: Decision, payload: Payload, now: int) -> None:
-    event = new_event(payload, now)
-    apply(state, event)
-    decision.events.append(event)
+    decision.events.append(new_event(payload, now))
+    record(state, payload, now)
 
 
 def command_for(state: SagaState, pointer: StepPointer) -> Command:
@@ -358,5 +357,5 @@ def on_reply(state: SagaState, command: Command, reply: Reply, now_ms: int) -> l
                 error=reply.error.to_json(),
             )
     event = new_event(replied, now_ms)
-    apply(state, event)
+    record(state, replied, now_ms)
     return [event]

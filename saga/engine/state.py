@@ -12,6 +12,7 @@ from saga.engine.payloads import (
     Action,
     CompensationStarted,
     OperatorAction,
+    Payload,
     RetryScheduled,
     SagaCompensated,
     SagaCompleted,
@@ -229,11 +230,16 @@ def new_state(saga_id: str, started: NewEvent) -> SagaState:
 
 def apply(state: SagaState, event: Event | NewEvent) -> None:
     """Apply one event to ``state`` in place (events are facts: no validation here)."""
+    record(state, payload_of(event), event.at_ms)
+
+
+def record(state: SagaState, payload: Payload, at_ms: int) -> None:
+    """Apply the payload of an event made at ``at_ms`` (``apply`` without decoding it again:
+    the engine applies each event it makes this way, from the payload it made it from)."""
     state.seq += 1
-    payload = payload_of(event)
     match payload:
         case StepSent():
-            _sent(state, payload, event.at_ms)
+            _sent(state, payload, at_ms)
         case StepSucceeded() | StepRejected() | StepFailed():
             _replied(state, payload)
         case RetryScheduled():
@@ -247,12 +253,12 @@ def apply(state: SagaState, event: Event | NewEvent) -> None:
             state.compensation_reason = payload.reason
             state.pointer = None
         case OperatorAction():
-            _apply_action(state, payload, event.at_ms)
+            _apply_action(state, payload, at_ms)
         case SagaStuck():
             state.status = SagaStatus.STUCK
             state.stuck = payload.encode()
         case SagaResumed():
-            _resume(state, event.at_ms)
+            _resume(state, at_ms)
         case SagaCompleted():
             state.status = SagaStatus.COMPLETED
             state.pointer = None

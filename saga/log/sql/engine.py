@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from datetime import timedelta
 
@@ -23,9 +22,7 @@ SQLITE = SqliteSetup(
 )
 """How the saga log sets up each SQLite connection."""
 
-dumps_json = functools.partial(
-    json.dumps, allow_nan=False, ensure_ascii=False, separators=(",", ":")
-)
+dumps_json = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
 """How the log's JSON columns are encoded (SQLAlchemy's serialiser, and the SQLite writer's)."""
 
 
