@@ -38,7 +38,7 @@ from saga.errors import (
     StateError,
     TransportError,
 )
-from saga.events import EventType, Health, JsonObject, NewEvent, SagaStatus
+from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
 from saga.names import SAGA_ID_RULE, is_saga_id
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
@@ -46,6 +46,8 @@ from saga.transport.base import Transport
 
 logger = logging.getLogger(__name__)
 
+RECOVER_BATCH = 500
+"""Unfinished sagas read and resumed together at open."""
 RETRY_AFTER_LOG_ERROR_MS = 1000
 """When the log cannot be written, the saga's decision is dropped and re-made this much later."""
 
@@ -395,22 +397,42 @@ class Coordinator:
     # -- recovery --------------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Resume every unfinished saga in the log; returns how many are being driven."""
+        """Resume every unfinished saga in the log; returns how many are being driven.
+
+        Sagas are read in batches (their rows, then the events of RECOVER_BATCH of them in a
+        few queries) and each batch is resumed at once: what they re-send goes out together,
+        and what they record shares group commits.
+        """
+        todo = [r.saga_id for r in await self.log.unfinished() if r.saga_id not in self._active]
         resumed = 0
-        for record in await self.log.unfinished():
-            if record.saga_id in self._active:
-                continue
+        for start in range(0, len(todo), RECOVER_BATCH):
+            batch = todo[start : start + RECOVER_BATCH]
             try:
-                if await self._recover_one(record.saga_id):
-                    resumed += 1
+                events = await self.log.events_many(batch)
             except Exception:
-                logger.exception("could not recover saga %s", record.saga_id)
+                logger.exception("could not read %d unfinished sagas from the log", len(batch))
+                continue
+            outcomes = await asyncio.gather(
+                *(self._recover_one(saga_id, events[saga_id]) for saga_id in batch),
+                return_exceptions=True,
+            )
+            for saga_id, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome
+                    logger.error("could not recover saga %s", saga_id, exc_info=outcome)
+                elif outcome:
+                    resumed += 1
         if resumed:
             logger.info("recovered %d unfinished sagas", resumed)
         return resumed
 
-    async def _recover_one(self, saga_id: str) -> bool:
-        state = engine.replay(await self.log.events(saga_id))
+    async def _recover_one(self, saga_id: str, events: list[Event] | None = None) -> bool:
+        if saga_id in self._active:
+            return False
+        if events is None:
+            events = await self.log.events(saga_id)
+        state = engine.replay(events)
         defn = self.registry.get(state.name, state.version)
         now = self.clock.now_ms()
         if defn is None:

@@ -271,6 +271,13 @@ class SagaLog(ABC):
     async def events(self, saga_id: str, after_seq: int = 0) -> list[Event]:
         """The saga's events with seq > after_seq, in order (empty for an unknown id)."""
 
+    async def events_many(self, saga_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """Every event of each saga in ``saga_ids``, in order (recovery reads in batches).
+
+        An unknown id maps to an empty list. SqlSagaLog reads a batch in a few queries.
+        """
+        return {saga_id: await self.events(saga_id) for saga_id in saga_ids}
+
     @abstractmethod
     async def find(self, query: SagaQuery = DEFAULT_QUERY) -> Page:
         """One page of the sagas ``query`` matches, newest (created) first.

@@ -200,6 +200,17 @@ class SagaLogContract:
         assert record.last_seq == 1
         assert len(await log.events("taken")) == 1
 
+    async def test_events_many_reads_each_saga_in_order(self, log: SagaLog) -> None:
+        for saga_id in ("m-1", "m-2", "m-3"):
+            await log.create(new_saga(saga_id))
+        await log.append([advance("m-2", 1, step_sent("a", T0 + 1), step_sent("b", T0 + 2))])
+        found = await log.events_many(["m-2", "m-1", "missing", "m-2"])
+        assert set(found) == {"m-1", "m-2", "missing"}
+        assert found["missing"] == []
+        assert found["m-1"] == await log.events("m-1")
+        assert found["m-2"] == await log.events("m-2")
+        assert [e.seq for e in found["m-2"]] == [1, 2, 3]
+
     async def test_stored_data_cannot_be_mutated_by_callers(self, log: SagaLog) -> None:
         data: JsonObject = {"items": [1, 2], "meta": {"k": "v"}}
         saga = new_saga("iso", input=data)

@@ -441,6 +441,25 @@ class SqlSagaLog(SagaLog):
 
         return await self._retry("events", saga_id, attempt)
 
+    async def events_many(self, saga_ids: Sequence[str]) -> dict[str, list[Event]]:
+        engine = self.engine
+        unique = list(dict.fromkeys(saga_ids))
+
+        async def attempt(_: bool) -> dict[str, list[Event]]:
+            found: dict[str, list[Event]] = {saga_id: [] for saga_id in unique}
+            async with engine.connect() as conn:
+                for chunk in _chunks(unique, 500):
+                    query = (
+                        select(saga_events)
+                        .where(saga_events.c.saga_id.in_(chunk))
+                        .order_by(saga_events.c.saga_id, saga_events.c.seq)
+                    )
+                    for row in await conn.execute(query):
+                        found[row.saga_id].append(_event(row))
+            return found
+
+        return await self._retry("events", None, attempt)
+
     async def find(self, query: SagaQuery = DEFAULT_QUERY) -> Page:
         engine = self.engine
         select_page = find_query(query, sqlite=engine.dialect.name == "sqlite")
