@@ -56,6 +56,11 @@ class Step:
     compensation_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=10))
     timeout: timedelta = timedelta(seconds=10)
 
+    @property
+    def passes_input(self) -> bool:
+        """The request is the saga's input as it is (no ``request`` builder was given)."""
+        return self.request is _pass_input
+
     def __post_init__(self) -> None:
         for label, value in (("name", self.name), ("service", self.service)):
             if not is_name(value):

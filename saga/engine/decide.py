@@ -184,7 +184,8 @@ def _next_forward(defn: Saga, state: SagaState, decision: Decision, now: int) ->
         _emit(state, decision, SagaCompleted(results=state.results()), now)
         return
     try:
-        payload = _build(step.request, state)
+        # The input was checked (JSON, size) when the saga started: no need to again.
+        payload = dict(state.input) if step.passes_input else _build(step.request, state)
     except Exception as exc:  # user code: any failure is a definition bug, recorded
         reason = f"request builder of {step.name!r} failed: {exc!r}"
         if state.pivot_passed:
