@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from saga import eventloop
 from saga.cli_options import DEFAULT_DB, DEFAULT_NATS, db_option, http_options, nats_option
 from saga.definition import Saga
 from saga.errors import SagaError
@@ -180,7 +181,7 @@ def coordinator(
         # Before connecting to anything: a busy port is one line, not a traceback at the end.
         ensure_port_free(settings.host, settings.port, "--http")
     try:
-        asyncio.run(_serve(nats_url, db_url, sagas, settings))
+        eventloop.run(_serve(nats_url, db_url, sagas, settings))
     except SagaError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -207,7 +208,7 @@ async def _serve(
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(
             f"coordinator running: nats {redact_url(nats_url)}, log {redact_url(db_url)},"
-            f" sagas {names}"
+            f" sagas {names}, event loop {eventloop.name()}"
         )
         click.echo(f"resumed {coordinator.active_count} unfinished sagas", err=True)
         server = None if http is None else await serve_http(http, coordinator, click.echo)
