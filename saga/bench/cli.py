@@ -68,7 +68,7 @@ async def run_once(options: dict[str, Any], echo: Echo) -> dict[str, Any]:
         echo(f"saga bench: {workload}; log {db.shown}")
         if workload == "list":
             listed: dict[str, Any] = await _safely(list_pages(options["rows"], db, echo))
-        return figures | listed
+            return figures | listed
         participant: ParticipantOptions = options["participant"]
         if workload == "recovery":
             participant = replace(participant, hold=True, tap=True,
@@ -121,6 +121,10 @@ def _parameters(options: dict[str, Any]) -> dict[str, Any]:
     found |= {k: v for k, v in asdict(participant).items() if k not in ("hold", "tap")}
     if options["workload"] == "list":
         found = {"rows": options["rows"]}
+    elif options["workload"] == "recovery":
+        # Every saga is in flight at once, and the participant takes them all.
+        for key in ("in_flight", "memory_sagas", "max_concurrency"):
+            found.pop(key, None)
     return found
 
 
@@ -206,7 +210,22 @@ def _main(runner: Callable[[], Any]) -> Any:
     return asyncio.run(main())
 
 
-@click.command()
+class _OneLineUsageError(click.UsageError):
+    """A bad flag, said in one line (no usage block)."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"saga bench: error: {self.format_message()}", err=True, file=file)
+
+
+class _BenchCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+
+@click.command(cls=_BenchCommand)
 @click.option(
     "--workload",
     type=click.Choice(WORKLOADS),
@@ -340,7 +359,10 @@ def _main(runner: Callable[[], Any]) -> Any:
 def bench(**params: Any) -> None:  # fmt: skip
     """Run a saga workload through a real coordinator, NATS and log, and print its figures
     beside the floors (raw NATS request/reply, raw commits) measured in the same run."""
-    options = _options(params)
+    try:
+        options = _options(params)
+    except click.UsageError as exc:
+        raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
     repeat = params["repeat"]
 
     def echo(line: str) -> None:

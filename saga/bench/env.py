@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 import uuid
@@ -176,11 +177,16 @@ async def environment(
             except SagaError as exc:
                 raise BenchError(f"cannot start the embedded nats-server: {one_line(exc)}") from exc
             nats_url = server.url
+        # Its retries would log a warning each: the failure below says it in one line.
+        quiet = logging.getLogger("saga.transport.nats")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             nc = await connect_nats(nats_url, name="saga-bench")
         except SagaError as exc:
-            raise BenchError(f"cannot connect to NATS at {redact_url(nats_url)}: "
-                             f"{one_line(exc)}") from exc  # fmt: skip
+            raise BenchError(one_line(exc)) from exc
+        finally:
+            quiet.setLevel(level)
         child = await children.start("participant", participant.argv(nats_url))
         try:
             await children.wait_ready(child, marker=READY_LINE)

@@ -259,7 +259,7 @@ async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[st
     try:
         began = time.time()
         first = await coordinators.start("coordinator-1", argv)
-        counts = await _await_distinct(env, n, limit, first, coordinators)
+        counts = await _await_distinct(env, n, limit, first, echo)
         first_send_s = counts["last_new_at"] - began
         echo(f"  bench: coordinator 1 sent all {n} first commands in {first_send_s:.2f} s;"
              " SIGKILL")  # fmt: skip
@@ -268,7 +268,7 @@ async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[st
         await env.control("mark")
         restarted = time.time()
         second = await coordinators.start("coordinator-2", argv)
-        counts = await _await_distinct(env, n, limit, second, coordinators)
+        counts = await _await_distinct(env, n, limit, second, echo)
         resend_s = counts["last_new_at"] - restarted
         echo(f"  bench: restarted coordinator re-sent all {n} in {resend_s:.2f} s; releasing")
         released = time.time()
@@ -291,13 +291,17 @@ async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[st
 
 
 async def _await_distinct(
-    env: Env, n: int, limit_s: float, child: Any, children: Any
+    env: Env, n: int, limit_s: float, child: Any, echo: Echo
 ) -> dict[str, Any]:
     deadline = time.monotonic() + limit_s
+    said = time.monotonic()
     while True:
         counts = await env.control("count")
         if counts["distinct"] >= n:
             return counts
+        if time.monotonic() - said > PROGRESS_EVERY_S:
+            said = time.monotonic()
+            echo(f"  bench: {child.name}: {counts['distinct']}/{n} commands sent")
         if child.process.returncode is not None:
             raise BenchError(f"the coordinator exited with code {child.process.returncode}"
                              f" (log {child.log_path})")  # fmt: skip
