@@ -134,7 +134,9 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key, value in runs[0].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
-            merged[key] = statistics.median(values)
+            # Counts stay whole: the lower median is one of the runs' own values.
+            whole = all(isinstance(v, int) for v in values)
+            merged[key] = statistics.median_low(values) if whole else statistics.median(values)
     merged["repeat"] = len(runs)
     return merged
 

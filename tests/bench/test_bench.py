@@ -197,3 +197,4 @@ def test_percentile_and_medians() -> None:
     )  # fmt: skip
     merged = medians([{"a": 1.0, "w": "x"}, {"a": 5.0, "w": "x"}, {"a": 2.0, "w": "x"}])
     assert merged == {"a": 2.0, "w": "x", "repeat": 3}
+    assert medians([{"n": 3, "a": 1.0}, {"n": 4, "a": 2.0}]) == {"n": 3, "a": 1.5, "repeat": 2}
