@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from saga.bench.participant import CONTROL_PREFIX, RAW_SUBJECT, READY_LINE
 from saga.dev import Child, Children
 from saga.errors import SagaError
-from saga.redact import redact_url
+from saga.redact import redact_text, redact_url
 from saga.testing.postgres import admin_url, create_databases, database_url, drop_databases
 from saga.transport.nats import connect_nats
 from saga.transport.nats_server import NatsServer
@@ -36,14 +36,9 @@ class BenchError(Exception):
 
 
 def one_line(exc: BaseException) -> str:
+    """The first line of an error's message, credentials hidden."""
     text = str(exc).strip() or type(exc).__name__
-    return redact_text_line(text.splitlines()[0])
-
-
-def redact_text_line(text: str) -> str:
-    from saga.redact import redact_text
-
-    return redact_text(text)
+    return redact_text(text.splitlines()[0])
 
 
 # -- the database -----------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class Tally:
     timeouts: int = 0
     compensations: int = 0
 
+    def reset(self) -> None:
+        self.writes = self.answered = self.timeouts = self.compensations = 0
+
     def on_change(self, change: SagaChange) -> None:
         self.writes += 1
         for event in change.events:
@@ -156,9 +159,9 @@ async def throughput(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[
     coordinator.add_listener(tally.on_change)
     figures: dict[str, Any] = {}
     async with coordinator:
-        warm = work.inputs(min(WARMUP_SAGAS, work.sagas), random.Random(0), base=-WARMUP_SAGAS)
-        await drive(coordinator, defn, [{"i": s["i"]} for s in warm], work.in_flight)
-        tally.__init__()  # type: ignore[misc]
+        warm = [{"i": -1 - i} for i in range(min(WARMUP_SAGAS, work.sagas))]
+        await drive(coordinator, defn, warm, work.in_flight)
+        tally.reset()
         run = Drive()
         progress = asyncio.create_task(_progress(run, work.sagas, echo))
         cpu, began = time.process_time(), time.perf_counter()
@@ -213,7 +216,9 @@ async def memory_per_saga(coordinator: Coordinator, defn: Saga, env: Env, n: int
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         pending = transport.pending_replies
-        handles = await asyncio.gather(*(coordinator.start(defn, {"i": -1 - k}) for k in range(n)))
+        handles = await asyncio.gather(
+            *(coordinator.start(defn, {"i": -1_000_000 - k}) for k in range(n))
+        )
         async with asyncio.timeout(60):
             while transport.pending_replies < pending + n:  # noqa: ASYNC110 - a counter, no event
                 await asyncio.sleep(POLL_S)
