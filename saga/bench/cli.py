@@ -314,7 +314,13 @@ class _BenchCommand(click.Command):
     default=0,
     help="After this many forward commands the participant slows to --slow-delay-ms (0: never).",
 )
-@click.option("--slow-delay-ms", type=click.FloatRange(min=0), default=0.0)
+@click.option(
+    "--slow-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Time each forward command takes after --slow-after.",
+)
 @click.option(
     "--rows",
     type=click.IntRange(min=1),
