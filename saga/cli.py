@@ -89,6 +89,12 @@ LAZY_COMMANDS: Mapping[str, LazyCommand] = {
         " and dashboard (http://127.0.0.1:8080 unless --http says otherwise) here, until"
         " Ctrl-C.",
     ),
+    "bench": LazyCommand(
+        target="saga.bench.cli:bench",
+        summary="Run a saga workload through a real coordinator, NATS and log, and print its"
+        " figures beside the floors (raw NATS request/reply, raw commits) measured in the same"
+        " run.",
+    ),
     "soak": LazyCommand(
         target="saga.soak:soak",
         summary="Run many order sagas while SIGKILLing the coordinator, then check the books.",
