@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from saga.protocol import Command, Reply
 
 ReplyHandler = Callable[[Command, Reply], Awaitable[None]]
-"""Called with the command an arriving reply answers, and the reply."""
+"""Called with the command an arriving reply answers, and the reply. Transports await it for
+one reply at a time, in arrival order: it should return promptly and hand long work to a task
+(the coordinator's does)."""
 
 
 class Transport(ABC):

@@ -58,8 +58,6 @@ INITIAL_CONNECT_ATTEMPTS = 3
 reconnects forever."""
 _TRIES_PER_SERVER = 1
 """nats-py's ``max_reconnect_attempts`` within one first-connect try: each server twice."""
-MAX_CONCURRENT_REPLIES = 256
-"""Replies handed to ``on_reply`` at once; more wait, which slows the subscription down."""
 _CLOSE_TIMEOUT_S = 10.0
 _FLUSH_TIMEOUT_S = 10
 
@@ -299,8 +297,6 @@ class NatsTransport(Transport):
         self._prefix = ""
         self._tokens = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REPLIES)
         self.malformed_replies = 0
         """Replies that could not be decoded (logged, dropped)."""
         self.unmatched_replies = 0
@@ -483,8 +479,6 @@ class NatsTransport(Transport):
                 logger.warning("draining the NATS connection failed: %s", exc)
         if not nc.is_closed:
             await nc.close()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._subscription = None
         self._pending.clear()
 
@@ -517,14 +511,9 @@ class NatsTransport(Transport):
             self.unmatched_replies += 1
             logger.info("dropping a reply on %s: no command waits for it", subject)
             return
-        await self._slots.acquire()
-        task = asyncio.create_task(self._deliver(pending.command, reply))
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+        # Awaited here, in arrival order: on_reply returns at once (the coordinator hands
+        # each reply to a task of its own), so no task per reply is made here too.
+        await self._deliver(pending.command, reply)
 
     async def _deliver(self, command: Command, reply: Reply) -> None:
         on_reply = self._on_reply
