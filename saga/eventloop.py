@@ -24,12 +24,12 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def run(main: Coroutine[Any, Any, _T]) -> _T:
-    """``asyncio.run(main)``, on uvloop when it is installed."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+def run(main: Coroutine[Any, Any, _T], *, uvloop: bool = True) -> _T:
+    """``asyncio.run(main)``, on uvloop when it is installed (and ``uvloop`` is True)."""
+    with asyncio.Runner(loop_factory=loop_factory() if uvloop else None) as runner:
         return runner.run(main)
 
 
-def name() -> str:
+def name(*, uvloop: bool = True) -> str:
     """The event loop ``run`` uses: ``uvloop`` or ``asyncio``."""
-    return "asyncio" if loop_factory() is None else "uvloop"
+    return "uvloop" if uvloop and loop_factory() is not None else "asyncio"

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from saga import eventloop
 from saga.bench.env import (
     BenchDb,
     BenchError,
@@ -179,7 +180,7 @@ def table(figures: dict[str, Any]) -> list[str]:
     params = ", ".join(
         f"{k}={figures[k]}" for k in ("steps", "sagas", "in_flight", "reject_step", "reject_rate",
                                        "replicas", "max_concurrency", "delay_ms", "rows", "db",
-                                       "nats", "repeat") if k in figures
+                                       "nats", "repeat", "event_loop") if k in figures
     )  # fmt: skip
     lines = [f"saga bench {figures['workload']} ({params}) on {platform.node() or '?'},"
              f" {os.cpu_count()} CPUs"]  # fmt: skip
@@ -200,7 +201,7 @@ def table(figures: dict[str, Any]) -> list[str]:
 # -- the command ------------------------------------------------------------------------------
 
 
-def _main(runner: Callable[[], Any]) -> Any:
+def _main(runner: Callable[[], Any], *, uvloop: bool) -> Any:
     async def main() -> Any:
         task = asyncio.current_task()
         assert task is not None
@@ -209,7 +210,7 @@ def _main(runner: Callable[[], Any]) -> Any:
             loop.add_signal_handler(sig, task.cancel)
         return await runner()
 
-    return asyncio.run(main())
+    return eventloop.run(main(), uvloop=uvloop)
 
 
 class _OneLineUsageError(click.UsageError):
@@ -359,6 +360,14 @@ class _BenchCommand(click.Command):
     help="Give up on the sagas after this many seconds.",
 )
 @click.option(
+    "--event-loop",
+    "event_loop",
+    type=click.Choice(["auto", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="auto: uvloop when it is installed (as saga coordinator runs), else asyncio's.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -385,12 +394,14 @@ def bench(**params: Any) -> None:  # fmt: skip
         return runs
 
     try:
-        runs = _main(runner)
+        uvloop = params["event_loop"] == "auto"
+        runs = _main(runner, uvloop=uvloop)
     except asyncio.CancelledError:
         raise SystemExit("saga bench: interrupted; every process it started is stopped") from None
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
     figures = medians(runs) if repeat > 1 else runs[0]
+    figures["event_loop"] = eventloop.name(uvloop=uvloop)
     for line in table(figures):
         click.echo(line)
     if params["as_json"]:

@@ -28,6 +28,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from saga import eventloop
 from saga.bench.sagas import COMPENSATE, FORWARD, SERVICE, step_index
 from saga.errors import ProtocolError, Rejected
 from saga.participant import CommandContext, InMemoryIdempotencyStore, Participant
@@ -197,7 +198,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(serve(parse(argv)))
+    eventloop.run(serve(parse(argv)))
 
 
 if __name__ == "__main__":
