@@ -14,8 +14,8 @@ should all of those be lost, once it has been held for its step's timeout: a los
 leaks a slot forever.
 
 ``AdaptiveLimit`` moves the limit between 1 and the configured maximum (AIMD): one more per
-reply that came back quickly while the service was busy, half on a reply slower than a
-quarter of its step's timeout or on a timeout.
+reply that came back within a sixteenth of its step's timeout while the service was busy,
+half on a reply slower than a quarter of its step's timeout or on a timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ timeout; slower services are found out by the adaptive limit."""
 
 SLOW_FRACTION = 4
 """A reply slower than 1/SLOW_FRACTION of its step's timeout means the service is overloaded."""
+FAST_FRACTION = 16
+"""Only a reply faster than 1/FAST_FRACTION of its step's timeout lets the limit grow: the
+queue at the participant then stays so short that the service may slow down several times
+over (up to FAST_FRACTION times) before a command already sent runs out of time."""
 
 SlotKey = tuple[str, str, Direction, int]
 """(saga id, step, direction, attempt): one attempt of one command."""
@@ -51,11 +55,12 @@ def slot_key(command: Command) -> SlotKey:
 class AdaptiveLimit:
     """An AIMD concurrency limit between 1 and ``maximum``, driven by reply latency.
 
-    It starts at a quarter of the maximum (at least 1) and grows by one per fast reply that
-    came back while at least half the limit was in use (an idle service proves nothing). A
-    reply slower than ``timeout / SLOW_FRACTION``, or a timeout, halves it; replies to
-    commands sent before the last cut do not cut again, so one overloaded window halves the
-    limit once, not once per command in it (TCP's rule).
+    It starts at a quarter of the maximum (at least 1) and grows by one per reply faster than
+    ``timeout / FAST_FRACTION`` that came back while at least half the limit was in use (an
+    idle service proves nothing). A reply slower than ``timeout / SLOW_FRACTION``, or a
+    timeout, halves it; in between it holds. Replies to commands sent before the last cut
+    do not cut again, so one overloaded window halves the limit once, not once per command
+    in it (TCP's rule).
     """
 
     def __init__(self, maximum: int) -> None:
@@ -71,9 +76,10 @@ class AdaptiveLimit:
 
     def on_reply(self, *, sent_ms: int, now_ms: int, timeout_ms: int, in_flight: int) -> None:
         """A reply came back ``now_ms - sent_ms`` after it was sent (``in_flight`` before)."""
-        if (now_ms - sent_ms) * SLOW_FRACTION > timeout_ms:
+        latency_ms = now_ms - sent_ms
+        if latency_ms * SLOW_FRACTION > timeout_ms:
             self._cut(sent_ms, now_ms)
-        elif in_flight * 2 >= self.value:
+        elif latency_ms * FAST_FRACTION < timeout_ms and in_flight * 2 >= self.value:
             self._value = min(float(self.maximum), self._value + 1)
 
     def on_timeout(self, *, sent_ms: int, now_ms: int) -> None:

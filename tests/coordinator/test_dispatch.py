@@ -151,6 +151,8 @@ def test_adaptive_limit_shrinks_when_a_service_slows_down_and_grows_back() -> No
         window(10)
     assert limit.value == 16  # fast and busy: grows up to the maximum, never past it
 
+    window(TIMEOUT_MS // 4)  # between a sixteenth and a quarter of the timeout: holds
+    assert limit.value == 16
     window(TIMEOUT_MS // 4 + 1)  # slower than a quarter of the timeout
     assert limit.value == 8  # halved once for the whole window, not once per reply
     window(TIMEOUT_MS // 2)
