@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from saga.clock import Clock
+from saga.errors import ConfigError
 from saga.protocol import Command, Direction
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class AdaptiveLimit:
 
     def __init__(self, maximum: int) -> None:
         if maximum < 1:
-            raise ValueError("maximum must be >= 1")
+            raise ConfigError(f"the in-flight maximum must be >= 1, not {maximum}")
         self.maximum = maximum
         self._value = float(max(1, maximum // 4))
         self._cut_at_ms: int | None = None
@@ -156,7 +157,7 @@ class Dispatcher:
         adaptive: bool = True,
     ) -> None:
         if limit is not None and limit < 1:
-            raise ValueError("limit must be >= 1 or None")
+            raise ConfigError(f"max_in_flight_per_service must be >= 1 or None, not {limit}")
         self._clock = clock
         self._transmit = transmit
         self._claim = claim

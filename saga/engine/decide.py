@@ -90,10 +90,11 @@ def _awaits(state: SagaState, command: Command) -> StepPointer | None:
 def hold(state: SagaState, command: Command) -> bool:
     """``command`` waits for a slot (flow control): its step's timeout has not started.
 
-    Clears the in-memory pointer's ``timeout_at_ms`` (the logged one stays, and applies
-    after a crash, when a rebuilt state re-sends); ``decide`` and ``wake_at`` read None as
-    "no timeout yet". False, changing nothing, if the saga is no longer waiting for this
-    attempt.
+    Clears the in-memory pointer's ``timeout_at_ms``; ``decide`` and ``wake_at`` read None
+    as "no timeout yet". The log keeps the timeout written with StepSent: a state rebuilt
+    after a crash times the attempt out by it if it passed, else re-sends the command (held
+    again if it must wait). False, changing nothing, if the saga is no longer waiting for
+    this attempt.
     """
     pointer = _awaits(state, command)
     if pointer is None:

@@ -6,8 +6,11 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from saga import Coordinator, Participant, RetryPolicy, Saga, SagaStatus, Step
 from saga.coordinator.dispatch import AdaptiveLimit, Dispatcher, ServiceLoad, slot_key
+from saga.errors import ConfigError
 from saga.events import EventType
 from saga.participant import CommandContext
 from saga.protocol import Command, Direction
@@ -308,3 +311,11 @@ async def test_a_queued_command_of_a_cancelled_saga_is_never_sent() -> None:
         ("busy", "do"),
         ("queued", "undo"),
     ]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_one_is_a_config_error(limit: int) -> None:
+    with pytest.raises(ConfigError, match="max_in_flight_per_service"):
+        Coordinator(
+            InMemorySagaLog(), InMemoryTransport([]), sagas=[], max_in_flight_per_service=limit
+        )
