@@ -15,7 +15,8 @@ leaks a slot forever.
 
 ``AdaptiveLimit`` moves the limit between 1 and the configured maximum (AIMD): one more per
 reply that came back within a sixteenth of its step's timeout while the service was busy,
-half on a reply slower than a quarter of its step's timeout or on a timeout.
+half on a reply slower than a quarter of its step's timeout, or on a timeout (but a
+timeout not below where the limit started: see ``AdaptiveLimit.on_timeout``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class AdaptiveLimit:
         if maximum < 1:
             raise ConfigError(f"the in-flight maximum must be >= 1, not {maximum}")
         self.maximum = maximum
-        self._value = float(max(1, maximum // 4))
+        self.initial = max(1, maximum // 4)
+        """Where the limit starts, and the lowest a timeout (not a slow reply) takes it."""
+        self._value = float(self.initial)
         self._cut_at_ms: int | None = None
 
     @property
@@ -84,12 +87,20 @@ class AdaptiveLimit:
             self._value = min(float(self.maximum), self._value + 1)
 
     def on_timeout(self, *, sent_ms: int, now_ms: int) -> None:
-        self._cut(sent_ms, now_ms)
+        """No reply within the step's timeout: halve, but not below where the limit started.
 
-    def _cut(self, sent_ms: int, now_ms: int) -> None:
+        A timeout says nothing about load: a frozen or cut-off service answers nothing
+        however few commands it gets. Taken down to 1, the limit would serialise the
+        discovery of an outage (N queued sagas, N timeouts one after the other), and
+        retry policies ("give up after three attempts") would stretch by the queue length.
+        Slow replies are the load signal; they take it down to 1.
+        """
+        self._cut(sent_ms, now_ms, floor=min(self.initial, self.value))
+
+    def _cut(self, sent_ms: int, now_ms: int, floor: int = 1) -> None:
         if self._cut_at_ms is not None and sent_ms < self._cut_at_ms:
             return
-        self._value = max(1.0, self._value / 2)
+        self._value = max(float(floor), self._value / 2)
         self._cut_at_ms = now_ms
 
 

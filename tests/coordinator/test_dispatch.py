@@ -169,10 +169,17 @@ def test_adaptive_limit_shrinks_when_a_service_slows_down_and_grows_back() -> No
         window(10)
     assert limit.value == 16
 
+    for expected in (8, 4, 4):  # timeouts halve it, but not below where it started
+        sent = clock.now_ms()
+        clock._now_ms += TIMEOUT_MS
+        limit.on_timeout(sent_ms=sent, now_ms=clock.now_ms())
+        assert limit.value == expected
+    window(TIMEOUT_MS // 2)
+    assert limit.value == 2  # a slow reply is load: it goes lower
     sent = clock.now_ms()
     clock._now_ms += TIMEOUT_MS
     limit.on_timeout(sent_ms=sent, now_ms=clock.now_ms())
-    assert limit.value == 8
+    assert limit.value == 2  # and a timeout never raises it
 
 
 def test_an_idle_service_does_not_grow_the_limit() -> None:
