@@ -164,6 +164,46 @@ def demo() -> None:
         raise SystemExit(f"demo ended unexpectedly: {statuses}")
 
 
+class _Unbounded:
+    """``--max-in-flight-per-service unbounded``: no flow control."""
+
+
+def _in_flight_limit(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> int | _Unbounded | None:
+    """``--max-in-flight-per-service``: a whole number >= 1, or ``unbounded``."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in ("unbounded", "none"):
+        return _Unbounded()
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"{value!r} is not a whole number >= 1 nor 'unbounded'")
+    return number
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """The coordinator's flow control as the command line gave it."""
+
+    max_in_flight: int | _Unbounded | None = None
+    """A number, unbounded, or None: the coordinator's default."""
+    adaptive: bool = True
+    """Whether the limit adapts to the services' latency."""
+
+    def coordinator_kwargs(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"adaptive_limit": self.adaptive}
+        if isinstance(self.max_in_flight, _Unbounded):
+            found["max_in_flight_per_service"] = None
+        elif self.max_in_flight is not None:
+            found["max_in_flight_per_service"] = self.max_in_flight
+        return found
+
+
 @main.command()
 @nats_option()
 @db_option()
@@ -173,9 +213,30 @@ def demo() -> None:
     help="module or module:attribute holding saga definitions (repeatable; "
     "space-separated in the environment variable).",
 )  # fmt: skip
+@click.option(
+    "--max-in-flight-per-service",
+    "max_in_flight",
+    callback=_in_flight_limit,
+    envvar="SAGA_MAX_IN_FLIGHT_PER_SERVICE",
+    show_envvar=True,
+    metavar="N|unbounded",
+    help="Commands in flight (sent, unanswered) per service at most; the rest wait in the"
+    " coordinator with their step timeouts not started (default 64; 'unbounded' sends"
+    " everything at once).",
+)
+@click.option(
+    "--adaptive-limit/--fixed-limit", default=True, show_default=True,
+    help="Let the in-flight limit move between 1 and its maximum with each service's latency.",
+)  # fmt: skip
 @http_options
 def coordinator(
-    nats_url: str, db_url: str, saga_specs: tuple[str, ...], http: str | None, **api: Any
+    nats_url: str,
+    db_url: str,
+    saga_specs: tuple[str, ...],
+    max_in_flight: int | _Unbounded | None,
+    adaptive_limit: bool,
+    http: str | None,
+    **api: Any,
 ) -> None:
     """Run a coordinator until SIGINT or SIGTERM (with --http, serve the API beside it)."""
     from saga.api.options import ensure_port_free, http_settings
@@ -187,13 +248,18 @@ def coordinator(
         # Before connecting to anything: a busy port is one line, not a traceback at the end.
         ensure_port_free(settings.host, settings.port, "--http")
     try:
-        eventloop.run(_serve(nats_url, db_url, sagas, settings))
+        flow = _Flow(max_in_flight, adaptive_limit)
+        eventloop.run(_serve(nats_url, db_url, sagas, settings, flow))
     except SagaError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 async def _serve(
-    nats_url: str, db_url: str, sagas: list[Saga], http: HttpSettings | None = None
+    nats_url: str,
+    db_url: str,
+    sagas: list[Saga],
+    http: HttpSettings | None = None,
+    flow: _Flow | None = None,
 ) -> None:
     from saga.api.options import serve_http
     from saga.coordinator import Coordinator
@@ -209,7 +275,9 @@ async def _serve(
     servers = [url.strip() for url in nats_url.split(",") if url.strip()]
     # Credentials and TLS for NATS come from SAGA_NATS_* variables (README: Securing NATS).
     transport = NatsTransport(servers, security=NatsSecurity.from_env())
-    coordinator = Coordinator(SqlSagaLog(db_url), transport, sagas=sagas)
+    coordinator = Coordinator(
+        SqlSagaLog(db_url), transport, sagas=sagas, **(flow or _Flow()).coordinator_kwargs()
+    )
     async with coordinator:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(

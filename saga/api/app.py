@@ -8,7 +8,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from saga.api import ops, sagas
+from saga.api import ops, sagas, services
 from saga.api.auth import authenticate
 from saga.api.config import ApiConfig, Role
 from saga.api.context import CONTEXT, ApiContext, context
@@ -63,6 +63,7 @@ ROUTES: list[tuple[str, str, Handler, Role | None]] = [
     ("POST", "/api/sagas/{saga}/actions/{action}", sagas.act, Role.OPERATOR),
     ("GET", "/api/compensations", ops.compensations, Role.VIEWER),
     ("GET", "/api/definitions", ops.definitions, Role.VIEWER),
+    ("GET", "/api/services", services.list_services, Role.VIEWER),
     ("GET", "/api/me", ops.me, Role.VIEWER),
     ("GET", "/api/events", ops.events, Role.VIEWER),
     ("GET", "/metrics", ops.metrics, Role.VIEWER),
@@ -95,7 +96,7 @@ def create_app(coordinator: Coordinator, config: ApiConfig | None = None) -> web
     config = config or ApiConfig()
     hub = EventHub()
     holder: list[ApiContext] = []
-    metrics = SagaMetrics(lambda: holder[0].stalled_before_ms())
+    metrics = SagaMetrics(lambda: holder[0].stalled_before_ms(), coordinator.service_load)
     failures = FailureWindow(config.auth_limit, coordinator.clock)
     ctx = ApiContext(
         coordinator=coordinator, config=config, hub=hub, metrics=metrics, failures=failures

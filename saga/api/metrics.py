@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from saga.coordinator import SagaChange
+from saga.coordinator.dispatch import ServiceLoad
 from saga.engine.payloads import (
     CompensationStarted,
     OperatorAction,
@@ -54,10 +55,47 @@ class _InFlight(Collector):
         yield family
 
 
+class _ServiceFlow(Collector):
+    """saga_service_queue_depth, saga_service_in_flight, saga_service_limit{service}: the
+    coordinator's flow control per participant service, read when scraped."""
+
+    def __init__(self, service_load: Callable[[], list[ServiceLoad]]) -> None:
+        self._service_load = service_load
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queued = GaugeMetricFamily(
+            "saga_service_queue_depth",
+            "Commands waiting in the coordinator for an in-flight slot, per service.",
+            labels=["service"],
+        )
+        in_flight = GaugeMetricFamily(
+            "saga_service_in_flight",
+            "Commands sent and not answered (nor timed out) yet, per service.",
+            labels=["service"],
+        )
+        limit = GaugeMetricFamily(
+            "saga_service_limit",
+            "The current in-flight limit per service (absent when unbounded).",
+            labels=["service"],
+        )
+        for load in self._service_load():
+            queued.add_metric([load.service], load.queued)
+            in_flight.add_metric([load.service], load.in_flight)
+            if load.limit is not None:
+                limit.add_metric([load.service], load.limit)
+        yield queued
+        yield in_flight
+        yield limit
+
+
 class SagaMetrics:
     """One registry per app (so several apps in one process never clash)."""
 
-    def __init__(self, stalled_before_ms: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        stalled_before_ms: Callable[[], int | None],
+        service_load: Callable[[], list[ServiceLoad]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.started = Counter("saga_started", "Sagas started.", ["saga"], registry=r)
@@ -94,6 +132,8 @@ class SagaMetrics:
         self._tracked: dict[str, tuple[Health, int]] = {}
         self._sent: dict[str, dict[tuple[str, str], int]] = {}
         r.register(_InFlight(self._tracked, stalled_before_ms))
+        if service_load is not None:
+            r.register(_ServiceFlow(service_load))
 
     def seed(self, unfinished: list[SagaRecord]) -> None:
         """Count sagas that were unfinished before this process started."""

@@ -164,6 +164,35 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"sagas": {"type": "array", "items": OBJECT}},
     },
+    "Services": {
+        "type": "object",
+        "required": ["services"],
+        "properties": {
+            "services": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["service", "queued", "in_flight", "limit"],
+                    "properties": {
+                        "service": {"type": "string"},
+                        "queued": {
+                            "type": "integer",
+                            "description": "Commands waiting for a slot, not sent yet.",
+                        },
+                        "in_flight": {
+                            "type": "integer",
+                            "description": "Commands sent and not answered yet.",
+                        },
+                        "limit": {
+                            "type": "integer",
+                            "nullable": True,
+                            "description": "The current in-flight limit; null: unbounded.",
+                        },
+                    },
+                },
+            }
+        },
+    },
     "Me": {
         "type": "object",
         "required": ["name", "role", "auth"],
@@ -290,6 +319,12 @@ def document() -> dict[str, Any]:
         },
         "/api/definitions": {
             "get": _op("Registered saga definitions.", {"200": _reply("Them.", "Definitions")})
+        },
+        "/api/services": {
+            "get": _op(
+                "Flow control per participant service: queued, in flight, current limit.",
+                {"200": _reply("Them.", "Services")},
+            )
         },
         "/api/me": {"get": _op("The caller's identity and role.", {"200": _reply("Me.", "Me")})},
         "/api/events": {

@@ -163,7 +163,7 @@ _ROWS: list[tuple[str, str, str]] = [
     ("recovery_first_send_s", "first start: all commands sent s", "{:.2f}"),
     ("recovery_resend_s", "restart → all re-sent s", "{:.2f}"),
     ("recovery_end_s", "released → all ended s", "{:.2f}"),
-    ("resent", "distinct commands re-sent", "{:,}"),
+    ("resent", "sagas whose command was re-sent", "{:,}"),
     ("fill_rows_per_s", "bulk insert rows/s", "{:,.0f}"),
     ("list_newest_ms", "one page, newest 100 ms", "{:.2f}"),
     ("list_by_status_ms", "one page, status filter ms", "{:.2f}"),

@@ -32,7 +32,7 @@ from saga import eventloop
 from saga.bench.sagas import COMPENSATE, FORWARD, SERVICE, step_index
 from saga.errors import ProtocolError, Rejected
 from saga.participant import CommandContext, InMemoryIdempotencyStore, Participant
-from saga.protocol import Command
+from saga.protocol import Command, Direction
 from saga.transport.nats import connect_nats, flush_pending
 
 RAW_SUBJECT = "saga_bench.raw"
@@ -57,11 +57,16 @@ class State:
     messages: int = 0
     last_new_at: float = 0.0
     """Wall-clock time of the last command message that added to ``seen``."""
+    first_seen: set[str] = field(default_factory=set)
+    """Sagas whose first step's command was tapped since the last ``mark`` (recovery's count:
+    a restarted coordinator re-sends exactly those)."""
+    last_first_at: float = 0.0
 
     def counts(self) -> dict[str, Any]:
         return {
             "distinct": len(self.seen), "messages": self.messages,
             "last_new_at": self.last_new_at, "entered": self.entered,
+            "first": len(self.first_seen), "last_first_at": self.last_first_at,
             "forward_runs": self.forward_runs, "compensations": self.compensations,
         }  # fmt: skip
 
@@ -149,6 +154,8 @@ async def _control(nc: Client, state: State, tap: bool) -> None:
         state.seen.clear()
         state.messages = 0
         state.last_new_at = 0.0
+        state.first_seen.clear()
+        state.last_first_at = 0.0
         await msg.respond(b"{}")
 
     async def count(msg: Msg) -> None:
@@ -167,6 +174,10 @@ async def _control(nc: Client, state: State, tap: bool) -> None:
         if key not in state.seen:
             state.seen.add(key)
             state.last_new_at = time.time()
+        first = command.direction is Direction.FORWARD and step_index(command.step) == 1
+        if first and command.saga_id not in state.first_seen:
+            state.first_seen.add(command.saga_id)
+            state.last_first_at = time.time()
 
     await nc.subscribe(RAW_SUBJECT, queue="saga-bench-raw", cb=raw)
     for name, handler in {"hold": hold, "release": release, "mark": mark, "count": count}.items():

@@ -25,6 +25,7 @@ from saga.coordinator.result import SagaChange
 from saga.definition import Saga
 from saga.events import EventType, SagaStatus
 from saga.log.base import SagaQuery
+from saga.log.paging import MAX_PAGE_SIZE
 from saga.log.sql import SqlSagaLog
 from saga.transport.nats import NatsTransport
 
@@ -238,7 +239,14 @@ async def memory_per_saga(coordinator: Coordinator, defn: Saga, env: Env, n: int
 
 async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[str, Any]:
     """N sagas in flight, the coordinator SIGKILLed and restarted: how long until every
-    command is re-sent, and until every saga has ended once the participant answers."""
+    command is re-sent, and until every saga has ended.
+
+    The first coordinator resumes N freshly written sagas and records each one's first
+    command (write-ahead) while the participant holds what it receives; flow control sends
+    only a few dozen of them. Once all N are recorded as sent it is SIGKILLed: N sagas in
+    flight. The participant then answers again, and a second coordinator is started: it must
+    re-send all N (through the same flow control, so at the participant's pace) and end them.
+    """
     from saga.bench.sagas import RECOVERY_SAGAS
 
     defn = RECOVERY_SAGAS[work.steps - 1]
@@ -265,22 +273,21 @@ async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[st
     try:
         began = time.time()
         first = await coordinators.start("coordinator-1", argv)
-        counts = await _await_distinct(env, n, limit, first, echo)
-        first_send_s = counts["last_new_at"] - began
-        echo(f"  bench: coordinator 1 sent all {n} first commands in {first_send_s:.2f} s;"
+        await _await_recorded(db, n, defn.steps[0].name, limit, first, echo)
+        first_send_s = time.time() - began
+        echo(f"  bench: coordinator 1 recorded all {n} first commands in {first_send_s:.2f} s;"
              " SIGKILL")  # fmt: skip
         coordinators.kill(first)
         await first.process.wait()
+        await env.control("release")
         await env.control("mark")
         restarted = time.time()
         second = await coordinators.start("coordinator-2", argv)
-        counts = await _await_distinct(env, n, limit, second, echo)
-        resend_s = counts["last_new_at"] - restarted
-        echo(f"  bench: restarted coordinator re-sent all {n} in {resend_s:.2f} s; releasing")
-        released = time.time()
-        await env.control("release")
+        counts = await _await_first_commands(env, n, limit, second, echo)
+        resend_s = counts["last_first_at"] - restarted
+        echo(f"  bench: restarted coordinator re-sent all {n} in {resend_s:.2f} s")
         statuses = await _await_ended(db, n, limit, second)
-        ended_s = time.time() - released
+        ended_s = time.time() - restarted
     finally:
         await coordinators.stop()
     return {
@@ -288,7 +295,7 @@ async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[st
         "recovery_resend_s": resend_s,
         "recovery_end_s": ended_s,
         "recovery_total_s": time.time() - restarted,
-        "resent": counts["distinct"],
+        "resent": counts["first"],
         "completed": statuses["completed"],
         "compensated": statuses["compensated"],
         "stuck": statuses["stuck"],
@@ -296,24 +303,60 @@ async def recovery(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[st
     }
 
 
-async def _await_distinct(
+async def _await_recorded(
+    db: BenchDb, n: int, first_step: str, limit_s: float, child: Any, echo: Echo
+) -> None:
+    """Wait until every saga's first command is recorded (its row's current step is set)."""
+    log = SqlSagaLog(db.url, migrate=False)
+    await log.open()
+    try:
+        deadline = time.monotonic() + limit_s
+        said = time.monotonic()
+        sent = SagaQuery(
+            statuses=[SagaStatus.RUNNING], current_step=first_step, limit=MAX_PAGE_SIZE
+        )
+        while await _count(log, sent) < n:
+            if child.process.returncode is not None:
+                raise BenchError(f"the coordinator exited with code {child.process.returncode}"
+                                 f" (log {child.log_path})")  # fmt: skip
+            if time.monotonic() > deadline:
+                raise BenchError(f"the sagas' first commands were not recorded in {limit_s:.0f} s")
+            if time.monotonic() - said > PROGRESS_EVERY_S:
+                said = time.monotonic()
+                echo(f"  bench: {child.name}: recording the first commands")
+            await asyncio.sleep(POLL_S)
+    finally:
+        await log.close()
+
+
+async def _count(log: SqlSagaLog, query: SagaQuery) -> int:
+    total = 0
+    page_query: SagaQuery | None = query
+    while page_query is not None:
+        page = await log.find(page_query)
+        total += len(page.sagas)
+        page_query = page_query.next_page(page)
+    return total
+
+
+async def _await_first_commands(
     env: Env, n: int, limit_s: float, child: Any, echo: Echo
 ) -> dict[str, Any]:
     deadline = time.monotonic() + limit_s
     said = time.monotonic()
     while True:
         counts = await env.control("count")
-        if counts["distinct"] >= n:
+        if counts["first"] >= n:
             return counts
         if time.monotonic() - said > PROGRESS_EVERY_S:
             said = time.monotonic()
-            echo(f"  bench: {child.name}: {counts['distinct']}/{n} commands sent")
+            echo(f"  bench: {child.name}: {counts['first']}/{n} first commands sent")
         if child.process.returncode is not None:
             raise BenchError(f"the coordinator exited with code {child.process.returncode}"
                              f" (log {child.log_path})")  # fmt: skip
         if time.monotonic() > deadline:
             raise BenchError(
-                f"only {counts['distinct']} of {n} commands arrived in {limit_s:.0f} s"
+                f"only {counts['first']} of {n} first commands arrived in {limit_s:.0f} s"
             )
         await asyncio.sleep(POLL_S)
 

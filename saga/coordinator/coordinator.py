@@ -21,6 +21,11 @@ from typing import Any
 
 from saga import engine
 from saga.clock import Clock, SystemClock
+from saga.coordinator.dispatch import (
+    DEFAULT_MAX_IN_FLIGHT_PER_SERVICE,
+    Dispatcher,
+    ServiceLoad,
+)
 from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
 from saga.coordinator.result import SagaChange, SagaResult, result_of
@@ -28,7 +33,14 @@ from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
 from saga.definition import Saga
 from saga.engine import Action, Preview, SagaState
-from saga.engine.payloads import SagaResumed, SagaStarted, SagaStuck, new_event
+from saga.engine.payloads import (
+    SagaResumed,
+    SagaStarted,
+    SagaStuck,
+    StepFailed,
+    new_event,
+    payload_of,
+)
 from saga.errors import (
     ConcurrencyError,
     InvalidStartError,
@@ -138,6 +150,11 @@ class Coordinator:
     """Drives sagas to completion or compensation: ``Coordinator(log, transport, sagas=[...])``.
 
     Use as ``async with Coordinator(...) as coordinator:``, or call ``open()`` and ``close()``.
+
+    ``max_in_flight_per_service`` bounds the commands sent and unanswered per service (the
+    rest wait in the coordinator, their step timeouts not started; see
+    ``saga.coordinator.dispatch``); None sends everything at once. With
+    ``adaptive_limit`` the bound moves between 1 and that maximum with the services' latency.
     """
 
     def __init__(
@@ -150,6 +167,8 @@ class Coordinator:
         max_input_bytes: int = MAX_PAYLOAD_BYTES,
         max_batch: int = 512,
         hooks: CoordinatorHooks | None = None,
+        max_in_flight_per_service: int | None = DEFAULT_MAX_IN_FLIGHT_PER_SERVICE,
+        adaptive_limit: bool = True,
     ) -> None:
         self.log = log
         self.transport = transport
@@ -158,6 +177,13 @@ class Coordinator:
         self.max_input_bytes = max_input_bytes
         self._writer = GroupWriter(log, max_batch=max_batch)
         self._timers = TimerWheel(self.clock, self._on_timer)
+        self._dispatcher = Dispatcher(
+            self.clock,
+            self._transmit,
+            self._claim,
+            limit=max_in_flight_per_service,
+            adaptive=adaptive_limit,
+        )
         self._active: dict[str, _Active] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[Callable[[SagaChange], None]] = []
@@ -183,6 +209,7 @@ class Coordinator:
         self._open = False
         await self.transport.close()
         await self._timers.stop()
+        await self._dispatcher.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -389,6 +416,10 @@ class Coordinator:
     def active_count(self) -> int:
         return len(self._active)
 
+    def service_load(self) -> list[ServiceLoad]:
+        """Per service: commands waiting for a slot, in flight, and the current limit."""
+        return self._dispatcher.load()
+
     @property
     def log_writes(self) -> WriteHealth:
         """Whether the log accepted this coordinator's last write (``/readyz`` reports it)."""
@@ -532,6 +563,7 @@ class Coordinator:
                 except ConcurrencyError:
                     logger.warning("saga %s was written by someone else; reloading it", saga_id)
                     self._active.pop(saga_id, None)
+                    self._dispatcher.forget(saga_id)
                     self._spawn(self._reload(saga_id))
                     return
                 except BaseException as exc:
@@ -543,6 +575,7 @@ class Coordinator:
                     self._timers.schedule(saga_id, now + RETRY_AFTER_LOG_ERROR_MS)
                     return
             if events:
+                self._release_timeouts(saga_id, events)
                 self._notify(work, events)
             if hooks is not None and events:
                 hooks.after_record(events)
@@ -558,10 +591,10 @@ class Coordinator:
                 if pending is not None:
                     commands.append(pending)
             for command in commands:
-                await self._send(command)
-                if hooks is not None:
-                    hooks.after_send(command)
-            self._timers.schedule(saga_id, decision.wake_at_ms)
+                if not await self._send(active.defn, command):
+                    engine.hold(work, command)
+            # The decision's wake-up, unless a held command's timeout has not started.
+            self._timers.schedule(saga_id, engine.wake_at(work))
             if work.is_final or work.stuck is not None:
                 self._settle(saga_id, active)
 
@@ -592,6 +625,7 @@ class Coordinator:
                 waiter.set_result(result)
         active.waiters.clear()
         self._active.pop(saga_id, None)
+        self._dispatcher.forget(saga_id)
         self._timers.schedule(saga_id, None)
         if result.status is SagaStatus.STUCK:
             logger.warning("saga %s is stuck: %s", saga_id, (result.stuck or {}).get("reason"))
@@ -599,7 +633,13 @@ class Coordinator:
     async def _reload(self, saga_id: str) -> None:
         await self._recover_one(saga_id)
 
-    async def _send(self, command: Command) -> None:
+    async def _send(self, defn: Saga, command: Command) -> bool:
+        """Send a recorded command through flow control: True if sent, False if it waits."""
+        timeout_ms = defn.steps[defn.index(command.step)].timeout_ms
+        return await self._dispatcher.submit(command, timeout_ms)
+
+    async def _transmit(self, command: Command) -> None:
+        """Hand a command to the transport (the dispatcher calls this when its turn comes)."""
         try:
             await self.transport.send(command)
         except (TransportError, ProtocolError) as exc:
@@ -607,6 +647,33 @@ class Coordinator:
             logger.warning(
                 "could not send %s for saga %s: %s", command.subject, command.saga_id, exc
             )
+            return
+        if self._hooks is not None:
+            self._hooks.after_send(command)
+
+    def _claim(self, command: Command, timeout_ms: int) -> bool:
+        """A queued command's turn came: start its timeout, or say it is no longer wanted.
+
+        Runs without awaiting, so it sees the saga between two steps of its ``_advance``; a
+        command matches the pointer only once its StepSent is in the log.
+        """
+        active = self._active.get(command.saga_id)
+        if active is None or active.stale:
+            return False
+        if not engine.dispatched(active.state, command, self.clock.now_ms(), timeout_ms):
+            return False
+        self._timers.schedule(command.saga_id, engine.wake_at(active.state))
+        return True
+
+    def _release_timeouts(self, saga_id: str, events: list[NewEvent]) -> None:
+        """Free the slot of every attempt these (recorded) events time out."""
+        for event in events:
+            if event.type is not EventType.STEP_FAILED:
+                continue
+            failed = payload_of(event)
+            if isinstance(failed, StepFailed) and (failed.error or {}).get("code") == "timeout":
+                key = (saga_id, failed.step, failed.direction, failed.attempt)
+                self._dispatcher.on_timeout(key)
 
     # -- inputs from the transport and the timers -----------------------------------------
 
@@ -621,6 +688,7 @@ class Coordinator:
             logger.error("saga task failed", exc_info=task.exception())
 
     async def _on_reply(self, command: Command, reply: Reply) -> None:
+        self._dispatcher.on_reply(command)
         if command.saga_id not in self._active:
             logger.debug("reply for saga %s, which is not active here", command.saga_id)
             return

@@ -71,6 +71,6 @@ class TimerWheel:
         finally:
             for task in waiters:
                 task.cancel()
-            for task in waiters:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # asyncio.wait, not ``await task`` under suppress(CancelledError): that swallowed
+            # a stop() arriving right here, and the wheel then never stopped.
+            await asyncio.wait(waiters)

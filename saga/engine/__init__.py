@@ -1,7 +1,16 @@
 """The pure state machine: (definition, log, time) -> events to append and commands to send."""
 
 from saga.engine.actions import Preview, on_action, preview, refusal
-from saga.engine.decide import Decision, compensation_plan, decide, in_flight, on_reply
+from saga.engine.decide import (
+    Decision,
+    compensation_plan,
+    decide,
+    dispatched,
+    hold,
+    in_flight,
+    on_reply,
+    wake_at,
+)
 from saga.engine.health import health
 from saga.engine.payloads import Action, Payload, new_event, payload_of
 from saga.engine.state import Phase, SagaState, StepPointer, StepProgress, apply, new_state, replay
@@ -18,7 +27,9 @@ __all__ = [
     "apply",
     "compensation_plan",
     "decide",
+    "dispatched",
     "health",
+    "hold",
     "in_flight",
     "new_event",
     "new_state",
@@ -28,4 +39,5 @@ __all__ = [
     "preview",
     "refusal",
     "replay",
+    "wake_at",
 ]

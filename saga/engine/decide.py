@@ -70,6 +70,51 @@ def in_flight(state: SagaState) -> Command | None:
     return command_for(state, pointer) if pointer.phase is Phase.IN_FLIGHT else None
 
 
+def _awaits(state: SagaState, command: Command) -> StepPointer | None:
+    """The pointer, if it is in flight for exactly this attempt of ``command``."""
+    pointer = state.pointer
+    if state.is_final or state.stuck is not None or pointer is None:
+        return None
+    if pointer.phase is not Phase.IN_FLIGHT:
+        return None
+    if (pointer.step, pointer.direction, pointer.attempts) != (
+        command.step,
+        command.direction,
+        command.attempt,
+    ):
+        return None
+    return pointer
+
+
+def hold(state: SagaState, command: Command) -> bool:
+    """``command`` waits for a slot (flow control): its step's timeout has not started.
+
+    Clears the in-memory pointer's ``timeout_at_ms``; ``decide`` and ``wake_at`` read None
+    as "no timeout yet". The log keeps the timeout written with StepSent: a state rebuilt
+    after a crash times the attempt out by it if it passed, else re-sends the command (held
+    again if it must wait). False, changing nothing, if the saga is no longer waiting for
+    this attempt.
+    """
+    pointer = _awaits(state, command)
+    if pointer is None:
+        return False
+    pointer.timeout_at_ms = None
+    return True
+
+
+def dispatched(state: SagaState, command: Command, now_ms: int, timeout_ms: int) -> bool:
+    """A held ``command`` is being sent at ``now_ms``: its timeout starts now.
+
+    False, changing nothing, if the saga is no longer waiting for this attempt (cancelled,
+    resolved by an operator, settled): then the command must be dropped, not sent.
+    """
+    pointer = _awaits(state, command)
+    if pointer is None:
+        return False
+    pointer.timeout_at_ms = now_ms + timeout_ms
+    return True
+
+
 def _send(
     state: SagaState,
     decision: Decision,
@@ -237,9 +282,8 @@ def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> 
     step = defn.steps[defn.index(pointer.step)]
     forward = pointer.direction is Direction.FORWARD
     if pointer.phase is Phase.IN_FLIGHT:
-        assert pointer.timeout_at_ms is not None
-        if now < pointer.timeout_at_ms:
-            return False
+        if pointer.timeout_at_ms is None or now < pointer.timeout_at_ms:
+            return False  # None: held, waiting for a slot; its timeout has not started
         timed_out = StepFailed(
             step=pointer.step,
             direction=pointer.direction,
@@ -282,12 +326,17 @@ def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> 
     return len(decision.events) > before
 
 
-def _wake_at(state: SagaState) -> int | None:
+def wake_at(state: SagaState) -> int | None:
+    """When ``decide`` next has something to do by time alone (None: only an input can)."""
     if state.is_final or state.stuck is not None:
         return None
     times: list[int] = []
     pointer = state.pointer
-    if pointer is not None and pointer.phase is Phase.IN_FLIGHT and pointer.timeout_at_ms:
+    if (
+        pointer is not None
+        and pointer.phase is Phase.IN_FLIGHT
+        and pointer.timeout_at_ms is not None
+    ):
         times.append(pointer.timeout_at_ms)
     if pointer is not None and pointer.phase is Phase.WAITING and pointer.retry_at_ms is not None:
         times.append(pointer.retry_at_ms)
@@ -311,7 +360,7 @@ def decide(defn: Saga, state: SagaState, now_ms: int) -> Decision:
     while not state.is_final and state.stuck is None:
         if not _decide_once(defn, state, decision, now_ms):
             break
-    decision.wake_at_ms = _wake_at(state)
+    decision.wake_at_ms = wake_at(state)
     return decision
 
 

@@ -63,6 +63,8 @@ class StepPointer:
     unlimited: bool = False
     """An operator forced this step forward: retried without the policy's limits."""
     timeout_at_ms: int | None = None
+    """When the attempt in flight times out, as logged by its StepSent. None in memory while
+    its command waits for a slot (``engine.hold``): the timeout starts when it is sent."""
     retry_at_ms: int | None = None
     last_error: JsonObject | None = None
     final: bool = False

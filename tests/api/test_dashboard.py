@@ -166,3 +166,15 @@ async def test_dashboard_asks_for_a_token_and_disables_actions_for_viewers(
         assert await page.is_disabled('button[data-action="resolve"]')
         assert "vera (viewer)" in await page.inner_text("#who")
         await browser.close()
+
+
+async def test_dashboard_shows_flow_control_per_service(
+    page: Any, server: HttpServer, coordinator: Coordinator
+) -> None:
+    done = await coordinator.start("order", {"sku": "A"}, saga_id="order-flow")
+    assert await settled(coordinator, done.saga_id) is SagaStatus.COMPLETED
+    await page.goto(server.url + "/#/services")
+    row = page.locator('#service-table tr[data-service="payments"]')
+    await row.wait_for()
+    assert (await row.inner_text()).split() == ["payments", "0", "0", "16"]
+    assert await page.locator("#service-table tbody tr").count() == 3

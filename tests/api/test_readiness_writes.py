@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -45,8 +46,9 @@ def gated_service(gate: asyncio.Event) -> Participant:
 
 
 def refuse_writes(saga_log: SqlSagaLog) -> list[bool]:
-    """Make the real SQLite file refuse writes (``PRAGMA query_only``) on every connection
-    checked out while the returned flag is True, as a full disk would; reads still work."""
+    """Make the real SQLite file refuse writes (``PRAGMA query_only``) while the returned flag
+    is True, as a full disk would; reads still work. On every connection checked out of the
+    engine, and before each transaction of the log's own writer (``saga_log._sqlite``)."""
     refusing = [True]
 
     def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
@@ -55,7 +57,27 @@ def refuse_writes(saga_log: SqlSagaLog) -> list[bool]:
         cursor.close()
 
     event.listen(saga_log.engine.sync_engine, "checkout", on_checkout)
+    writer = saga_log._sqlite
+    assert writer is not None
+    assert writer._conn is not None
+    writer._conn = _QueryOnlyWhile(writer._conn, refusing)  # type: ignore[assignment]
     return refusing
+
+
+class _QueryOnlyWhile:
+    """A sqlite3 connection that sets ``query_only`` from a flag at each BEGIN."""
+
+    def __init__(self, conn: sqlite3.Connection, refusing: list[bool]) -> None:
+        self._conn = conn
+        self._refusing = refusing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("BEGIN"):
+            self._conn.execute(f"PRAGMA query_only = {int(self._refusing[0])}")
+        return self._conn.execute(sql, *args)
 
 
 async def eventually(condition: Callable[[], bool], within_s: float = 60) -> None:

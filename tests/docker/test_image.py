@@ -166,7 +166,7 @@ import sys
 # As `saga coordinator` parses its command line and environment, then checks --http.
 context = main.commands["coordinator"].make_context("coordinator", sys.argv[1:])
 params = dict(context.params)
-own = {"nats_url", "db_url", "saga_specs", "http"}
+own = {"nats_url", "db_url", "saga_specs", "http", "max_in_flight", "adaptive_limit"}
 settings = http_settings(params["http"], **{k: v for k, v in params.items() if k not in own})
 print(" ".join(sorted(f"{t.name}:{t.role.value}" for t in settings.config.tokens)))
 """

@@ -158,6 +158,23 @@ async function renderCompensations() {
       el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 8, class: "muted" }, "Nothing is compensating.")))));
 }
 
+// -- flow control per service -----------------------------------------------------------------
+
+async function renderServices() {
+  const page = await api("/api/services");
+  const rows = page.services.map((s) => el("tr", { "data-service": s.service },
+    el("td", { class: "mono" }, s.service),
+    el("td", {}, s.queued),
+    el("td", {}, s.in_flight),
+    el("td", {}, s.limit ?? "unbounded")));
+  $("#main").replaceChildren(
+    el("h2", {}, "Services"),
+    el("p", { class: "muted" }, "Commands waiting in the coordinator for a slot, commands in flight, and the current in-flight limit, per service. A waiting command's step timeout has not started."),
+    el("table", { id: "service-table" },
+      el("thead", {}, el("tr", {}, ["Service", "Queued", "In flight", "Limit"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No commands sent yet.")))));
+}
+
 // -- one saga ----------------------------------------------------------------------------------
 
 const COLORS = { succeeded: "#2e7d32", rejected: "#e65100", failed: "#c62828", stuck: "#c62828",
@@ -386,6 +403,10 @@ async function route() {
     if (hash.startsWith("#/saga/")) {
       state.view = "saga";
       await renderSaga(decodeURIComponent(hash.slice(7)));
+    } else if (hash.startsWith("#/services")) {
+      state.view = "services";
+      $('nav a[data-nav="services"]').classList.add("active");
+      await renderServices();
     } else if (hash.startsWith("#/compensations")) {
       state.view = "compensations";
       $('nav a[data-nav="compensations"]').classList.add("active");
