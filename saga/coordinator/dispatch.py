@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -176,7 +177,8 @@ class Dispatcher:
         self._adaptive = adaptive and limit is not None
         self._services: dict[str, _Service] = {}
         self._by_saga: dict[str, set[tuple[str, SlotKey]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox: deque[Command] = deque()
+        self._sender: asyncio.Future[None] | None = None
 
     # -- what the coordinator calls --------------------------------------------------------
 
@@ -229,11 +231,12 @@ class Dispatcher:
 
     async def close(self) -> None:
         """Cancel the sends under way; what is queued stays unsent (recovery re-sends it)."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
+        sender, self._sender = self._sender, None
+        self._outbox.clear()
+        if sender is not None:
+            sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await sender
         self._services.clear()
         self._by_saga.clear()
 
@@ -278,16 +281,25 @@ class Dispatcher:
         self._pump(name)
 
     def _expire(self, service: _Service) -> None:
-        """Free slots held past their step's timeout (their replies and timeouts were lost)."""
+        """Free slots held past their step's timeout (their replies and timeouts were lost).
+
+        ``in_flight`` is in the order the commands were sent, so only its oldest entries are
+        looked at: the scan stops at the first that is not past its timeout (a shorter
+        timeout behind it waits for that one, which is fine for a backstop).
+        """
         if service.has_room():
             return
         now = self._clock.now_ms()
-        for key, sent in list(service.in_flight.items()):
-            if now >= sent.sent_ms + sent.timeout_ms:
-                del service.in_flight[key]
-                self._unindex(service.name, key)
-                if service.adaptive is not None:
-                    service.adaptive.on_timeout(sent_ms=sent.sent_ms, now_ms=now)
+        expired = []
+        for key, sent in service.in_flight.items():
+            if now < sent.sent_ms + sent.timeout_ms:
+                break
+            expired.append((key, sent))
+        for key, sent in expired:
+            del service.in_flight[key]
+            self._unindex(service.name, key)
+            if service.adaptive is not None:
+                service.adaptive.on_timeout(sent_ms=sent.sent_ms, now_ms=now)
 
     def _pump(self, name: str) -> None:
         """Send queued commands while the service has room; drop those no longer wanted."""
@@ -305,6 +317,20 @@ class Dispatcher:
                 self._unindex(name, key)
                 continue
             service.in_flight[key] = _Sent(self._clock.now_ms(), timeout_ms)
-            task = asyncio.ensure_future(self._transmit(command))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._outbox.append(command)
+        if self._outbox and self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        """Transmit the commands ``_pump`` let through, in order: one task for a whole run of
+        them (under load it keeps going as replies free more slots), not one per command."""
+        try:
+            while self._outbox:
+                command = self._outbox.popleft()
+                try:
+                    await self._transmit(command)
+                except Exception:  # transmit logs transport errors; anything else is a bug
+                    logger.exception("could not send %s for saga %s", command.subject,
+                                     command.saga_id)  # fmt: skip
+        finally:
+            self._sender = None
