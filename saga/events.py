@@ -26,7 +26,10 @@ class SagaStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+        return self in _FINAL_STATUSES
+
+
+_FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
 
 
 class Health(StrEnum):

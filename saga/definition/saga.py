@@ -114,6 +114,7 @@ class Saga:
     version: int = 1
     steps: tuple[Step, ...]
     deadline: timedelta | None = None
+    _positions: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not is_name(self.name):
@@ -155,6 +156,7 @@ class Saga:
                 )
         if self.deadline is not None and self.deadline <= timedelta(0):
             raise DefinitionError(f"saga {self.name!r}: deadline must be positive")
+        self._positions.update((step.name, i) for i, step in enumerate(steps))
 
     @property
     def key(self) -> tuple[str, int]:
@@ -165,7 +167,5 @@ class Saga:
         return None if self.deadline is None else int(self.deadline.total_seconds() * 1000)
 
     def index(self, step_name: str) -> int:
-        for i, step in enumerate(self.steps):
-            if step.name == step_name:
-                return i
-        raise KeyError(step_name)
+        """The position of step ``step_name`` in ``steps``; KeyError for an unknown name."""
+        return self._positions[step_name]
