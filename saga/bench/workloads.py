@@ -202,26 +202,30 @@ async def throughput(work: Workload, env: Env, db: BenchDb, echo: Echo) -> dict[
 
 async def memory_per_saga(coordinator: Coordinator, defn: Saga, env: Env, n: int) -> float:
     """Python heap held per in-flight saga: tracemalloc's traced size while ``n`` sagas wait
-    on a held participant, less the size before they started, over ``n``.
+    on a held participant (a few dozen sent, the rest queued by flow control), less the size
+    before they started, over ``n``.
 
     tracemalloc counts this process's Python allocations only (the coordinator's state, the
     transport's pending commands, the client buffers and the bench's handles), and unlike RSS
     it does not move with the allocator's arenas, so it is stable from run to run.
     """
-    transport = coordinator.transport
-    assert isinstance(transport, NatsTransport)
     await env.control("hold")
     handles = []
+
+    def waiting() -> int:
+        # Sent and unanswered, or queued by flow control for a free slot: in flight either way.
+        return sum(load.in_flight + load.queued for load in coordinator.service_load())
+
     try:
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        pending = transport.pending_replies
+        pending = waiting()
         handles = await asyncio.gather(
             *(coordinator.start(defn, {"i": -1_000_000 - k}) for k in range(n))
         )
         async with asyncio.timeout(60):
-            while transport.pending_replies < pending + n:  # noqa: ASYNC110 - a counter, no event
+            while waiting() < pending + n:  # noqa: ASYNC110 - a counter, no event
                 await asyncio.sleep(POLL_S)
         await asyncio.sleep(0.2)  # the writer's last batch settles
         gc.collect()

@@ -207,9 +207,9 @@ class Coordinator:
         if not self._open:
             return
         self._open = False
+        await self._dispatcher.close()  # first: nothing queued is sent to a closing transport
         await self.transport.close()
         await self._timers.stop()
-        await self._dispatcher.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
