@@ -69,6 +69,22 @@ class NewSaga:
         """``started`` then ``events``: seq 1, 2, ..."""
         return [self.started, *self.events]
 
+    def record(self, stored_input: JsonObject) -> SagaRecord:
+        """The row this creates, with its input as the log reads it back (``stored_input``)."""
+        return SagaRecord(
+            saga_id=self.saga_id,
+            name=self.name,
+            version=self.version,
+            status=SagaStatus(self.status),
+            input=stored_input,
+            created_ms=self.started.at_ms,
+            updated_ms=self.updated_ms,
+            last_seq=self.last_seq,
+            current_step=self.current_step,
+            health=None if self.health is None else Health(self.health),
+            attempt=self.attempt,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Append:

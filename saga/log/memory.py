@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
-from saga.events import Event, Health, SagaStatus
+from saga.events import Event, Health
 from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
 
 
@@ -58,20 +58,7 @@ class InMemorySagaLog(SagaLog):
         existing = self._sagas.get(saga.saga_id)
         if existing is not None:
             return _copy_record(existing), False
-        at_ms = saga.started.at_ms
-        record = SagaRecord(
-            saga_id=saga.saga_id,
-            name=saga.name,
-            version=saga.version,
-            status=SagaStatus(saga.status),
-            input=_normalise(saga.input, "saga input"),
-            created_ms=at_ms,
-            updated_ms=saga.updated_ms,
-            last_seq=saga.last_seq,
-            current_step=saga.current_step,
-            health=None if saga.health is None else Health(saga.health),
-            attempt=saga.attempt,
-        )
+        record = saga.record(_normalise(saga.input, "saga input"))
         events = [
             Event(
                 saga_id=saga.saga_id,

@@ -97,23 +97,6 @@ def _saga_row(saga: NewSaga) -> dict[str, Any]:
     }
 
 
-def _new_record(saga: NewSaga) -> SagaRecord:
-    """The record of a saga just created from ``saga``, as it reads back."""
-    return SagaRecord(
-        saga_id=saga.saga_id,
-        name=saga.name,
-        version=saga.version,
-        status=SagaStatus(saga.status),
-        input=_as_stored(saga.input),
-        created_ms=saga.started.at_ms,
-        updated_ms=saga.updated_ms,
-        last_seq=saga.last_seq,
-        current_step=saga.current_step,
-        health=None if saga.health is None else Health(saga.health),
-        attempt=saga.attempt,
-    )
-
-
 def _event_rows(saga: NewSaga) -> list[dict[str, Any]]:
     return [
         {
@@ -344,7 +327,11 @@ class SqlSagaLog(SagaLog):
                         await conn.execute(insert(saga_events), events)
                     # Read back only the sagas that were there already; a new one's row is
                     # what was just written.
-                    found = {s.saga_id: _new_record(s) for s in unique if s.saga_id in created}
+                    found = {
+                        new.saga_id: new.record(_as_stored(new.input))
+                        for new in unique
+                        if new.saga_id in created
+                    }
                     taken = [saga.saga_id for saga in unique if saga.saga_id not in created]
                     for chunk in _chunks(taken, 500):
                         query = select(sagas).where(sagas.c.saga_id.in_(chunk))

@@ -198,26 +198,12 @@ class SqliteWriter:
             for saga, (saga_row, event_rows) in zip(sagas, rows, strict=True):
                 if conn.execute(_INSERT_SAGA, saga_row).rowcount == 1:
                     conn.executemany(_INSERT_EVENT, event_rows)
-                    found[saga.saga_id] = (self._created(saga, saga_row), True)
+                    # The input as it reads back from its JSON column.
+                    found[saga.saga_id] = (saga.record(self._decode(saga_row[4])), True)
                     continue
                 existing = conn.execute(_SELECT_SAGA, (saga.saga_id,)).fetchone()
                 found[saga.saga_id] = (self._existing(existing), False)
         return found
-
-    def _created(self, saga: NewSaga, row: tuple[Any, ...]) -> SagaRecord:
-        return SagaRecord(
-            saga_id=saga.saga_id,
-            name=saga.name,
-            version=saga.version,
-            status=SagaStatus(saga.status),
-            input=self._decode(row[4]),  # as it reads back from the JSON column
-            created_ms=saga.started.at_ms,
-            updated_ms=saga.updated_ms,
-            last_seq=saga.last_seq,
-            current_step=saga.current_step,
-            health=None if saga.health is None else Health(saga.health),
-            attempt=saga.attempt,
-        )
 
     def _existing(self, row: tuple[Any, ...]) -> SagaRecord:
         (
