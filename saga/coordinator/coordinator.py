@@ -591,7 +591,7 @@ class Coordinator:
                 if pending is not None:
                     commands.append(pending)
             for command in commands:
-                if not await self._send(active.defn, command):
+                if not await self._send(active, command):
                     engine.hold(work, command)
             # The decision's wake-up, unless a held command's timeout has not started.
             self._timers.schedule(saga_id, engine.wake_at(work))
@@ -633,10 +633,13 @@ class Coordinator:
     async def _reload(self, saga_id: str) -> None:
         await self._recover_one(saga_id)
 
-    async def _send(self, defn: Saga, command: Command) -> bool:
-        """Send a recorded command through flow control: True if sent, False if it waits."""
+    async def _send(self, active: _Active, command: Command) -> bool:
+        """Send a recorded command through flow control: True if sent, False if it waits
+        (behind the commands of sagas started before this one)."""
+        defn = active.defn
         timeout_ms = defn.steps[defn.index(command.step)].timeout_ms
-        return await self._dispatcher.submit(command, timeout_ms)
+        priority = (active.state.started_ms, command.saga_id)
+        return await self._dispatcher.submit(command, timeout_ms, priority)
 
     async def _transmit(self, command: Command) -> None:
         """Hand a command to the transport (the dispatcher calls this when its turn comes)."""

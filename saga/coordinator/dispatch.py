@@ -4,7 +4,7 @@ Without it a burst of sagas publishes every command at once; they queue at the p
 (in its subscription buffer), and the time spent queued counts against each step's timeout,
 so load turns into timeouts, retries (more load) and compensations. The ``Dispatcher``
 keeps per service (``Command.service``) at most ``limit`` commands sent and unanswered; the
-others wait in a FIFO queue per service *in the coordinator*, where waiting costs nothing:
+others wait in a queue per service *in the coordinator*, where waiting costs nothing:
 the coordinator holds a queued command's timeout (``engine.hold``) and starts it only when
 the command is actually sent (``engine.dispatched``).
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,10 @@ over (up to FAST_FRACTION times) before a command already sent runs out of time.
 
 SlotKey = tuple[str, str, Direction, int]
 """(saga id, step, direction, attempt): one attempt of one command."""
+Priority = tuple[int, str]
+"""(the saga's start in epoch ms, its id): queued commands go in this order, so the sagas
+started first finish first, and a burst does not send every saga's first step before any
+saga's second."""
 
 
 def slot_key(command: Command) -> SlotKey:
@@ -120,7 +125,10 @@ class _Service:
     adaptive: AdaptiveLimit | None
     in_flight: dict[SlotKey, _Sent] = field(default_factory=dict)
     queue: dict[SlotKey, tuple[Command, int]] = field(default_factory=dict)
-    """Waiting commands and their step timeouts, oldest first (a dict: O(1) removal)."""
+    """Waiting commands and their step timeouts (a dict: O(1) removal)."""
+    order: list[tuple[Priority, int, SlotKey]] = field(default_factory=list)
+    """A heap of the queue's keys, the oldest saga first; entries whose key has left the
+    queue are skipped when they come up."""
 
     @property
     def limit(self) -> int | None:
@@ -178,15 +186,19 @@ class Dispatcher:
         self._services: dict[str, _Service] = {}
         self._by_saga: dict[str, set[tuple[str, SlotKey]]] = {}
         self._outbox: deque[Command] = deque()
+        self._queued = 0
         self._sender: asyncio.Future[None] | None = None
 
     # -- what the coordinator calls --------------------------------------------------------
 
-    async def submit(self, command: Command, timeout_ms: int) -> bool:
+    async def submit(
+        self, command: Command, timeout_ms: int, priority: Priority | None = None
+    ) -> bool:
         """Send ``command`` now if its service has room (True), else queue it (False).
 
-        A command already in flight under the same key (a re-send) is sent again in its
-        slot; one already queued stays queued once.
+        Queued commands are sent by ``priority`` (the saga's start time and id; by default
+        the order they were queued in). A command already in flight under the same key (a
+        re-send) is sent again in its slot; one already queued stays queued once.
         """
         service = self._service(command.service)
         key = slot_key(command)
@@ -197,6 +209,9 @@ class Dispatcher:
                 self._pump(service.name)  # frees slots held past their timeout, if any
             if service.queue or not service.has_room():
                 service.queue[key] = (command, timeout_ms)
+                self._queued += 1
+                entry = (priority or (self._queued, ""), self._queued, key)
+                heapq.heappush(service.order, entry)
                 self._index(command.saga_id, command.service, key)
                 return False
             service.in_flight[key] = _Sent(self._clock.now_ms(), timeout_ms)
@@ -219,6 +234,8 @@ class Dispatcher:
         for name, key in self._by_saga.pop(saga_id, ()):
             service = self._services[name]
             service.queue.pop(key, None)
+            if not service.queue:
+                service.order.clear()  # only keys that left the queue were in it
             if service.in_flight.pop(key, None) is not None:
                 self._pump(name)
 
@@ -306,7 +323,9 @@ class Dispatcher:
         service = self._services[name]
         self._expire(service)
         while service.queue and service.has_room():
-            key = next(iter(service.queue))
+            key = heapq.heappop(service.order)[2]
+            if key not in service.queue:
+                continue  # left the queue (its saga settled), or queued again later
             command, timeout_ms = service.queue.pop(key)
             try:
                 wanted = self._claim(command, timeout_ms)

@@ -1,4 +1,5 @@
-"""Flow control: the per-service bound, its FIFO queue, slot release, and the adaptive limit."""
+"""Flow control: the per-service bound, its queue (oldest saga first), slot release, and the
+adaptive limit."""
 
 from __future__ import annotations
 
@@ -57,6 +58,33 @@ def _dispatcher(
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def test_queued_commands_go_oldest_saga_first() -> None:
+    """A burst's second steps (of sagas started first) overtake later sagas' first steps."""
+    wire, clock = _Wire(), FakeClock()
+    dispatcher = _dispatcher(wire, clock, limit=1)
+    assert await dispatcher.submit(_command("busy"), TIMEOUT_MS, (0, "busy"))
+    for started_ms, saga_id in [(30, "young"), (10, "old"), (20, "middle"), (10, "also-old")]:
+        assert not await dispatcher.submit(_command(saga_id), TIMEOUT_MS, (started_ms, saga_id))
+    for saga_id in ["busy", "also-old", "old", "middle"]:
+        dispatcher.on_reply(_command(saga_id))
+        await _settle()
+    assert wire.sent == ["busy", "also-old", "old", "middle", "young"]
+    assert dispatcher.load() == [ServiceLoad("svc", queued=0, in_flight=1, limit=1)]
+
+
+async def test_a_forgotten_saga_leaves_the_queue_order_too() -> None:
+    wire, clock = _Wire(), FakeClock()
+    dispatcher = _dispatcher(wire, clock, limit=1)
+    await dispatcher.submit(_command("busy"), TIMEOUT_MS, (0, "busy"))
+    await dispatcher.submit(_command("gone"), TIMEOUT_MS, (1, "gone"))
+    await dispatcher.submit(_command("next"), TIMEOUT_MS, (2, "next"))
+    dispatcher.forget("gone")
+    dispatcher.on_reply(_command("busy"))
+    await _settle()
+    assert wire.sent == ["busy", "next"]
+    assert wire.claimed == ["next"], "a forgotten command is never even offered"
 
 
 async def test_at_most_limit_in_flight_the_rest_wait_in_order() -> None:
