@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import random
@@ -90,6 +91,28 @@ class Child:
             return ""
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """On Linux, what a child runs before exec so the kernel sends it SIGTERM when ``parent``
+    dies, however it dies (SIGKILL included: ``stop()`` then never runs); None elsewhere.
+
+    It makes one system call and touches no lock, so it is safe between fork and exec.
+    """
+    libc = _LIBC
+    if libc is None:
+        return None
+
+    def set_death_signal() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the call above: go now
+            os._exit(1)
+
+    return set_death_signal
+
+
 @dataclass
 class Children:
     """The subprocesses saga dev (or a test) started; ``stop()`` ends each of them."""
@@ -110,6 +133,7 @@ class Children:
                 *argv, cwd=self.cwd, env=merged, stdin=asyncio.subprocess.DEVNULL,
                 stdout=log, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches saga dev, which stops us
+                preexec_fn=_die_with(os.getpid()),
             )  # fmt: skip
         child = Child(name=name, process=process, log_path=log_path, offset=offset)
         self.started.append(child)
