@@ -23,7 +23,7 @@ from saga.log.sql.engine import SQLITE, dumps_json, make_engine
 from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
-from saga.log.sql.sqlite_writer import SqliteWriter
+from saga.log.sql.sqlite_writer import NotMovedError, SqliteWriter
 from saga.log.sql.url import normalize_url, redact
 from saga.sqlconnect import WRITE
 from saga.sqlpool import PoolOptions, pool_problem, retrying
@@ -372,19 +372,6 @@ class SqlSagaLog(SagaLog):
             return
         # Lock saga rows in one global order so two group commits can never deadlock.
         ordered = _merged(sorted(batch, key=lambda a: a.saga_id))
-        rows = [
-            {
-                "saga_id": item.saga_id,
-                "seq": item.expected_seq + offset,
-                "type": new.type.value,
-                "data": new.data,
-                "at_ms": new.at_ms,
-                "format": new.format,
-            }
-            for item in ordered
-            for offset, new in enumerate(item.events, start=1)
-        ]
-
         writer = self._sqlite
 
         async def attempt(retry: bool) -> None:
@@ -392,31 +379,24 @@ class SqlSagaLog(SagaLog):
                 if writer is not None:
                     await writer.append(ordered)
                     return
+                rows = _append_rows(ordered)
                 async with engine.connect() as conn:
                     await conn.execution_options(**WRITE)
                     async with conn.begin():
                         await _advance_all(conn, ordered)
                         if rows:
                             await conn.execute(insert(saga_events), rows)
-            except _NotMovedError:
-                # Rolled back: now every row should still be at its expected seq; the first
-                # that is not says which saga conflicts (and raises ConcurrencyError).
-                try:
-                    await _refuse(engine, ordered)
-                except ConcurrencyError:
-                    if retry and await _landed(engine, rows):
-                        return
-                    raise
-            except ConcurrencyError:
-                # Retrying a group commit whose COMMIT outcome is unknown is safe: the batch
-                # is one transaction, so either none of it or all of it is stored. If none,
-                # this try writes it. If all, every saga's row has moved past expected_seq and
-                # _advance refuses the batch (the unique (saga_id, seq) would refuse a double
-                # append too); then, and only on a retry, finding exactly our events at
-                # exactly our seqs proves the first try committed: done, not a conflict.
-                if retry and await _landed(engine, rows):
+            except NotMovedError:
+                # Rolled back. Retrying a group commit whose COMMIT outcome is unknown is
+                # safe: the batch is one transaction, so either none of it or all of it is
+                # stored. If none, this try writes it. If all, every saga's row has moved past
+                # expected_seq and the batch is refused (the unique (saga_id, seq) would
+                # refuse a double append too); then, and only on a retry, finding exactly our
+                # events at exactly our seqs proves the first try committed: done, not a
+                # conflict. Otherwise the first saga not at its expected seq is named.
+                if retry and await _landed(engine, _append_rows(ordered)):
                     return
-                raise
+                await _refuse(engine, ordered)
 
         await self._retry("append", None, attempt)
 
@@ -547,8 +527,20 @@ def _advance_params(item: Append) -> dict[str, Any]:
     }
 
 
-class _NotMovedError(Exception):
-    """Not every saga row of a batch was at its expected seq; the transaction rolls back."""
+def _append_rows(ordered: Sequence[Append]) -> list[dict[str, Any]]:
+    """The event rows of a batch of appends."""
+    return [
+        {
+            "saga_id": item.saga_id,
+            "seq": item.expected_seq + offset,
+            "type": new.type.value,
+            "data": new.data,
+            "at_ms": new.at_ms,
+            "format": new.format,
+        }
+        for item in ordered
+        for offset, new in enumerate(item.events, start=1)
+    ]
 
 
 def _merged(ordered: list[Append]) -> list[Append]:
@@ -576,7 +568,7 @@ def _merged(ordered: list[Append]) -> list[Append]:
 
 
 async def _advance_all(conn: AsyncConnection, ordered: Sequence[Append]) -> None:
-    """Move every saga's row from its ``expected_seq`` on, in one statement; raise _NotMovedError
+    """Move every saga's row from its ``expected_seq`` on, in one statement; raise NotMovedError
     unless every row moved."""
     params = [_advance_params(item) for item in ordered]
     if conn.dialect.name == "postgresql":
@@ -590,7 +582,7 @@ async def _advance_all(conn: AsyncConnection, ordered: Sequence[Append]) -> None
     else:
         moved = (await conn.execute(_ADVANCE, params)).rowcount
     if moved != len(params):
-        raise _NotMovedError
+        raise NotMovedError
 
 
 async def _refuse(engine: AsyncEngine, ordered: Sequence[Append]) -> None:

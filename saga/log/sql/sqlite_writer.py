@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
+from saga.errors import LogError
 from saga.events import Health, SagaStatus
 from saga.log.base import Append, NewSaga, SagaRecord
 from saga.sqlconnect import SqliteSetup
@@ -43,6 +43,10 @@ _SELECT_SAGA = (
     "SELECT saga_id, name, version, status, input, created_ms, updated_ms, last_seq,"
     " current_step, health, attempt FROM sagas WHERE saga_id = ?"
 )
+
+
+class NotMovedError(Exception):
+    """Not every saga row of a batch was at its expected seq; the transaction rolled back."""
 
 
 class SqliteWriter:
@@ -108,8 +112,8 @@ class SqliteWriter:
     async def append(self, ordered: Sequence[Append]) -> None:
         """Append every item (sorted by saga id, one per saga) in one transaction, or none.
 
-        Raises SagaNotFoundError or ConcurrencyError naming the first saga (in id order)
-        that is missing or not at its ``expected_seq``; nothing is written then.
+        Raises NotMovedError, having written nothing, if a saga is missing or not at its
+        ``expected_seq`` (``SqlSagaLog`` then finds which, as it does on PostgreSQL).
         """
         params = [
             (
@@ -144,9 +148,7 @@ class SqliteWriter:
         conn = self._connection()
         with _transaction(conn):
             if conn.executemany(_ADVANCE, params).rowcount != len(params):
-                # Someone moved a row (or one is missing): say which, and write nothing.
-                conn.rollback()
-                _refuse(conn, ordered)
+                raise NotMovedError  # someone moved a row, or one is missing: write nothing
             conn.executemany(_INSERT_EVENT, rows)
 
     # -- creates -------------------------------------------------------------------------
@@ -263,18 +265,3 @@ class _transaction:  # noqa: N801 (a context manager, used as ``with _transactio
             self._conn.execute("COMMIT")
         elif self._conn.in_transaction:
             self._conn.rollback()
-
-
-def _refuse(conn: sqlite3.Connection, ordered: Sequence[Append]) -> None:
-    """Raise for the first saga of ``ordered`` that is missing or not at ``expected_seq``."""
-    for item in ordered:
-        row = conn.execute("SELECT last_seq FROM sagas WHERE saga_id = ?", (item.saga_id,))
-        found = row.fetchone()
-        if found is None:
-            raise SagaNotFoundError(f"no saga {item.saga_id!r}", saga_id=item.saga_id)
-        if found[0] != item.expected_seq:
-            raise ConcurrencyError(
-                f"saga {item.saga_id!r} is at seq {found[0]}, not the expected {item.expected_seq}",
-                saga_id=item.saga_id,
-            )
-    raise ConcurrencyError("a saga of the batch moved while it was being written; try again")
