@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 from saga import engine
 from saga.clock import Clock, SystemClock
@@ -91,6 +91,25 @@ def saga_start(defn: Saga, saga_input: JsonObject, saga_id: str, now_ms: int) ->
     return NewSaga(
         saga_id=saga_id, name=defn.name, version=defn.version, input=saga_input, started=started
     )
+
+
+class _Row(TypedDict):
+    status: SagaStatus
+    current_step: str | None
+    health: Health | None
+    attempt: int | None
+
+
+def _row_of(state: SagaState) -> _Row:
+    """What the saga table keeps of ``state`` beside its events (``Append`` and ``NewSaga``
+    take these fields): status, current step, health and attempt."""
+    pointer = state.pointer
+    return {
+        "status": state.status,
+        "current_step": pointer.step if pointer else None,
+        "health": engine.health(state),
+        "attempt": pointer.attempts if pointer else None,
+    }
 
 
 def _check_same_start(existing: SagaRecord, new: NewSaga, *, version_given: bool) -> None:
@@ -265,14 +284,7 @@ class Coordinator:
         # written and stored with it in one commit; it is thrown away if the id is taken.
         state = engine.new_state(saga_id, new.started)
         first = engine.decide(defn, state, now).events
-        new = replace(
-            new,
-            events=first,
-            status=state.status,
-            current_step=state.pointer.step if state.pointer else None,
-            health=engine.health(state),
-            attempt=state.pointer.attempts if state.pointer else None,
-        )
+        new = replace(new, events=first, **_row_of(state))
         record, created = await self._writer.create(new)
         if not created:
             _check_same_start(record, new, version_given=version is not None)
@@ -550,13 +562,7 @@ class Coordinator:
             events.extend(decision.events)
             if events:
                 append = Append(
-                    saga_id=saga_id,
-                    expected_seq=expected_seq,
-                    events=events,
-                    status=work.status,
-                    current_step=work.pointer.step if work.pointer else None,
-                    health=engine.health(work),
-                    attempt=work.pointer.attempts if work.pointer else None,
+                    saga_id=saga_id, expected_seq=expected_seq, events=events, **_row_of(work)
                 )
                 try:
                     await self._writer.write(append)
