@@ -514,13 +514,7 @@ async def _unfinished_or_none(feed: Feed) -> int | None:
 
 
 async def _statuses(log: SqlSagaLog) -> dict[str, SagaStatus]:
-    found: dict[str, SagaStatus] = {}
-    query: SagaQuery | None = SagaQuery(limit=1000)
-    while query is not None:
-        page = await log.find(query)
-        found |= {record.saga_id: record.status for record in page.sagas}
-        query = query.next_page(page)
-    return found
+    return {record.saga_id: record.status for record in await log.find_all(SagaQuery(limit=1000))}
 
 
 def _replayed(services: Children) -> dict[str, int | None]:

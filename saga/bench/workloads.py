@@ -319,7 +319,7 @@ async def _await_recorded(
         sent = SagaQuery(
             statuses=[SagaStatus.RUNNING], current_step=first_step, limit=MAX_PAGE_SIZE
         )
-        while await _count(log, sent) < n:
+        while len(await log.find_all(sent)) < n:
             if child.process.returncode is not None:
                 raise BenchError(f"the coordinator exited with code {child.process.returncode}"
                                  f" (log {child.log_path})")  # fmt: skip
@@ -331,16 +331,6 @@ async def _await_recorded(
             await asyncio.sleep(POLL_S)
     finally:
         await log.close()
-
-
-async def _count(log: SqlSagaLog, query: SagaQuery) -> int:
-    total = 0
-    page_query: SagaQuery | None = query
-    while page_query is not None:
-        page = await log.find(page_query)
-        total += len(page.sagas)
-        page_query = page_query.next_page(page)
-    return total
 
 
 async def _await_first_commands(
@@ -377,12 +367,7 @@ async def _await_ended(db: BenchDb, n: int, limit_s: float, child: Any) -> Count
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        found: Counter[str] = Counter()
-        query: SagaQuery | None = SagaQuery(limit=1000)
-        while query is not None:
-            page = await log.find(query)
-            found.update(record.status.value for record in page.sagas)
-            query = query.next_page(page)
+        found = Counter(r.status.value for r in await log.find_all(SagaQuery(limit=1000)))
         return Counter({k: v for k, v in found.items() if k not in ("running", "compensating")})
     finally:
         await log.close()

@@ -302,12 +302,16 @@ class SagaLog(ABC):
         is served by an index in SqlSagaLog; none needs a full scan.
         """
 
+    async def find_all(self, query: SagaQuery) -> list[SagaRecord]:
+        """Every saga ``query`` matches, newest first: ``find`` page after page."""
+        found: list[SagaRecord] = []
+        page_query: SagaQuery | None = query
+        while page_query is not None:
+            page = await self.find(page_query)
+            found.extend(page.sagas)
+            page_query = page_query.next_page(page)
+        return found
+
     async def unfinished(self) -> list[SagaRecord]:
         """Every saga that is running, compensating or stuck (what recovery resumes)."""
-        found: list[SagaRecord] = []
-        query: SagaQuery | None = UNFINISHED
-        while query is not None:
-            page = await self.find(query)
-            found.extend(page.sagas)
-            query = query.next_page(page)
-        return found
+        return await self.find_all(UNFINISHED)
