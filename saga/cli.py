@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -25,6 +26,7 @@ from saga import eventloop
 from saga.cli_options import DEFAULT_DB, DEFAULT_NATS, db_option, http_options, nats_option
 from saga.definition import Saga
 from saga.errors import SagaError
+from saga.log.ownership import DEFAULT_LEASE_MS
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
 from saga.redact import install_log_redaction, redact_text, redact_url
 
@@ -204,6 +206,36 @@ class _Flow:
         return found
 
 
+@dataclass(frozen=True)
+class _Member:
+    """How the coordinator appears among the coordinators sharing its log."""
+
+    name: str | None = None
+    lease_ms: int = DEFAULT_LEASE_MS
+    api_url: str | None = None
+
+
+def _coordinator_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--name``: 1 to 100 printable characters without spaces."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= 100 or not value.isprintable() or any(c.isspace() for c in value):
+        raise click.BadParameter("must be 1 to 100 printable characters, without spaces")
+    return value
+
+
+def _advertise_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--advertise-url``: an http(s) URL, with no credentials in it."""
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise click.BadParameter("must be an http:// or https:// URL")
+    if parsed.username or parsed.password:
+        raise click.BadParameter("must not carry a user or password")
+    return value
+
+
 @main.command()
 @nats_option()
 @db_option()
@@ -228,6 +260,24 @@ class _Flow:
     "--adaptive-limit/--fixed-limit", default=True, show_default=True,
     help="Let the in-flight limit move between 1 and its maximum with each service's latency.",
 )  # fmt: skip
+@click.option(
+    "--name", "name", envvar="SAGA_COORDINATOR_NAME", show_envvar=True, metavar="NAME",
+    callback=_coordinator_name,
+    help="A stable name for this coordinator (default <hostname>-<pid>). Restarted under the"
+    " same name, it takes over at once the sagas its predecessor left.",
+)  # fmt: skip
+@click.option(
+    "--lease", "lease_s", envvar="SAGA_LEASE", show_envvar=True, default=10.0,
+    show_default=True, type=click.FloatRange(min=0.5, max=3600), metavar="SECONDS",
+    help="How long this coordinator's hold on its sagas lasts unless renewed (renewed every"
+    " quarter of it). With several coordinators on PostgreSQL, a dead one's sagas are taken"
+    " over within about 1.25 times this.",
+)  # fmt: skip
+@click.option(
+    "--advertise-url", "advertise_url", envvar="SAGA_ADVERTISE_URL", show_envvar=True,
+    metavar="URL", callback=_advertise_url,
+    help="Where this coordinator's HTTP API is reachable, as /api/coordinators shows it.",
+)  # fmt: skip
 @http_options
 def coordinator(
     nats_url: str,
@@ -235,6 +285,9 @@ def coordinator(
     saga_specs: tuple[str, ...],
     max_in_flight: int | _Unbounded | None,
     adaptive_limit: bool,
+    name: str | None,
+    lease_s: float,
+    advertise_url: str | None,
     http: str | None,
     **api: Any,
 ) -> None:
@@ -249,7 +302,8 @@ def coordinator(
         ensure_port_free(settings.host, settings.port, "--http")
     try:
         flow = _Flow(max_in_flight, adaptive_limit)
-        eventloop.run(_serve(nats_url, db_url, sagas, settings, flow))
+        member = _Member(name=name, lease_ms=round(lease_s * 1000), api_url=advertise_url)
+        eventloop.run(_serve(nats_url, db_url, sagas, settings, flow, member))
     except SagaError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -260,6 +314,7 @@ async def _serve(
     sagas: list[Saga],
     http: HttpSettings | None = None,
     flow: _Flow | None = None,
+    member: _Member | None = None,
 ) -> None:
     from saga.api.options import serve_http
     from saga.coordinator import Coordinator
@@ -276,13 +331,18 @@ async def _serve(
     # Credentials and TLS for NATS come from SAGA_NATS_* variables (README: Securing NATS).
     transport = NatsTransport(servers, security=NatsSecurity.from_env())
     coordinator = Coordinator(
-        SqlSagaLog(db_url), transport, sagas=sagas, **(flow or _Flow()).coordinator_kwargs()
+        SqlSagaLog(db_url),
+        transport,
+        sagas=sagas,
+        **(flow or _Flow()).coordinator_kwargs(),
+        **vars(member or _Member()),
     )
     async with coordinator:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(
-            f"coordinator running: nats {redact_url(nats_url)}, log {redact_url(db_url)},"
-            f" sagas {names}, event loop {eventloop.name()}"
+            f"coordinator {coordinator.coordinator_id} running: nats {redact_url(nats_url)},"
+            f" log {redact_url(db_url)}, sagas {names}, event loop {eventloop.name()},"
+            f" lease {coordinator.lease_ms / 1000:g} s"
         )
         click.echo(f"resumed {coordinator.active_count} unfinished sagas", err=True)
         server = None if http is None else await serve_http(http, coordinator, click.echo)

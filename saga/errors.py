@@ -12,6 +12,7 @@
     │   └── SagaConflictError      a used saga id started again with another name or input
     ├── LogError                   the saga log failed (driver errors are wrapped here)
     │   └── ConcurrencyError       another writer appended to the same saga (sequence clash)
+    │       └── FencedError        the saga was taken over: this coordinator's epoch is stale
     ├── TransportError             the transport could not send (broker down, closed)
     ├── IdempotencyStoreError      a participant's idempotency store failed or is misconfigured
     └── StepError                  raised by participant handlers
@@ -122,6 +123,12 @@ class LogError(SagaError):
 
 class ConcurrencyError(LogError):
     """Another writer appended to the same saga: the expected sequence number was taken."""
+
+
+class FencedError(ConcurrencyError):
+    """A write carried an epoch the saga has moved past: another coordinator took it over
+    (its owner's lease expired, or an operator acted on it elsewhere). Nothing was written;
+    the writer must let the saga go, never reload and retry it."""
 
 
 class TransportError(SagaError):

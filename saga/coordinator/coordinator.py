@@ -12,7 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
+import socket
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +47,7 @@ from saga.engine.payloads import (
 )
 from saga.errors import (
     ConcurrencyError,
+    FencedError,
     InvalidStartError,
     ProtocolError,
     SagaConflictError,
@@ -52,6 +57,7 @@ from saga.errors import (
 )
 from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
+from saga.log.ownership import DEFAULT_LEASE_MS, Claim, Load
 from saga.names import SAGA_ID_RULE, is_saga_id
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
 from saga.transport.base import Transport
@@ -62,6 +68,20 @@ RECOVER_BATCH = 500
 """Unfinished sagas read and resumed together at open."""
 RETRY_AFTER_LOG_ERROR_MS = 1000
 """When the log cannot be written, the saga's decision is dropped and re-made this much later."""
+BALANCE_SLACK = 16
+"""Sagas a coordinator may own above its fair share before it hands the surplus back."""
+WATCH_INTERVAL_S = 0.25
+"""How often ``wait`` reads the log for a saga another coordinator drives."""
+
+
+def default_name() -> str:
+    """A coordinator's name unless given: ``<hostname>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _incarnation(name: str) -> str:
+    """A coordinator id: the name and a random part, new at every join."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -188,6 +208,9 @@ class Coordinator:
         hooks: CoordinatorHooks | None = None,
         max_in_flight_per_service: int | None = DEFAULT_MAX_IN_FLIGHT_PER_SERVICE,
         adaptive_limit: bool = True,
+        name: str | None = None,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        api_url: str | None = None,
     ) -> None:
         self.log = log
         self.transport = transport
@@ -209,23 +232,57 @@ class Coordinator:
         self._open = False
         # Test seams (crash tests); None in production, where no hook is ever called.
         self._hooks = hooks
+        # Ownership (saga.log.ownership): the sagas this coordinator owns, with the epoch of
+        # each claim, which every write of theirs carries.
+        if lease_ms < 100:
+            raise ValueError(f"lease_ms must be at least 100, not {lease_ms}")
+        self.name = name or default_name()
+        self.coordinator_id = _incarnation(self.name)
+        self.lease_ms = lease_ms
+        self.api_url = api_url
+        self._owned: dict[str, int] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        self._reconcile = False
+        self.fenced_writes = 0
+        """Writes refused because another coordinator had taken the saga over."""
+        self.claimed = 0
+        """Sagas claimed (taken over from a dead coordinator, handed back, or taken for an
+        operator's action) since open."""
+        self.released = 0
+        """Sagas handed back for balance since open."""
+        self.leases_lost = 0
+        """Times this coordinator found its lease expired (it then let every saga go)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the log and transport, then resume every unfinished saga."""
+        """Open the log and transport, join the coordinators, then claim and resume a share
+        of the unfinished sagas (all of them when this coordinator is alone)."""
         await self.log.open()
+        try:
+            await self.log.ownership.join(
+                self.coordinator_id, self.name, self.lease_ms, self.api_url
+            )
+        except BaseException:
+            await self.log.close()
+            raise
         self._writer.start()
         self._timers.start()
         await self.transport.open(self._on_reply)
         self._open = True
         await self.recover()
+        self._lease_task = asyncio.create_task(self._keep_lease(), name="saga-lease")
 
     async def close(self) -> None:
         """Stop taking inputs, finish what is being written, and disconnect."""
         if not self._open:
             return
         self._open = False
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
         await self._dispatcher.close()  # first: nothing queued is sent to a closing transport
         await self.transport.close()
         await self._timers.stop()
@@ -239,6 +296,14 @@ class Coordinator:
             for waiter in active.waiters:
                 waiter.cancel()
         self._active.clear()
+        self._owned.clear()
+        # Nothing more is written: hand every saga back at once, for the others to claim.
+        try:
+            released = await self.log.ownership.leave(self.coordinator_id)
+            if released:
+                logger.info("handed back %d unfinished sagas", released)
+        except Exception as exc:
+            logger.warning("could not hand back sagas (its lease will expire): %s", exc)
         await self.log.close()
 
     async def __aenter__(self) -> Coordinator:
@@ -284,11 +349,12 @@ class Coordinator:
         # written and stored with it in one commit; it is thrown away if the id is taken.
         state = engine.new_state(saga_id, new.started)
         first = engine.decide(defn, state, now).events
-        new = replace(new, events=first, **_row_of(state))
+        new = replace(new, events=first, owner=self.coordinator_id, **_row_of(state))
         record, created = await self._writer.create(new)
         if not created:
             _check_same_start(record, new, version_given=version is not None)
             return SagaHandle(self, saga_id, created)
+        self._owned[saga_id] = new.epoch
         self._active[saga_id] = _Active(defn=defn, state=state)
         self._notify(state, new.all_events)
         if self._hooks is not None and first:
@@ -345,6 +411,17 @@ class Coordinator:
         handle = await self.start(saga, input, saga_id=saga_id)
         return await handle.result()
 
+    async def _watch(self, saga_id: str) -> SagaResult:
+        """The saga's result once the log says it is final or stuck."""
+        while True:
+            result = await self.get(saga_id)
+            if result.status.is_final or result.status is SagaStatus.STUCK:
+                return result
+            active = self._active.get(saga_id)
+            if active is not None:  # claimed here meanwhile
+                return await self.wait(saga_id)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
     def handle(self, saga_id: str) -> SagaHandle:
         return SagaHandle(self, saga_id, created=False)
 
@@ -356,10 +433,11 @@ class Coordinator:
         return result_of(engine.replay(events))
 
     async def wait(self, saga_id: str) -> SagaResult:
-        """Wait until the saga is completed, compensated or stuck."""
+        """Wait until the saga is completed, compensated or stuck (driven here or by another
+        coordinator: then the log is read every WATCH_INTERVAL_S)."""
         active = self._active.get(saga_id)
         if active is None:
-            return await self.get(saga_id)
+            return await self._watch(saga_id)
         # Even if its in-memory state looks final, the write may still be under way: wait for
         # _settle, which runs only once the end is in the log.
         future: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
@@ -386,14 +464,14 @@ class Coordinator:
             action = Action(action)
         except ValueError as exc:
             raise StateError(f"unknown action {action!r}", saga_id=saga_id) from exc
-        active = await self._activate(saga_id)
         now = self.clock.now_ms()
         if dry_run:
-            async with active.lock:
-                return engine.preview(
-                    active.defn, active.state, action,
-                    actor=actor, reason=reason, now_ms=now, result=result,
-                )  # fmt: skip
+            # A preview changes nothing, so the saga stays with whoever owns it.
+            defn, state = await self._current(saga_id)
+            return engine.preview(
+                defn, state, action, actor=actor, reason=reason, now_ms=now, result=result
+            )
+        active = await self._activate(saga_id)
         outcome: list[Preview] = []
 
         def make(state: SagaState) -> list[NewEvent]:
@@ -440,20 +518,67 @@ class Coordinator:
     # -- recovery --------------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Resume every unfinished saga in the log; returns how many are being driven.
+        """Claim and resume this coordinator's share of the unfinished sagas: all of them
+        when it is alone (always on SQLite). Returns how many are being driven now.
 
-        Sagas are read in batches (their rows, then the events of RECOVER_BATCH of them in a
-        few queries) and each batch is resumed at once: what they re-send goes out together,
-        and what they record shares group commits.
+        Runs at open, and again every lease renewal (the share is recomputed from how many
+        sagas are unfinished and how many coordinators live): so sagas of a coordinator
+        whose lease expired, or that handed them back, are taken over.
         """
-        todo = [r.saga_id for r in await self.log.unfinished() if r.saga_id not in self._active]
-        resumed = 0
-        for start in range(0, len(todo), RECOVER_BATCH):
-            batch = todo[start : start + RECOVER_BATCH]
+        before = len(self._active)
+        await self._balance()
+        resumed = len(self._active) - before
+        if resumed > 0:
+            logger.info("resumed %d unfinished sagas", resumed)
+        return max(resumed, 0)
+
+    async def _balance(self) -> None:
+        """Claim up to this coordinator's fair share, or hand back a surplus."""
+        ownership = self.log.ownership
+        if self._reconcile:
+            # A claim failed with its outcome unknown: adopt whatever it took.
+            mine = await ownership.owned(self.coordinator_id)
+            self._reconcile = False
+            await self._resume([c for c in mine if c.saga_id not in self._owned])
+        census = await ownership.census()
+        if ownership.exclusive:
+            share = census.unfinished
+        else:
+            share = math.ceil(census.unfinished / max(census.live, 1))
+        owned = len(self._owned)
+        surplus = owned - share
+        if surplus > max(BALANCE_SLACK, share // 4):
+            await self._hand_back(surplus)
+            return
+        want = share - owned
+        while want > 0:
+            try:
+                claims = await ownership.claim(self.coordinator_id, min(want, RECOVER_BATCH))
+            except Exception:
+                self._reconcile = True
+                raise
+            if not claims:
+                return
+            self.claimed += len(claims)
+            want -= len(claims)
+            await self._resume(claims)
+
+    async def _resume(self, claims: Sequence[Claim]) -> None:
+        """Drive these newly claimed sagas: read their events in batches and resume each
+        batch at once (what they re-send goes out together, what they record shares group
+        commits)."""
+        for claim in claims:
+            self._owned[claim.saga_id] = claim.epoch
+        ids = [c.saga_id for c in claims]
+        for start in range(0, len(ids), RECOVER_BATCH):
+            batch = ids[start : start + RECOVER_BATCH]
             try:
                 events = await self.log.events_many(batch)
             except Exception:
-                logger.exception("could not read %d unfinished sagas from the log", len(batch))
+                logger.exception("could not read %d claimed sagas from the log", len(batch))
+                self._let_go_many(batch, reason=None)
+                with contextlib.suppress(Exception):
+                    await self.log.ownership.release(self.coordinator_id, batch)
                 continue
             outcomes = await asyncio.gather(
                 *(self._recover_one(saga_id, events[saga_id]) for saga_id in batch),
@@ -464,11 +589,110 @@ class Coordinator:
                     if not isinstance(outcome, Exception):
                         raise outcome
                     logger.error("could not recover saga %s", saga_id, exc_info=outcome)
-                elif outcome:
-                    resumed += 1
-        if resumed:
-            logger.info("recovered %d unfinished sagas", resumed)
-        return resumed
+
+    async def _hand_back(self, count: int) -> None:
+        """Let ``count`` sagas go for other coordinators to claim: the newest first, each
+        under its lock so that none is half-way through a write."""
+        chosen = sorted(
+            self._active.items(), key=lambda item: item[1].state.started_ms, reverse=True
+        )[:count]
+        ids = []
+        for saga_id, active in chosen:
+            async with active.lock:
+                if self._active.get(saga_id) is active:
+                    self._let_go(saga_id)
+                    ids.append(saga_id)
+        released = await self.log.ownership.release(self.coordinator_id, ids)
+        self.released += released
+        logger.info("handed back %d sagas for balance", released)
+
+    def _let_go(self, saga_id: str) -> None:
+        """Stop driving a saga that is (or is about to be) another coordinator's: forget its
+        state, timers and queued commands; whoever waits on it reads the log instead."""
+        self._owned.pop(saga_id, None)
+        active = self._active.pop(saga_id, None)
+        self._dispatcher.forget(saga_id)
+        self._timers.schedule(saga_id, None)
+        if active is None:
+            return
+        for waiter in active.waiters:
+            if not waiter.done():
+                self._spawn(self._forward(saga_id, waiter))
+        active.waiters.clear()
+
+    def _let_go_many(self, saga_ids: Sequence[str], *, reason: str | None) -> None:
+        for saga_id in saga_ids:
+            self._let_go(saga_id)
+        if reason is not None and saga_ids:
+            logger.warning("let %d sagas go: %s", len(saga_ids), reason)
+
+    async def _forward(self, saga_id: str, waiter: asyncio.Future[SagaResult]) -> None:
+        try:
+            result = await self._watch(saga_id)
+        except Exception as exc:
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        if not waiter.done():
+            waiter.set_result(result)
+
+    def _load(self) -> Load:
+        in_flight = sum(service.in_flight for service in self._dispatcher.load())
+        return Load(sagas=len(self._owned), in_flight=in_flight, fenced_writes=self.fenced_writes)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every quarter of it, and balance after each renewal. A lease found
+        expired (the process was paused or cut off) means every saga may have been taken
+        over: let them all go, join again under a new id, and claim afresh."""
+        interval = self.lease_ms / 4000
+        renewed_at = time.monotonic()
+        failures = 0
+        while True:
+            await asyncio.sleep(interval)
+            ownership = self.log.ownership
+            try:
+                alive = await ownership.renew(self.coordinator_id, self.lease_ms, self._load())
+            except Exception as exc:
+                failures += 1
+                if ownership.exclusive:
+                    # Alone on the log (SQLite), nobody can take the sagas over: keep them.
+                    # (A log that refuses writes is reported by the group writer.)
+                    logger.debug("could not renew the lease: %s", exc)
+                    continue
+                if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... failure
+                    logger.warning("could not renew the lease (%d tries): %s", failures, exc)
+                if time.monotonic() - renewed_at < self.lease_ms / 1000:
+                    continue
+                alive = False
+            else:
+                failures = 0
+            if not alive:
+                await self._lost_lease()
+                continue
+            renewed_at = time.monotonic()
+            try:
+                await self._balance()
+            except Exception as exc:
+                logger.warning("could not claim or hand back sagas: %s", exc)
+
+    async def _lost_lease(self) -> None:
+        self.leases_lost += 1
+        owned = list(self._owned)
+        self._let_go_many(owned, reason="this coordinator's lease expired")
+        old = self.coordinator_id
+        self.coordinator_id = _incarnation(self.name)
+        try:
+            await self.log.ownership.join(
+                self.coordinator_id, self.name, self.lease_ms, self.api_url
+            )
+        except Exception as exc:
+            self.coordinator_id = old  # try again at the next tick: renew fails, so rejoin
+            logger.warning("lost the lease and could not join again yet: %s", exc)
+            return
+        logger.warning(
+            "lease of %s had expired: rejoined as %s; its sagas are claimed afresh",
+            old, self.coordinator_id,
+        )  # fmt: skip
 
     async def _recover_one(self, saga_id: str, events: list[Event] | None = None) -> bool:
         if saga_id in self._active:
@@ -490,6 +714,7 @@ class Coordinator:
                         status=SagaStatus.STUCK,
                         current_step=state.pointer.step if state.pointer else None,
                         health=Health.STUCK,
+                        epoch=self._owned.get(saga_id),
                     )
                 )
                 engine.apply(state, event)
@@ -505,10 +730,13 @@ class Coordinator:
         await self._advance(saga_id, make, resend=True)
         return True
 
-    async def _activate(self, saga_id: str) -> _Active:
+    async def _current(self, saga_id: str) -> tuple[Saga, SagaState]:
+        """The saga's definition and state: in memory if driven here, else from the log.
+        SagaNotFoundError, or StateError if it is finished or its definition unknown."""
         active = self._active.get(saga_id)
         if active is not None:
-            return active
+            async with active.lock:
+                return active.defn, active.state.copy()
         events = await self.log.events(saga_id)
         if not events:
             raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
@@ -521,6 +749,29 @@ class Coordinator:
                 f"definition {state.name!r} version {state.version} is not registered",
                 saga_id=saga_id,
             )
+        return defn, state
+
+    async def _activate(self, saga_id: str) -> _Active:
+        """The saga, driven here: an operator acting through this coordinator takes it over
+        from whichever coordinator owns it (whose next write for it is then fenced)."""
+        active = self._active.get(saga_id)
+        if active is not None:
+            return active
+        defn, _ = await self._current(saga_id)  # not found, finished: nothing is taken
+        if saga_id not in self._owned:
+            claim = await self.log.ownership.take(self.coordinator_id, saga_id)
+            if claim is None:
+                raise StateError("the saga finished meanwhile", saga_id=saga_id)
+            self.claimed += 1
+            self._owned[saga_id] = claim.epoch
+        active = self._active.get(saga_id)
+        if active is not None:
+            return active
+        # Read after the claim: nothing can be added to its log now but by us.
+        state = engine.replay(await self.log.events(saga_id))
+        if state.is_final:
+            self._owned.pop(saga_id, None)
+            raise StateError(f"saga is already {state.status.value}", saga_id=saga_id)
         return self._active.setdefault(saga_id, _Active(defn=defn, state=state))
 
     # -- the loop of one saga --------------------------------------------------------------
@@ -562,10 +813,21 @@ class Coordinator:
             events.extend(decision.events)
             if events:
                 append = Append(
-                    saga_id=saga_id, expected_seq=expected_seq, events=events, **_row_of(work)
+                    saga_id=saga_id,
+                    expected_seq=expected_seq,
+                    events=events,
+                    epoch=self._owned.get(saga_id),
+                    **_row_of(work),
                 )
                 try:
                     await self._writer.write(append)
+                except FencedError:
+                    # Another coordinator claimed it (this one's lease expired, or an
+                    # operator acted on it elsewhere): nothing of this decision is stored.
+                    self.fenced_writes += 1
+                    logger.warning("saga %s was taken over by another coordinator", saga_id)
+                    self._let_go(saga_id)
+                    return
                 except ConcurrencyError:
                     logger.warning("saga %s was written by someone else; reloading it", saga_id)
                     self._active.pop(saga_id, None)
@@ -631,6 +893,8 @@ class Coordinator:
                 waiter.set_result(result)
         active.waiters.clear()
         self._active.pop(saga_id, None)
+        if result.status is not SagaStatus.STUCK:
+            self._owned.pop(saga_id, None)  # a stuck saga stays ours until an operator acts
         self._dispatcher.forget(saga_id)
         self._timers.schedule(saga_id, None)
         if result.status is SagaStatus.STUCK:

@@ -69,8 +69,9 @@ class GroupWriter:
     """Collects ``Append``s and writes whatever is queued in one ``SagaLog.append`` call.
 
     While one transaction commits, the next batch fills up, so under load each commit carries
-    many sagas' events. A failed batch is retried one append at a time, so one saga's conflict
-    never fails another saga's write.
+    many sagas' events. A saga's conflict fails only that saga's writes (the rest of the
+    batch is committed again without it); any other failed batch is retried one append at a
+    time, so one saga's bad write never fails another saga's.
     """
 
     def __init__(self, saga_log: SagaLog, *, max_batch: int = 512) -> None:
@@ -170,6 +171,20 @@ class GroupWriter:
                 _, future = batch[0]
                 if not future.done():
                     future.set_exception(exc)
+                return
+            conflicted = exc.saga_id if isinstance(exc, ConcurrencyError) else None
+            if conflicted is not None and sum(a.saga_id == conflicted for a, _ in batch) == 1:
+                # One saga moved on (or was taken over): fail its writes, commit the rest
+                # together. A resumed coordinator whose sagas were taken over meets many of
+                # these at once; one commit per conflict, not per append.
+                rest = []
+                for append, future in batch:
+                    if append.saga_id != conflicted:
+                        rest.append((append, future))
+                    elif not future.done():
+                        future.set_exception(exc)
+                if rest:
+                    await self._commit(rest)
                 return
             log.debug("batch of %d appends failed (%s); retrying one by one", len(batch), exc)
             for item in batch:

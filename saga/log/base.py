@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from saga.errors import QueryError
 from saga.events import Event, Health, JsonObject, NewEvent, SagaStatus
+from saga.log.ownership import Ownership
 from saga.log.paging import MAX_PAGE_SIZE, check_limit, decode_cursor, encode_cursor
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -32,6 +33,11 @@ class SagaRecord:
     """None once the saga is completed or compensated."""
     attempt: int | None = None
     """The current step's (or compensation's) attempt number, when one has been sent."""
+    owner: str | None = None
+    """The coordinator (``coordinator_id``) that drives the saga, or last drove it; None
+    while an unfinished saga waits to be claimed."""
+    epoch: int = 0
+    """How many times the saga was claimed: every write by its owner checks it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +61,12 @@ class NewSaga:
     current_step: str | None = None
     health: Health | None = Health.PROGRESSING
     attempt: int | None = None
+    owner: str | None = None
+    """The coordinator creating it, which owns it at epoch 1 (None: unowned, epoch 0)."""
+
+    @property
+    def epoch(self) -> int:
+        return 0 if self.owner is None else 1
 
     @property
     def last_seq(self) -> int:
@@ -83,6 +95,8 @@ class NewSaga:
             current_step=self.current_step,
             health=None if self.health is None else Health(self.health),
             attempt=self.attempt,
+            owner=self.owner,
+            epoch=self.epoch,
         )
 
 
@@ -93,6 +107,11 @@ class Append:
     The events get seq ``expected_seq + 1, + 2, ...``; the saga row takes ``status``,
     ``current_step``, ``health`` and ``attempt``. If another writer already appended past
     ``expected_seq`` the whole batch fails with ConcurrencyError.
+
+    With an ``epoch`` the write is fenced: it is refused (FencedError, nothing written) unless
+    the saga's row is still at that epoch, in the same statement that moves the row. A
+    coordinator passes the epoch of its claim, so once another coordinator has claimed the
+    saga nothing it decided before can be recorded. The events store the epoch.
     """
 
     saga_id: str
@@ -102,6 +121,7 @@ class Append:
     current_step: str | None = None
     health: Health | None = None
     attempt: int | None = None
+    epoch: int | None = None
 
 
 def _check_ms(value: object, what: str) -> None:
@@ -247,6 +267,12 @@ UNFINISHED = SagaQuery(statuses=[s for s in SagaStatus if not s.is_final], limit
 
 class SagaLog(ABC):
     """Where sagas and their events live. Implementations: InMemorySagaLog, SqlSagaLog."""
+
+    @property
+    @abstractmethod
+    def ownership(self) -> Ownership:
+        """Which coordinator owns which saga: leases, claims, hand-backs
+        (``saga.log.ownership``)."""
 
     @abstractmethod
     async def open(self) -> None:

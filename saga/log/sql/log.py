@@ -11,16 +11,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, Row, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Row,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from saga.errors import ConcurrencyError, LogError, SagaNotFoundError
+from saga.errors import ConcurrencyError, FencedError, LogError, SagaNotFoundError
 from saga.events import Event, EventType, Health, SagaStatus
 from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
+from saga.log.ownership import Ownership
 from saga.log.sql.engine import SQLITE, dumps_json, make_engine
 from saga.log.sql.migrate import check_schema, upgrade
+from saga.log.sql.ownership import SqlOwnership
 from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.sqlite_writer import NotMovedError, SqliteWriter
@@ -94,6 +108,8 @@ def _saga_row(saga: NewSaga) -> dict[str, Any]:
         "current_step": saga.current_step,
         "health": None if saga.health is None else Health(saga.health).value,
         "attempt": saga.attempt,
+        "owner": saga.owner,
+        "epoch": saga.epoch,
     }
 
 
@@ -106,6 +122,7 @@ def _event_rows(saga: NewSaga) -> list[dict[str, Any]]:
             "data": new.data,
             "at_ms": new.at_ms,
             "format": new.format,
+            "epoch": saga.epoch or None,
         }
         for seq, new in enumerate(saga.all_events, start=1)
     ]
@@ -129,6 +146,8 @@ def _record(row: Row[Any]) -> SagaRecord:
         current_step=row.current_step,
         health=None if row.health is None else Health(row.health),
         attempt=row.attempt,
+        owner=row.owner,
+        epoch=row.epoch,
     )
 
 
@@ -145,10 +164,20 @@ def _event(row: Row[Any]) -> Event:
 
 def _sqlite_writer(url: str) -> SqliteWriter | None:
     """The direct writer for a SQLite URL; None for PostgreSQL."""
+    path = _sqlite_path(url)
+    if path is None:
+        return None
+    return SqliteWriter(path, SQLITE, encode=dumps_json, decode=json.loads)
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL; None for PostgreSQL (and an in-memory SQLite database)."""
     parsed = make_url(url)
     if not parsed.drivername.startswith("sqlite") or not parsed.database:
         return None
-    return SqliteWriter(parsed.database, SQLITE, encode=dumps_json, decode=json.loads)
+    if parsed.database == ":memory:":
+        return None
+    return parsed.database
 
 
 def _check_sqlite_folder(url: str) -> None:
@@ -197,6 +226,31 @@ class SqlSagaLog(SagaLog):
         self._engine: AsyncEngine | None = None
         self._sqlite: SqliteWriter | None = None
         """On SQLite, where appends and creates are written (one thread hop per commit)."""
+        self._ownership = SqlOwnership(
+            lambda: self.engine,
+            self._run,
+            sqlite=make_url(self._url).drivername.startswith("sqlite"),
+            lock_path=_sqlite_path(self._url),
+        )
+
+    @property
+    def ownership(self) -> Ownership:
+        return self._ownership
+
+    async def _run(
+        self, action: str, body: Callable[[AsyncConnection], Awaitable[_T]], retry: bool
+    ) -> _T:
+        """``body`` on a connection of the log's engine (for ``SqlOwnership``)."""
+        engine = self.engine
+
+        async def attempt(_: bool) -> _T:
+            async with engine.connect() as conn:
+                return await body(conn)
+
+        if retry:
+            return await self._retry(action, None, attempt)
+        with _wrap_driver_errors(action, None, self.pool):
+            return await attempt(False)
 
     def __repr__(self) -> str:
         return f"SqlSagaLog({redact(self._url)!r})"
@@ -235,6 +289,7 @@ class SqlSagaLog(SagaLog):
         self._engine, self._sqlite = engine, writer
 
     async def close(self) -> None:
+        self._ownership.release_file()
         engine, self._engine = self._engine, None
         writer, self._sqlite = self._sqlite, None
         if writer is not None:
@@ -483,6 +538,10 @@ _ADVANCE = (
     .where(
         sagas.c.saga_id == bindparam("b_saga_id"),
         sagas.c.last_seq == bindparam("b_expected_seq"),
+        or_(
+            bindparam("b_epoch", type_=Integer).is_(None),
+            sagas.c.epoch == bindparam("b_epoch", type_=Integer),
+        ),
     )
     .values(
         last_seq=bindparam("b_last_seq"),
@@ -493,8 +552,9 @@ _ADVANCE = (
         updated_ms=func.coalesce(bindparam("b_updated_ms", type_=BigInteger), sagas.c.updated_ms),
     )
 )
-"""Moves one saga's row on from the seq its writer saw (executed once per group commit, for
-every saga in it, as one executemany)."""
+"""Moves one saga's row on from the seq its writer saw, if still at the writer's epoch (when
+it gives one: the fence), executed once per group commit for every saga in it, as one
+executemany."""
 
 _ADVANCE_MANY_PG = text(
     """
@@ -504,9 +564,10 @@ _ADVANCE_MANY_PG = text(
     FROM unnest(
         CAST(:saga_ids AS text[]), CAST(:expected AS integer[]), CAST(:last AS integer[]),
         CAST(:statuses AS text[]), CAST(:steps AS text[]), CAST(:healths AS text[]),
-        CAST(:attempts AS integer[]), CAST(:updated AS bigint[])
-    ) AS v(saga_id, expected, last_seq, status, current_step, health, attempt, updated_ms)
+        CAST(:attempts AS integer[]), CAST(:updated AS bigint[]), CAST(:epochs AS integer[])
+    ) AS v(saga_id, expected, last_seq, status, current_step, health, attempt, updated_ms, epoch)
     WHERE s.saga_id = v.saga_id AND s.last_seq = v.expected
+      AND (v.epoch IS NULL OR s.epoch = v.epoch)
     RETURNING s.saga_id
     """
 )
@@ -524,6 +585,7 @@ def _advance_params(item: Append) -> dict[str, Any]:
         "b_health": None if item.health is None else Health(item.health).value,
         "b_attempt": item.attempt,
         "b_updated_ms": item.events[-1].at_ms if item.events else None,
+        "b_epoch": item.epoch,
     }
 
 
@@ -537,6 +599,7 @@ def _append_rows(ordered: Sequence[Append]) -> list[dict[str, Any]]:
             "data": new.data,
             "at_ms": new.at_ms,
             "format": new.format,
+            "epoch": item.epoch,
         }
         for item in ordered
         for offset, new in enumerate(item.events, start=1)
@@ -575,7 +638,7 @@ async def _advance_all(conn: AsyncConnection, ordered: Sequence[Append]) -> None
         columns = {
             "saga_ids": "b_saga_id", "expected": "b_expected_seq", "last": "b_last_seq",
             "statuses": "b_status", "steps": "b_current_step", "healths": "b_health",
-            "attempts": "b_attempt", "updated": "b_updated_ms",
+            "attempts": "b_attempt", "updated": "b_updated_ms", "epochs": "b_epoch",
         }  # fmt: skip
         arrays = {name: [row[key] for row in params] for name, key in columns.items()}
         moved = len((await conn.execute(_ADVANCE_MANY_PG, arrays)).all())
@@ -586,17 +649,30 @@ async def _advance_all(conn: AsyncConnection, ordered: Sequence[Append]) -> None
 
 
 async def _refuse(engine: AsyncEngine, ordered: Sequence[Append]) -> None:
-    """Raise for the first saga of ``ordered`` whose row is missing or not at ``expected_seq``."""
+    """Raise for the first saga of ``ordered`` that was taken over (FencedError), or else whose
+    row is missing or not at ``expected_seq``."""
     ids = [item.saga_id for item in ordered]
-    stored: dict[str, int] = {}
+    stored: dict[str, tuple[int, int]] = {}
     async with engine.connect() as conn:
         for chunk in _chunks(ids, 500):
-            query = select(sagas.c.saga_id, sagas.c.last_seq).where(sagas.c.saga_id.in_(chunk))
-            stored.update((row.saga_id, row.last_seq) for row in await conn.execute(query))
+            query = select(sagas.c.saga_id, sagas.c.last_seq, sagas.c.epoch).where(
+                sagas.c.saga_id.in_(chunk)
+            )
+            stored.update(
+                (row.saga_id, (row.last_seq, row.epoch)) for row in await conn.execute(query)
+            )
     for item in ordered:
-        last_seq = stored.get(item.saga_id)
-        if last_seq is None:
+        found = stored.get(item.saga_id)
+        if found is not None and item.epoch is not None and found[1] != item.epoch:
+            raise FencedError(
+                f"saga {item.saga_id!r} was taken over (epoch {found[1]}, not {item.epoch})",
+                saga_id=item.saga_id,
+            )
+    for item in ordered:
+        found = stored.get(item.saga_id)
+        if found is None:
             raise SagaNotFoundError(f"no saga {item.saga_id!r}", saga_id=item.saga_id)
+        last_seq = found[0]
         if last_seq != item.expected_seq:
             raise ConcurrencyError(
                 f"saga {item.saga_id!r} is at seq {last_seq}, not the expected {item.expected_seq}",

@@ -1,4 +1,5 @@
-"""The saga log's tables as SQLAlchemy Core metadata: ``sagas`` and ``saga_events``.
+"""The saga log's tables as SQLAlchemy Core metadata: ``sagas``, ``saga_events``, and for
+ownership ``saga_coordinators`` and ``saga_owners``.
 
 The migrations in ``migrations/versions`` create exactly this schema; a test compares them.
 """
@@ -16,6 +17,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    text,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -36,6 +38,9 @@ def saga_id_type() -> TypeEngine[str]:
     return String().with_variant(String(collation="C"), "postgresql")
 
 
+UNFINISHED_SQL = "status IN ('running', 'compensating', 'stuck')"
+"""The statuses a saga can still move from (``SagaStatus.is_final`` is the rest), in SQL."""
+
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 sagas = Table(
@@ -52,6 +57,11 @@ sagas = Table(
     Column("current_step", String, nullable=True),
     Column("attempt", Integer, nullable=True),
     Column("health", String, nullable=True),
+    # Ownership (saga.log.ownership): the coordinator driving the saga and the epoch of its
+    # claim; every write checks the epoch in the same statement. Sagas stored before these
+    # columns existed are unowned (epoch 0) and claimed by the first coordinator that looks.
+    Column("owner", String, nullable=True),
+    Column("epoch", Integer, nullable=False, server_default="0"),
     # One index per list filter; saga_id last so the keyset order needs no extra sort.
     Index(None, "status", "created_ms", "saga_id"),
     Index(None, "name", "created_ms", "saga_id"),
@@ -59,6 +69,14 @@ sagas = Table(
     Index(None, "health", "created_ms", "saga_id"),
     Index(None, "current_step", "created_ms", "saga_id"),
     Index(None, "updated_ms", "saga_id"),
+    # Claims look for unfinished sagas with no owner or a dead one; a partial index keeps
+    # finished sagas (nearly all of them, in time) out of it and off its upkeep.
+    Index(
+        "ix_sagas_owner_unfinished",
+        "owner",
+        postgresql_where=text(UNFINISHED_SQL),
+        sqlite_where=text(UNFINISHED_SQL),
+    ),
 )
 
 saga_events = Table(
@@ -72,6 +90,42 @@ saga_events = Table(
     # The format ``data`` is encoded in (saga.events.EVENT_FORMAT when written); events stored
     # before the column existed are format 1, which its server default says.
     Column("format", Integer, nullable=False, server_default="1"),
+    # The owner's epoch when the event was written (None before ownership existed): with
+    # ``saga_owners`` it shows that no two coordinators' decisions interleave.
+    Column("epoch", Integer, nullable=True),
     # Two writers can never both store seq n of one saga.
     PrimaryKeyConstraint("saga_id", "seq"),
+)
+
+saga_coordinators = Table(
+    "saga_coordinators",
+    metadata,
+    # One row per coordinator process start (an incarnation): ``<name>-<random>``.
+    Column("coordinator_id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("renewed_ms", BigInteger, nullable=False),
+    # The lease, in the database's clock: alive while lease_until_ms is in the future.
+    Column("lease_until_ms", BigInteger, nullable=False),
+    Column("stopped_ms", BigInteger, nullable=True),
+    Column("api_url", String, nullable=True),
+    # Load and counters as of the last renewal.
+    Column("sagas", Integer, nullable=False, server_default="0"),
+    Column("in_flight", Integer, nullable=False, server_default="0"),
+    Column("fenced_writes", Integer, nullable=False, server_default="0"),
+    Index(None, "lease_until_ms"),
+)
+
+saga_owners = Table(
+    "saga_owners",
+    metadata,
+    # Every claim of a saga: who took it at which epoch, from whom (None: it had no owner),
+    # and the saga's last seq then (its events after that seq are the new owner's).
+    Column("saga_id", saga_id_type(), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("owner", String, nullable=False),
+    Column("previous", String, nullable=True),
+    Column("after_seq", Integer, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("saga_id", "epoch"),
 )

@@ -29,19 +29,22 @@ _T = TypeVar("_T")
 
 _ADVANCE = (
     "UPDATE sagas SET last_seq = ?, status = ?, current_step = ?, health = ?, attempt = ?,"
-    " updated_ms = coalesce(?, updated_ms) WHERE saga_id = ? AND last_seq = ?"
+    " updated_ms = coalesce(?, updated_ms)"
+    " WHERE saga_id = ? AND last_seq = ? AND (? IS NULL OR epoch = ?)"
 )
 _INSERT_EVENT = (
-    "INSERT INTO saga_events (saga_id, seq, type, data, at_ms, format) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO saga_events (saga_id, seq, type, data, at_ms, format, epoch)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_SAGA = (
     "INSERT INTO sagas (saga_id, name, version, status, input, created_ms, updated_ms,"
-    " last_seq, current_step, health, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " last_seq, current_step, health, attempt, owner, epoch)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (saga_id) DO NOTHING"
 )
 _SELECT_SAGA = (
     "SELECT saga_id, name, version, status, input, created_ms, updated_ms, last_seq,"
-    " current_step, health, attempt FROM sagas WHERE saga_id = ?"
+    " current_step, health, attempt, owner, epoch FROM sagas WHERE saga_id = ?"
 )
 
 
@@ -125,6 +128,8 @@ class SqliteWriter:
                 item.events[-1].at_ms if item.events else None,
                 item.saga_id,
                 item.expected_seq,
+                item.epoch,
+                item.epoch,
             )
             for item in ordered
         ]
@@ -136,6 +141,7 @@ class SqliteWriter:
                 self._json(new.data, item.saga_id),
                 new.at_ms,
                 new.format,
+                item.epoch,
             )
             for item in ordered
             for offset, new in enumerate(item.events, start=1)
@@ -172,6 +178,8 @@ class SqliteWriter:
                     saga.current_step,
                     None if saga.health is None else Health(saga.health).value,
                     saga.attempt,
+                    saga.owner,
+                    saga.epoch,
                 ),
                 [
                     (
@@ -181,6 +189,7 @@ class SqliteWriter:
                         self._json(new.data, saga.saga_id),
                         new.at_ms,
                         new.format,
+                        saga.epoch or None,
                     )
                     for seq, new in enumerate(saga.all_events, start=1)
                 ],
@@ -220,6 +229,8 @@ class SqliteWriter:
             step,
             health,
             attempt,
+            owner,
+            epoch,
         ) = row
         return SagaRecord(
             saga_id=saga_id,
@@ -233,6 +244,8 @@ class SqliteWriter:
             current_step=step,
             health=None if health is None else Health(health),
             attempt=attempt,
+            owner=owner,
+            epoch=epoch,
         )
 
     # -- helpers -------------------------------------------------------------------------
