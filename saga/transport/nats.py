@@ -332,12 +332,32 @@ class NatsTransport(Transport):
     def is_connected(self) -> bool:
         return self._nc is not None and bool(self._nc.is_connected)
 
+    @property
+    def connected_url(self) -> str | None:
+        """The server this transport is connected to now; None while closed or reconnecting.
+
+        It may carry credentials (``nats://user:pass@...``): pass it through ``redact_url``
+        before printing it.
+        """
+        nc = self._nc
+        if nc is None or not nc.is_connected or nc.connected_url is None:
+            return None
+        url: str = nc.connected_url.geturl()
+        return url
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established (another cluster node, or the
+        same server back) since ``open``."""
+        return int(self._nc.stats["reconnects"]) if self._nc is not None else 0
+
     async def open(self, on_reply: ReplyHandler) -> None:
         """Connect, subscribe for replies; raises TransportError if no server answers."""
         if self._nc is not None:
             raise TransportError("NatsTransport is already open")
         options: dict[str, Any] = {
             "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
             "error_cb": self._errors.on_error,
             **self._connect_options,
         }
@@ -533,3 +553,8 @@ class NatsTransport(Transport):
     async def _on_disconnected(self) -> None:
         if self._nc is not None:
             logger.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        # Which node: after a cluster node's death the operator wants to see where we went.
+        url = self.connected_url
+        logger.info("reconnected to NATS at %s", redact_url(url) if url else "?")
