@@ -189,7 +189,8 @@ async def test_sagas_survive_the_death_of_the_coordinators_nats_node(
             # Replica 0 of each service sits on the doomed node, replica 1 on the next one.
             for n, participant in enumerate(effects.participants):
                 first = (doomed + n % REPLICAS) % len(cluster.urls)
-                urls = cluster.urls[first:] + cluster.urls[:first]
+                # One comma-separated string, as SAGA_NATS_URL gives it; tried in this order.
+                urls = ",".join(cluster.urls[first:] + cluster.urls[:first])
                 server = await participant.serve(urls, connect_options={"dont_randomize": True})
                 servers.append(server)
             await _until(
