@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import nats.errors
 from nats import micro
@@ -92,7 +92,7 @@ class ParticipantServer:
         """
         if not participant.commands:
             raise DefinitionError(f"participant {participant.name!r} has no commands to serve")
-        if isinstance(nats, str | list | tuple):
+        if not isinstance(nats, Client):
             errors = NatsErrorWatch()
             client = await connect_nats(
                 nats,
@@ -105,7 +105,7 @@ class ParticipantServer:
         else:
             if security is not None:
                 raise TransportError("security applies to a URL, not to a connected client")
-            server = cls(participant, cast("Client", nats), owns_client=False)
+            server = cls(participant, nats, owns_client=False)
         try:
             await server._start()
         except BaseException:

@@ -117,6 +117,17 @@ async def _log_reconnected() -> None:
     logger.info("reconnected to NATS")
 
 
+def server_urls(servers: str | Sequence[str]) -> list[str]:
+    """Every NATS URL in ``servers``: one URL, a comma-separated list of a cluster's URLs
+    (as ``SAGA_NATS_URL`` and ``--nats`` take them), or a sequence of either; blanks dropped.
+
+    >>> server_urls("nats://a:4222, nats://b:4222")
+    ['nats://a:4222', 'nats://b:4222']
+    """
+    items = [servers] if isinstance(servers, str) else list(servers)
+    return [url.strip() for item in items for url in item.split(",") if url.strip()]
+
+
 async def connect_nats(
     servers: str | Sequence[str],
     *,
@@ -126,11 +137,17 @@ async def connect_nats(
 ) -> Client:
     """A nats-py client that fails fast on the first connect, then reconnects forever.
 
+    ``servers`` are a cluster's URLs (see ``server_urls``): after a node's death the client
+    reconnects to another one and re-subscribes; what it publishes meanwhile is buffered
+    (nats-py's pending buffer) and sent on reconnect.
+
     ``options`` are passed to ``Client.connect``, after ``security``'s options (so an explicit
     option wins); ``max_reconnect_attempts`` in them applies after the first connect. Raises
     TransportError if no server answers at first or the server refuses the credentials.
     """
-    urls = [servers] if isinstance(servers, str) else list(servers)
+    urls = server_urls(servers)
+    if not urls:
+        raise TransportError("no NATS server URL given")
     merged: dict[str, Any] = {
         "name": name,
         "reconnect_time_wait": 1,
@@ -283,7 +300,7 @@ class NatsTransport(Transport):
         connect_options: Mapping[str, Any] | None = None,
         security: NatsSecurity | None = None,
     ) -> None:
-        self.servers: list[str] = [servers] if isinstance(servers, str) else list(servers)
+        self.servers: list[str] = server_urls(servers)
         if not self.servers:
             raise TransportError("NatsTransport needs at least one server URL")
         self.name = name
@@ -332,12 +349,32 @@ class NatsTransport(Transport):
     def is_connected(self) -> bool:
         return self._nc is not None and bool(self._nc.is_connected)
 
+    @property
+    def connected_url(self) -> str | None:
+        """The server this transport is connected to now; None while closed or reconnecting.
+
+        It may carry credentials (``nats://user:pass@...``): pass it through ``redact_url``
+        before printing it.
+        """
+        nc = self._nc
+        if nc is None or not nc.is_connected or nc.connected_url is None:
+            return None
+        url: str = nc.connected_url.geturl()
+        return url
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was re-established (another cluster node, or the
+        same server back) since ``open``."""
+        return int(self._nc.stats["reconnects"]) if self._nc is not None else 0
+
     async def open(self, on_reply: ReplyHandler) -> None:
         """Connect, subscribe for replies; raises TransportError if no server answers."""
         if self._nc is not None:
             raise TransportError("NatsTransport is already open")
         options: dict[str, Any] = {
             "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
             "error_cb": self._errors.on_error,
             **self._connect_options,
         }
@@ -533,3 +570,8 @@ class NatsTransport(Transport):
     async def _on_disconnected(self) -> None:
         if self._nc is not None:
             logger.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        # Which node: after a cluster node's death the operator wants to see where we went.
+        url = self.connected_url
+        logger.info("reconnected to NATS at %s", redact_url(url) if url else "?")

@@ -3,21 +3,25 @@
 Used by ``saga dev`` and the test fixtures. It binds a free loopback port (kept across
 ``restart()``), enables JetStream with a store directory, and captures the server's output in a
 log file so a failed start can say why. A ``config`` (nats-server configuration text: TLS,
-authorization, permissions) is written beside the log and passed with ``-c``.
+authorization, permissions) is written beside the log and passed with ``-c``. On Linux the server
+dies with the process that started it, even when that process is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -47,10 +51,46 @@ def nats_server_binary() -> str:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now, on ``host`` (loopback by default)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different TCP ports nobody listens on right now, on ``host``.
+
+    All are bound at once before any is released, so the kernel cannot hand out one twice.
+    """
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_this_thread() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` that makes the kernel SIGKILL the child when the thread that
+    forks it ends (its process's death, SIGKILL included, ends it); None elsewhere.
+
+    The kernel watches the forking *thread*, so the child must be started from a thread that
+    lives as long as the server should (the event loop's), never from a worker thread. One
+    system call, no lock: safe between fork and exec.
+    """
+    libc = _LIBC
+    if libc is None:
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the call above: go now
+            os._exit(1)
+
+    return set_death_signal
 
 
 class NatsServer:
@@ -141,12 +181,14 @@ class NatsServer:
             self.config_path.write_text(self.config)
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
-            self._process = await asyncio.to_thread(
-                subprocess.Popen,
+            # In this (the event loop's) thread, not a worker thread: the death signal follows
+            # the thread that forks (see die_with_this_thread).
+            self._process = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, no wait
                 self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_this_thread(),
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
