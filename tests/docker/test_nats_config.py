@@ -4,7 +4,9 @@ The nodes read docker/nats.conf and docs/nats-permissions.conf from /etc/nats/, 
 passwords their secrets put in the environment. Here the same two files sit side by side in a
 temp dir, the variables set as the entrypoint would: the configuration must parse
 (``nats-server -t``), must not parse without a password, and a server started from it must
-refuse anonymous clients and admit each user with the password of its secret.
+refuse anonymous clients and admit each user with the password of its secret. The
+coordinators, with their compose logins, share sagas started over NATS (``saga.start``) in one
+queue group, and no service may start a saga.
 """
 
 from __future__ import annotations
@@ -12,28 +14,35 @@ from __future__ import annotations
 import asyncio
 import secrets
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from saga.errors import TransportError
 from saga.protocol import Reply
-from saga.transport.nats import NatsTransport
+from saga.transport.nats import NatsTransport, flush_pending
 from saga.transport.nats_server import NatsServer, free_port, nats_server_binary
 from saga.transport.security import NatsSecurity
 from tests.docker.topology import (
+    COORDINATORS,
     DOCKER,
     NATS_NODES,
     PERMISSIONS,
+    START_QUEUE,
+    START_SUBJECT,
     nats_users,
     project_services,
     secret_targets,
     services,
 )
 from tests.security.nats_auth import TIMEOUT_S, Charges, command
-from tests.transport.replies import ReplyCollector
+from tests.transport.replies import ReplyCollector, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -150,3 +159,117 @@ async def test_the_coordinator_reaches_every_service_with_their_compose_logins(
         await transport.close()
     # The monitoring endpoint took the configuration's loopback host.
     assert "Starting http monitor on 127.0.0.1:" in server.log_tail(100_000)
+
+
+class RawClient:
+    """A plain nats-py connection with a container's compose login, keeping the server's errors."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc: Client | None = None
+
+    async def connect(self, url: str, security: NatsSecurity) -> Client:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc).lower())
+
+        self.nc = await nats.connect(
+            url, error_cb=on_error, max_reconnect_attempts=1, **security.to_connect_options()
+        )
+        return self.nc
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[RawClient]]:
+    """Raw connections a test opens (append to the list); all closed after it."""
+    opened: list[RawClient] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+async def connect(
+    clients: list[RawClient], server: NatsServer, service: dict[str, Any], environ: dict[str, str]
+) -> tuple[Client, RawClient]:
+    client = RawClient()
+    clients.append(client)
+    nc = await client.connect(server.url, login(service, environ))
+    return nc, client
+
+
+async def test_the_coordinators_share_saga_starts_in_one_queue_group(
+    node: tuple[NatsServer, dict[str, str]], clients: list[RawClient]
+) -> None:
+    server, environ = node
+    ours = project_services()
+    served: Counter[str] = Counter()
+    members = []
+    for name in COORDINATORS:
+        nc, client = await connect(clients, server, ours[name], environ)
+
+        async def start(msg: Msg, name: str = name) -> None:
+            served[name] += 1
+            # The requester's inbox: allowed by allow_responses, not by a publish grant.
+            await msg.respond(name.encode())
+
+        await nc.subscribe(START_SUBJECT, queue=START_QUEUE, cb=start)
+        await flush_pending(nc)
+        members.append(client)
+    # A client with the coordinators' login (the only one allowed to publish saga.start).
+    requester, asking = await connect(clients, server, ours["coordinator-a"], environ)
+    requests = 40
+    answers: Counter[str] = Counter()
+    for _ in range(requests):
+        answer = await requester.request(START_SUBJECT, b"{}", timeout=TIMEOUT_S)
+        answers[answer.data.decode()] += 1
+    await wait_until(lambda: served.total() == requests)
+    # Each start reached exactly one coordinator (a queue group, not a fan-out), and both
+    # coordinators took a share: 40 starts all to one of two members is a 1 in 500,000 chance.
+    assert served == answers
+    assert set(served) == set(COORDINATORS)
+    assert [c.errors for c in (*members, asking)] == [[], [], []]
+
+
+async def test_only_the_coordinators_may_start_sagas_or_listen_to_starts(
+    node: tuple[NatsServer, dict[str, str]], clients: list[RawClient]
+) -> None:
+    server, environ = node
+    ours = project_services()
+    served: list[bytes] = []
+
+    async def start(msg: Msg) -> None:
+        served.append(msg.data)
+
+    coordinator, _ = await connect(clients, server, ours["coordinator-a"], environ)
+    await coordinator.subscribe(START_SUBJECT, queue=START_QUEUE, cb=start)
+    await flush_pending(coordinator)
+
+    # A service cannot start a saga: its publish is refused and no coordinator sees it.
+    for name in ("orders", "payments", "inventory", "shipping"):
+        nc, client = await connect(clients, server, ours[name], environ)
+        await nc.publish(START_SUBJECT, name.encode())
+        await flush_pending(nc)
+        refused = client.errors
+        await wait_until(lambda: bool(refused))  # noqa: B023 - awaited in this iteration
+        assert f'permissions violation for publish to "{START_SUBJECT}"' in refused[0], name
+
+    # The coordinators' login may serve saga.start only inside their queue group, so it cannot
+    # read the starts beside them, and answers only requests (no publish grant on inboxes).
+    spy, spying = await connect(clients, server, ours["coordinator-b"], environ)
+    await spy.subscribe(START_SUBJECT)
+    await spy.subscribe(START_SUBJECT, queue="elsewhere")
+    await spy.publish("_INBOX.someone.else", b"forged")
+    await flush_pending(spy)
+    await wait_until(lambda: len(spying.errors) == 3)
+    assert sum(f'subscription to "{START_SUBJECT}"' in e for e in spying.errors) == 2
+    assert any('publish to "_inbox.someone.else"' in e for e in spying.errors)
+
+    # The group still works, and took none of the refused starts.
+    publisher, _ = await connect(clients, server, ours["coordinator-b"], environ)
+    await publisher.publish(START_SUBJECT, b"coordinator")
+    await flush_pending(publisher)
+    await wait_until(lambda: bool(served))
+    assert served == [b"coordinator"]

