@@ -340,8 +340,8 @@ async def _serve(
     async with coordinator:
         names = ", ".join(f"{s.name} v{s.version}" for s in sagas)
         click.echo(
-            f"coordinator {coordinator.coordinator_id} running: nats {redact_url(nats_url)},"
-            f" log {redact_url(db_url)}, sagas {names}, event loop {eventloop.name()},"
+            f"coordinator running: nats {redact_url(nats_url)}, log {redact_url(db_url)},"
+            f" sagas {names}, event loop {eventloop.name()}, id {coordinator.coordinator_id},"
             f" lease {coordinator.lease_ms / 1000:g} s"
         )
         click.echo(f"resumed {coordinator.active_count} unfinished sagas", err=True)

@@ -577,8 +577,10 @@ class Coordinator:
             except Exception:
                 logger.exception("could not read %d claimed sagas from the log", len(batch))
                 self._let_go_many(batch, reason=None)
-                with contextlib.suppress(Exception):
+                try:
                     await self.log.ownership.release(self.coordinator_id, batch)
+                except Exception:
+                    self._reconcile = True  # still ours in the log: adopt them next time
                 continue
             outcomes = await asyncio.gather(
                 *(self._recover_one(saga_id, events[saga_id]) for saga_id in batch),
@@ -602,7 +604,11 @@ class Coordinator:
                 if self._active.get(saga_id) is active:
                     self._let_go(saga_id)
                     ids.append(saga_id)
-        released = await self.log.ownership.release(self.coordinator_id, ids)
+        try:
+            released = await self.log.ownership.release(self.coordinator_id, ids)
+        except Exception:
+            self._reconcile = True  # still ours in the log: adopt them next time
+            raise
         self.released += released
         logger.info("handed back %d sagas for balance", released)
 
@@ -772,7 +778,16 @@ class Coordinator:
         if state.is_final:
             self._owned.pop(saga_id, None)
             raise StateError(f"saga is already {state.status.value}", saga_id=saga_id)
-        return self._active.setdefault(saga_id, _Active(defn=defn, state=state))
+        if state.stuck is not None:
+            return self._active.setdefault(saga_id, _Active(defn=defn, state=state))
+        # Taken mid-way from a live or dead owner: drive it as a take-over does first (re-send
+        # what is in flight, set its timers), since the old owner gets the replies no more.
+        self._active.setdefault(saga_id, _Active(defn=defn, state=state))
+        await self._advance(saga_id, resend=True)
+        active = self._active.get(saga_id)
+        if active is None:
+            raise StateError("the saga moved on while it was taken over; try again")
+        return active
 
     # -- the loop of one saga --------------------------------------------------------------
 

@@ -17,7 +17,8 @@ def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, dict[st
     given: dict[str, Any] = {}
 
     async def serve(*_args: Any) -> None:
-        given.update(_args[-1].coordinator_kwargs())
+        flow = next(arg for arg in _args if isinstance(arg, saga.cli._Flow))
+        given.update(flow.coordinator_kwargs())
 
     monkeypatch.setattr(saga.cli, "_serve", serve)
     monkeypatch.setattr(saga.cli, "load_sagas", lambda spec: [])

@@ -158,3 +158,34 @@ async def test_a_coordinator_joining_later_gets_a_share() -> None:
     assert set(work.effects.values()) == {1}
     await log.open()
     assert (await log.ownership.audit()).driven_by_two == 0
+
+
+async def test_sagas_a_failed_claim_took_are_found_and_driven() -> None:
+    from dataclasses import replace as with_
+
+    from saga.coordinator.coordinator import saga_start
+    from saga.errors import LogError
+
+    log, work = InMemorySagaLog(), Work()
+    work.gate.set()
+    async with coordinator(log, work, "a") as a:
+        real_claim = log.ownership.claim
+        failures = []
+
+        async def claim_then_lose_the_answer(coordinator_id: str, limit: int) -> Any:
+            claims = await real_claim(coordinator_id, limit)
+            if claims and not failures:
+                failures.append(claims)
+                raise LogError("connection lost during COMMIT")
+            return claims
+
+        log.ownership.claim = claim_then_lose_the_answer  # type: ignore[method-assign]
+        # Unowned sagas appear (as after a hand-back): the claim takes them, then fails.
+        for index in range(3):
+            new = saga_start(two_steps(), {}, f"orphan-{index}", 1_700_000_000_000)
+            await log.create(with_(new))
+        await eventually(lambda: bool(failures))
+        results = [await asyncio.wait_for(a.wait(f"orphan-{i}"), 30) for i in range(3)]
+    assert {r.status for r in results} == {SagaStatus.COMPLETED}
+    assert len(failures[0]) == 3
+    assert set(work.effects.values()) == {1}

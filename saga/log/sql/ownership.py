@@ -25,6 +25,9 @@ from saga.log.ownership import Audit, Census, Claim, Load, Member, Ownership
 from saga.log.sql.schema import UNFINISHED_SQL, sagas
 from saga.sqlconnect import WRITE
 
+FORGET_AFTER_MS = 7 * 24 * 3600 * 1000
+"""A coordinator gone this long, owning nothing unfinished, is deleted at the next join."""
+
 _NOW_PG = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 _NOW_SQLITE = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
@@ -95,42 +98,58 @@ class SqlOwnership(Ownership):
         self._run = run
         self._sqlite_path = lock_path
         self._lock: IO[bytes] | None = None
+        self._lock_path = Path()
         self.exclusive = sqlite
         self._now = _NOW_SQLITE if self.exclusive else _NOW_PG
 
     # -- SQLite's one coordinator ----------------------------------------------------------
 
     def _hold_file(self) -> None:
-        """Take the SQLite log's coordinator lock, or LogError naming who holds it."""
+        """Take the SQLite log's coordinator lock, or LogError naming who holds it.
+
+        The lock is a file of its own beside the log (SQLite's POSIX locks on the log file
+        would be dropped if this process closed any other descriptor of it), removed at
+        release. A holder removes it before unlocking, so whoever locked a file must check
+        that it is still the one at the path (else it locked a removed file: open again).
+        """
         if self._sqlite_path is None or self._lock is not None:
             return
-        path = Path(self._sqlite_path).expanduser().resolve()
-        # A lock file beside the log (SQLite itself uses POSIX locks on the log file, which
-        # flock locks do not see on Linux, but a file of our own keeps the two apart anyway).
-        handle = open(f"{path}.coordinator-lock", "a+b")  # noqa: SIM115 (held until release)
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read(64).decode(errors="replace").strip() or "another process"
-            handle.close()
-            raise LogError(
-                f"the SQLite log {path} is in use by another coordinator ({holder}): SQLite"
-                " allows one coordinator at a time; use PostgreSQL (--db postgresql://...)"
-                " to run several"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()}".encode())
-        handle.flush()
-        self._lock = handle
+        path = Path(f"{Path(self._sqlite_path).expanduser().resolve()}.coordinator-lock")
+        for _ in range(10):
+            handle = open(path, "a+b")  # noqa: SIM115 (held until release_file)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read(64).decode(errors="replace").strip() or "another process"
+                handle.close()
+                raise LogError(
+                    f"the SQLite log {path.with_suffix('')} is in use by another coordinator"
+                    f" ({holder}): SQLite allows one coordinator at a time; use PostgreSQL"
+                    " (--db postgresql://...) to run several"
+                ) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                handle.close()  # the holder before us removed it as we opened it
+                continue
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}".encode())
+            handle.flush()
+            self._lock, self._lock_path = handle, path
+            return
+        raise LogError(f"could not take the coordinator lock {path}")
 
     def release_file(self) -> None:
-        """Let another coordinator open the SQLite log (at close)."""
+        """Let another coordinator open the SQLite log (at leave and close)."""
         handle, self._lock = self._lock, None
-        if handle is not None:
-            with contextlib.suppress(OSError):
-                handle.truncate(0)
-            handle.close()  # closing the descriptor drops the flock
+        if handle is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self._lock_path)  # while still locked: see _hold_file
+        handle.close()  # closing the descriptor drops the flock
 
     # -- the operations --------------------------------------------------------------------
 
@@ -156,6 +175,16 @@ class SqlOwnership(Ownership):
         self._hold_file()
 
         async def body(conn: AsyncConnection) -> None:
+            # Forget coordinators gone for a week that own nothing unfinished.
+            await conn.execute(
+                text(
+                    "DELETE FROM saga_coordinators AS c"
+                    f" WHERE c.lease_until_ms < {self._now} - :keep AND NOT EXISTS ("
+                    "  SELECT 1 FROM sagas AS s"
+                    f"  WHERE s.owner = c.coordinator_id AND s.{UNFINISHED_SQL})"
+                ),
+                {"keep": FORGET_AFTER_MS},
+            )
             # A coordinator restarted under its name: the one before it is dead.
             await conn.execute(
                 text(
