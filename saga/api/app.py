@@ -8,14 +8,14 @@ from importlib import resources
 
 from aiohttp import web
 
-from saga.api import ops, sagas, services
+from saga.api import coordinators, ops, sagas, services
 from saga.api.auth import authenticate
 from saga.api.config import ApiConfig, Role
 from saga.api.context import CONTEXT, ApiContext, context
 from saga.api.events import EventHub
 from saga.api.guard import guard
 from saga.api.limits import FailureWindow
-from saga.api.metrics import SagaMetrics
+from saga.api.metrics import OwnershipCounts, SagaMetrics
 from saga.api.openapi import document
 from saga.api.problems import ApiError, problems
 from saga.coordinator import Coordinator
@@ -64,6 +64,7 @@ ROUTES: list[tuple[str, str, Handler, Role | None]] = [
     ("GET", "/api/compensations", ops.compensations, Role.VIEWER),
     ("GET", "/api/definitions", ops.definitions, Role.VIEWER),
     ("GET", "/api/services", services.list_services, Role.VIEWER),
+    ("GET", "/api/coordinators", coordinators.list_coordinators, Role.VIEWER),
     ("GET", "/api/me", ops.me, Role.VIEWER),
     ("GET", "/api/events", ops.events, Role.VIEWER),
     ("GET", "/metrics", ops.metrics, Role.VIEWER),
@@ -88,6 +89,18 @@ async def _close_streams(app: web.Application) -> None:
     app[CONTEXT].hub.close()
 
 
+def ownership_counts(coordinator: Coordinator) -> OwnershipCounts:
+    """The coordinator's ownership counters, for the metrics."""
+    return OwnershipCounts(
+        # The Coordinator has no public count of the sagas it owns; its claims map is it.
+        owned=len(coordinator._owned),
+        fenced_writes=coordinator.fenced_writes,
+        claimed=coordinator.claimed,
+        released=coordinator.released,
+        leases_lost=coordinator.leases_lost,
+    )
+
+
 def create_app(coordinator: Coordinator, config: ApiConfig | None = None) -> web.Application:
     """The HTTP API, metrics and dashboard for an open ``coordinator``.
 
@@ -96,7 +109,11 @@ def create_app(coordinator: Coordinator, config: ApiConfig | None = None) -> web
     config = config or ApiConfig()
     hub = EventHub()
     holder: list[ApiContext] = []
-    metrics = SagaMetrics(lambda: holder[0].stalled_before_ms(), coordinator.service_load)
+    metrics = SagaMetrics(
+        lambda: holder[0].stalled_before_ms(),
+        coordinator.service_load,
+        lambda: ownership_counts(coordinator),
+    )
     failures = FailureWindow(config.auth_limit, coordinator.clock)
     ctx = ApiContext(
         coordinator=coordinator, config=config, hub=hub, metrics=metrics, failures=failures

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from saga.coordinator import SagaChange
@@ -25,6 +28,12 @@ from saga.engine.payloads import (
 )
 from saga.events import EventType, Health, SagaStatus
 from saga.log.base import SagaRecord
+from saga.log.ownership import Ownership
+
+log = logging.getLogger(__name__)
+
+CENSUS_TIMEOUT_S = 1.0
+"""How long a scrape waits for the log to count the live coordinators."""
 
 _DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 _FINAL = {
@@ -88,6 +97,64 @@ class _ServiceFlow(Collector):
         yield limit
 
 
+@dataclass(frozen=True, kw_only=True)
+class OwnershipCounts:
+    """This coordinator's share of the sagas and its ownership counters, read at scrape."""
+
+    owned: int
+    """Unfinished sagas it owns now."""
+    fenced_writes: int
+    """Its writes refused because another coordinator had taken the saga over."""
+    claimed: int
+    """Sagas it claimed (taken over, handed back by another, or taken for an operator)."""
+    released: int
+    """Sagas it handed back for balance."""
+    leases_lost: int
+    """Times it found its lease expired (and let every saga go)."""
+
+
+class _Ownership(Collector):
+    """saga_owned_sagas, saga_fenced_writes_total, saga_claimed_sagas_total,
+    saga_released_sagas_total, saga_leases_lost_total: this coordinator's counters, read when
+    scraped; saga_coordinators_live: the log's census, counted by the scrape itself."""
+
+    def __init__(self, counts: Callable[[], OwnershipCounts], live: Callable[[], int | None]):
+        self._counts = counts
+        self._live = live
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        counts = self._counts()
+        yield GaugeMetricFamily(
+            "saga_owned_sagas", "Unfinished sagas this coordinator owns.", value=counts.owned
+        )
+        yield CounterMetricFamily(
+            "saga_fenced_writes",
+            "Writes refused because another coordinator had taken the saga over.",
+            value=counts.fenced_writes,
+        )
+        yield CounterMetricFamily(
+            "saga_claimed_sagas",
+            "Sagas this coordinator claimed: taken over from a dead coordinator, handed back"
+            " by another, or taken for an operator's action.",
+            value=counts.claimed,
+        )
+        yield CounterMetricFamily(
+            "saga_released_sagas",
+            "Sagas this coordinator handed back for balance.",
+            value=counts.released,
+        )
+        yield CounterMetricFamily(
+            "saga_leases_lost",
+            "Times this coordinator found its lease expired and let every saga go.",
+            value=counts.leases_lost,
+        )
+        live = self._live()
+        if live is not None:  # absent when the log did not answer this scrape
+            yield GaugeMetricFamily(
+                "saga_coordinators_live", "Coordinators whose lease lasts.", value=live
+            )
+
+
 class SagaMetrics:
     """One registry per app (so several apps in one process never clash)."""
 
@@ -95,6 +162,7 @@ class SagaMetrics:
         self,
         stalled_before_ms: Callable[[], int | None],
         service_load: Callable[[], list[ServiceLoad]] | None = None,
+        ownership: Callable[[], OwnershipCounts] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -134,6 +202,10 @@ class SagaMetrics:
         r.register(_InFlight(self._tracked, stalled_before_ms))
         if service_load is not None:
             r.register(_ServiceFlow(service_load))
+        self.coordinators_live: int | None = None
+        """Live coordinators as the log counted them at the last scrape (None: unknown)."""
+        if ownership is not None:
+            r.register(_Ownership(ownership, lambda: self.coordinators_live))
 
     def seed(self, unfinished: list[SagaRecord]) -> None:
         """Count sagas that were unfinished before this process started."""
@@ -181,6 +253,17 @@ class SagaMetrics:
         if change.status.is_final or change.status is SagaStatus.STUCK:
             # Settled: nothing it sent is waited for any more.
             self._sent.pop(change.saga_id, None)
+
+    async def count_coordinators(self, ownership: Ownership) -> None:
+        """Count the live coordinators for this scrape; a log that does not answer in time
+        leaves the gauge out rather than show a stale figure."""
+        try:
+            census = await asyncio.wait_for(ownership.census(), CENSUS_TIMEOUT_S)
+        except Exception as exc:  # the scrape must answer even when the log does not
+            log.debug("could not count the live coordinators: %s", exc)
+            self.coordinators_live = None
+        else:
+            self.coordinators_live = census.live
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

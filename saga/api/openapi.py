@@ -45,6 +45,18 @@ NULLABLE_STR = {"type": "string", "nullable": True}
 NULLABLE_INT = {"type": "integer", "nullable": True}
 OBJECT = {"type": "object", "additionalProperties": True}
 PUBLIC: list[dict[str, list[str]]] = []
+OWNER = {
+    "owner": {
+        "type": "string",
+        "nullable": True,
+        "description": "The coordinator id that owns the saga (drives it, or drove it last);"
+        " null: none (handed back, or never claimed).",
+    },
+    "epoch": {
+        "type": "integer",
+        "description": "How many times the saga was claimed; its owner's writes carry it.",
+    },
+}
 PAGING = [
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (50)."),
     _query("cursor", {"type": "string"}, "next_cursor from the previous page."),
@@ -79,6 +91,7 @@ SCHEMAS: dict[str, Any] = {
             "attempt": {"type": "integer", "nullable": True},
             "created_ms": {"type": "integer"},
             "updated_ms": {"type": "integer"},
+            **OWNER,
         },
     },
     "SagaList": {
@@ -112,6 +125,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "actions": OBJECT,
             "definition": {"type": "object", "nullable": True, "additionalProperties": True},
+            **OWNER,
         },
     },
     "StartRequest": {
@@ -191,6 +205,62 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             }
+        },
+    },
+    "Coordinators": {
+        "type": "object",
+        "required": ["this", "lease_ms", "now_ms", "coordinators"],
+        "properties": {
+            "this": {"type": "string", "description": "The id of the coordinator answering."},
+            "lease_ms": {"type": "integer", "description": "Its lease length."},
+            "now_ms": {"type": "integer", "description": "The database's clock."},
+            "coordinators": {"type": "array", "items": _ref("Coordinator")},
+        },
+    },
+    "Coordinator": {
+        "type": "object",
+        "required": [
+            "coordinator_id",
+            "name",
+            "api_url",
+            "started_ms",
+            "renewed_ms",
+            "lease_until_ms",
+            "stopped_ms",
+            "state",
+            "sagas",
+            "in_flight",
+            "fenced_writes",
+            "self",
+        ],
+        "properties": {
+            "coordinator_id": {
+                "type": "string",
+                "description": "Unique per start: what a saga's owner names.",
+            },
+            "name": {"type": "string", "description": "The name it was started with."},
+            "api_url": {**NULLABLE_STR, "description": "Its HTTP API, as it advertised it."},
+            "started_ms": {"type": "integer"},
+            "renewed_ms": {"type": "integer"},
+            "lease_until_ms": {"type": "integer"},
+            "stopped_ms": {**NULLABLE_INT, "description": "When it closed cleanly."},
+            "state": {
+                "type": "string",
+                "enum": ["live", "stopped", "expired"],
+                "description": "live: its lease lasts; stopped: closed cleanly; expired: its"
+                " lease ran out (it died, was paused, or restarted).",
+            },
+            "sagas": {"type": "integer", "description": "Sagas it owned at its last renewal."},
+            "in_flight": {
+                "type": "integer",
+                "description": "Commands it had in flight at its last renewal.",
+            },
+            "fenced_writes": {
+                "type": "integer",
+                "description": "Its writes refused because another coordinator had taken"
+                " the saga over (at its last renewal).",
+            },
+            "self": {"type": "boolean", "description": "This is the coordinator answering."},
         },
     },
     "Me": {
@@ -324,6 +394,13 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "Flow control per participant service: queued, in flight, current limit.",
                 {"200": _reply("Them.", "Services")},
+            )
+        },
+        "/api/coordinators": {
+            "get": _op(
+                "The coordinators sharing the saga log (live, and ended in the last 10"
+                " minutes): leases and load.",
+                {"200": _reply("Them.", "Coordinators")},
             )
         },
         "/api/me": {"get": _op("The caller's identity and role.", {"200": _reply("Me.", "Me")})},

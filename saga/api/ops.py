@@ -135,5 +135,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
-    body = context(request).metrics.render()
+    ctx = context(request)
+    await ctx.metrics.count_coordinators(ctx.coordinator.log.ownership)
+    body = ctx.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

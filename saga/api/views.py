@@ -41,6 +41,8 @@ def summary(record: SagaRecord, stalled_before_ms: int | None) -> dict[str, Any]
         "attempt": record.attempt,
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
+        "owner": record.owner,
+        "epoch": record.epoch,
     }
 
 

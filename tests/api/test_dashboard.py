@@ -11,6 +11,7 @@ import pytest
 
 from saga import Coordinator, SagaStatus
 from saga.api import ApiConfig, HttpServer, start_http
+from saga.log.base import SagaLog
 from tests.api.conftest import TOKENS, settled
 from tests.coordinator.shop import Shop
 
@@ -178,3 +179,57 @@ async def test_dashboard_shows_flow_control_per_service(
     await row.wait_for()
     assert (await row.inner_text()).split() == ["payments", "0", "0", "16"]
     assert await page.locator("#service-table tbody tr").count() == 3
+
+
+async def test_dashboard_shows_coordinators_and_saga_owners_safely(
+    page: Any, server: HttpServer, coordinator: Coordinator, log: SagaLog, shots: Path
+) -> None:
+    # Other coordinators on the same log write their own name and address into it: the
+    # dashboard must show them as text, and link only a plain web address.
+    ownership = log.ownership
+    evil = '<img src=x onerror="window.pwned=1">'
+    await ownership.join("evil-1", evil, 60_000, "javascript:window.pwned=2")
+    await ownership.join("web-1", "web", 60_000, "https://web.example:8443/")
+    await ownership.join("gone-1", "gone", 60_000)
+    await ownership.leave("gone-1")
+    done = await coordinator.start("order", {"sku": "A"}, saga_id="order-owned")
+    assert await settled(coordinator, done.saga_id) is SagaStatus.COMPLETED
+
+    await page.goto(server.url + "/#/coordinators")
+    await page.wait_for_selector("#coordinator-table tbody tr[data-coordinator]")
+    assert await page.locator("#coordinator-table tbody tr").count() == 4
+    me = page.locator(f'tr[data-coordinator="{coordinator.coordinator_id}"]')
+    cells = await me.locator("td").all_inner_texts()
+    assert cells[0] == f"{coordinator.name} (this one)"
+    assert cells[1:3] == [coordinator.coordinator_id, "live"]
+    assert cells[3].endswith("s left")
+    assert cells[7] == "—"
+    web = await page.locator('tr[data-coordinator="web-1"] td').all_inner_texts()
+    assert web[:3] == ["web", "web-1", "live"]
+    link = page.locator('tr[data-coordinator="web-1"] a')
+    assert await link.get_attribute("href") == "https://web.example:8443/"
+    assert await link.get_attribute("rel") == "noopener noreferrer"
+    gone = await page.locator('tr[data-coordinator="gone-1"] td').all_inner_texts()
+    assert gone[2] == "stopped"
+    assert gone[3].startswith("stopped ")
+    bad = page.locator('tr[data-coordinator="evil-1"]')
+    assert (await bad.locator("td").all_inner_texts())[0] == evil
+    assert (await bad.locator("td").all_inner_texts())[7] == "javascript:window.pwned=2"
+    assert await bad.locator("a, img").count() == 0
+    assert await page.locator("#main img").count() == 0
+    assert await page.evaluate("window.pwned") is None
+    assert await page.locator('nav a[data-nav="coordinators"].active').count() == 1
+    await page.screenshot(path=str(shots / "coordinators.png"), full_page=True)
+
+    # The owner in the saga list and in the saga's facts.
+    await page.goto(server.url + "/#/")
+    row = page.locator('tr[data-saga="order-owned"]')
+    await row.wait_for()
+    assert coordinator.coordinator_id in await row.locator("td.owner").inner_text()
+    await page.goto(server.url + "/#/saga/order-owned")
+    await page.wait_for_selector(".facts")
+    facts = await page.inner_text(".facts")
+    assert f"{coordinator.coordinator_id} (epoch 1)" in facts
+    await page.goto(server.url + "/#/")
+    await row.wait_for()
+    await page.screenshot(path=str(shots / "saga-list-owners.png"))

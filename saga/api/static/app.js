@@ -110,13 +110,13 @@ async function renderList(append = false) {
         el("label", {}, "Current step", el("input", { name: "step", value: filters.step, size: 12 })),
         el("button", { type: "submit" }, "Filter")),
       el("table", { id: "saga-table" },
-        el("thead", {}, el("tr", {}, ["Health", "Saga", "Definition", "Status", "Current step", "Created", "Updated"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["Health", "Saga", "Definition", "Status", "Current step", "Owner", "Created", "Updated"].map((h) => el("th", {}, h)))),
         el("tbody", { id: "saga-rows" })),
       el("div", { class: "more", id: "more" }));
     body = $("#saga-rows");
   }
   for (const saga of page.sagas) body.append(sagaRow(saga));
-  if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No sagas match.")));
+  if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No sagas match.")));
   $("#more").replaceChildren(state.cursor ? el("button", { onclick: () => renderList(true) }, "Load more") : "");
 }
 
@@ -127,6 +127,7 @@ function sagaRow(saga) {
     el("td", {}, `${saga.name} v${saga.version}`),
     el("td", {}, badge(saga.status)),
     el("td", {}, saga.current_step ? (saga.attempt > 1 ? `${saga.current_step} #${saga.attempt}` : saga.current_step) : "—"),
+    el("td", { class: "mono owner", title: saga.owner ? `epoch ${saga.epoch}` : "no owner" }, saga.owner || "—"),
     el("td", { title: when(saga.created_ms) }, ago(saga.created_ms)),
     el("td", { title: when(saga.updated_ms) }, ago(saga.updated_ms)));
 }
@@ -173,6 +174,43 @@ async function renderServices() {
     el("table", { id: "service-table" },
       el("thead", {}, el("tr", {}, ["Service", "Queued", "In flight", "Limit"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No commands sent yet.")))));
+}
+
+// -- the coordinators sharing the log ---------------------------------------------------------
+
+// Only a plain web address becomes a link: another coordinator wrote it into the shared log.
+function webLink(url) {
+  if (!url) return "—";
+  let parsed = null;
+  try { parsed = new URL(url); } catch (error) { parsed = null; }
+  if (!parsed || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) return url;
+  return el("a", { href: parsed.href, rel: "noopener noreferrer", target: "_blank", class: "mono" }, url);
+}
+
+function leaseText(c, nowMs) {
+  if (c.state === "stopped") return `stopped ${ago(c.stopped_ms)}`;
+  const left = Math.round((c.lease_until_ms - nowMs) / 1000);
+  if (c.state === "live") return `${Math.max(left, 0)}s left`;
+  return `expired ${-left}s ago`;
+}
+
+async function renderCoordinators() {
+  const page = await api("/api/coordinators");
+  const rows = page.coordinators.map((c) => el("tr", { "data-coordinator": c.coordinator_id, class: c.self ? "self" : null },
+    el("td", {}, c.name, c.self ? el("span", { class: "muted" }, " (this one)") : ""),
+    el("td", { class: "mono" }, c.coordinator_id),
+    el("td", {}, badge(c.state)),
+    el("td", { title: `lease until ${when(c.lease_until_ms)}; renewed ${when(c.renewed_ms)}` }, leaseText(c, page.now_ms)),
+    el("td", {}, c.sagas),
+    el("td", {}, c.in_flight),
+    el("td", {}, c.fenced_writes),
+    el("td", {}, webLink(c.api_url))));
+  $("#main").replaceChildren(
+    el("h2", {}, "Coordinators"),
+    el("p", { class: "muted" }, `Coordinators sharing the saga log, live and ended in the last 10 minutes, with their load at their last renewal (every ${page.lease_ms / 4000}s). Each unfinished saga is owned by one of them; an operator action through any coordinator takes the saga over.`),
+    el("table", { id: "coordinator-table" },
+      el("thead", {}, el("tr", {}, ["Name", "Id", "State", "Lease", "Sagas", "In flight", "Fenced writes", "API"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No coordinators.")))));
 }
 
 // -- one saga ----------------------------------------------------------------------------------
@@ -274,6 +312,7 @@ async function renderSaga(sagaId) {
       onclick: () => openAction(saga.saga_id, action) }, action.replace("_", " ")));
   const facts = [["Definition", `${saga.name} v${saga.version}`], ["Status", badge(saga.status)],
     ["Health", health ? el("span", {}, badge(health.state), " ", healthText(health)) : "finished"],
+    ["Owner", saga.owner ? el("span", {}, el("span", { class: "mono" }, saga.owner), ` (epoch ${saga.epoch})`) : "none"],
     ["Created", when(saga.created_ms)], ["Updated", when(saga.updated_ms)]];
   if (saga.compensation) facts.push(["Compensating because", saga.compensation.reason || "—"]);
   if (saga.stuck) facts.push(["Stuck", el("span", { class: "error" }, saga.stuck.reason || saga.stuck.code)]);
@@ -407,6 +446,10 @@ async function route() {
       state.view = "services";
       $('nav a[data-nav="services"]').classList.add("active");
       await renderServices();
+    } else if (hash.startsWith("#/coordinators")) {
+      state.view = "coordinators";
+      $('nav a[data-nav="coordinators"]').classList.add("active");
+      await renderCoordinators();
     } else if (hash.startsWith("#/compensations")) {
       state.view = "compensations";
       $('nav a[data-nav="compensations"]').classList.add("active");
