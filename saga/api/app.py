@@ -92,8 +92,7 @@ async def _close_streams(app: web.Application) -> None:
 def ownership_counts(coordinator: Coordinator) -> OwnershipCounts:
     """The coordinator's ownership counters, for the metrics."""
     return OwnershipCounts(
-        # The Coordinator has no public count of the sagas it owns; its claims map is it.
-        owned=len(coordinator._owned),
+        owned=coordinator.owned_count,
         fenced_writes=coordinator.fenced_writes,
         claimed=coordinator.claimed,
         released=coordinator.released,

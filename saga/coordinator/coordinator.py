@@ -504,7 +504,13 @@ class Coordinator:
 
     @property
     def active_count(self) -> int:
+        """Sagas driven here now."""
         return len(self._active)
+
+    @property
+    def owned_count(self) -> int:
+        """Unfinished sagas this coordinator owns: those it drives, and stuck ones."""
+        return len(self._owned)
 
     def service_load(self) -> list[ServiceLoad]:
         """Per service: commands waiting for a slot, in flight, and the current limit."""
