@@ -99,7 +99,8 @@ LAZY_COMMANDS: Mapping[str, LazyCommand] = {
     ),
     "soak": LazyCommand(
         target="saga.soak:soak",
-        summary="Run many order sagas while SIGKILLing the coordinator, then check the books.",
+        summary="Run many order sagas while SIGKILLing and pausing coordinators, then check the"
+        " books.",
     ),
 }
 """The developer commands: they start processes from a checkout and pull in everything."""

@@ -1,16 +1,19 @@
-"""``saga soak``: thousands of order sagas through a coordinator SIGKILLed every few seconds.
+"""``saga soak``: thousands of order sagas through coordinators SIGKILLed every few seconds.
 
 From the root of a checkout, like ``saga dev``, it starts the nats-server from the wheel, the
-four example services as subprocesses (``--replicas`` each, on their own databases) and the
-coordinator as a ``saga coordinator --http`` subprocess, which it SIGKILLs every
-``--kill-every`` seconds (at a random moment around that) and restarts. It starts ``--sagas``
-order sagas with a realistic mix (customers short of credit, items out of stock, a flaky
-courier) through ``POST /api/sagas/order`` with saga ids of its own, retrying while the
-coordinator is down (a start with a known id is idempotent), and keeps at most
-``--in-flight`` of them unfinished. Once every saga has ended it checks the shop's books in
-the services' own databases (``services/world.py``, the checks the test suite uses),
-prints the figures, and exits non-zero if a saga was lost, stuck or an effect applied twice,
-or if an invariant failed.
+four example services as subprocesses (``--replicas`` each, on their own databases) and
+``--coordinators`` ``saga coordinator --http`` subprocesses (``coord-<i>``, one saga log), one
+of which it SIGKILLs every ``--kill-every`` seconds (at a random moment around that) and
+restarts; with ``--pause-every`` it also SIGSTOPs one past its lease (``--lease``) and SIGCONTs
+it, so the others take its sagas over and its late writes are fenced (``saga.soak_fleet``). It
+starts ``--sagas`` order sagas with a realistic mix (customers short of credit, items out of
+stock, a flaky courier) through ``POST /api/sagas/order``, round robin over the coordinators,
+with saga ids of its own, retrying at the next coordinator while one is down (a start with a
+known id is idempotent), and keeps at most ``--in-flight`` of them unfinished, counted in the
+log. Once every saga has ended it checks the shop's books in the services' own databases
+(``services/world.py``, the checks the test suite uses) and the ownership audit of the log,
+prints the figures, and exits non-zero if a saga was lost, stuck, an effect applied twice,
+driven by two coordinators at once, or if an invariant failed.
 
 The services are subprocesses, not in-process participants: each has its own interpreter,
 database pool and event loop, as in production, and the figure they alone know (repeated
@@ -50,19 +53,24 @@ from tenacity import (
 
 from saga.checkout import find_checkout, load_from_checkout
 from saga.cli_options import db_option
-from saga.dev import NATS_READY_MARK, SERVICES, Child, Children, service_argv
+from saga.dev import NATS_READY_MARK, SERVICES, Children, service_argv
 from saga.events import SagaStatus
 from saga.log.base import SagaQuery
+from saga.log.ownership import DEFAULT_LEASE_MS, Audit
 from saga.log.sql import SqlSagaLog
 from saga.redact import redact_url as redact
+from saga.soak_fleet import CoordinatorProcess, Fleet
 from saga.testing.postgres import create_databases, drop_databases
 from saga.transport.nats_server import free_port, nats_server_binary
 
 POSTGRES_ENV = "SAGA_TEST_POSTGRES_URL"
-COORDINATOR_READY = "HTTP API and dashboard on"
 REPLAYED = re.compile(r"stopped; (\d+) repeated commands answered from the record")
 UNSETTLED = [SagaStatus.RUNNING, SagaStatus.COMPENSATING]
 PROGRESS_EVERY_S = 30.0
+SEVERAL_COORDINATORS_LEASE_S = 2.0
+"""The soak's lease with several coordinators: short, so pauses past it come quickly."""
+EVERY_COORDINATOR_MS = 365 * 24 * 3600 * 1000
+"""``members(include_ended_ms=...)``: long enough to include every coordinator of the run."""
 START_RETRY_FOR_S = 300.0
 """How long one start is retried while the coordinator is down (it restarts in seconds)."""
 START_RETRY_WAIT = wait_random_exponential(multiplier=0.1, max=2.0)
@@ -89,6 +97,9 @@ class _UnavailableError(Exception):
 class SoakOptions:
     sagas: int
     kill_every_s: float
+    coordinators: int
+    pause_every_s: float
+    lease_s: float | None
     db_url: str | None
     replicas: int
     seed: int
@@ -145,7 +156,8 @@ class SoakDatabases:
 
 def _unlink(files: list[Path]) -> None:
     for path in files:
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        # ".coordinator-lock": the file SQLite's one coordinator holds its flock on.
+        for suffix in ("", "-wal", "-shm", "-journal", ".coordinator-lock"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
@@ -222,47 +234,16 @@ def _sqlite(path: Path) -> SoakDatabases:
     )
 
 
-# -- the coordinator that keeps dying -----------------------------------------------------------
-
-
-@dataclass
-class CoordinatorProcess:
-    """``saga coordinator --http`` as a subprocess, restarted after every SIGKILL."""
-
-    children: Children
-    argv: list[str]
-    child: Child | None = None
-    kills: int = 0
-
-    async def start(self) -> None:
-        self.child = await self.children.start("coordinator", self.argv, _CLEAN_ENV)
-        await self.children.wait_ready(self.child, marker=COORDINATOR_READY)
-
-    async def kill_and_restart(self) -> None:
-        if self.child is not None:
-            self.children.kill(self.child)
-            await self.child.process.wait()
-            self.kills += 1
-        await self.start()
-
-    async def keep_killing(self, every_s: float, rng: random.Random, done: asyncio.Event) -> None:
-        """Until ``done``: SIGKILL at a random moment 0.5 to 1.5 times ``every_s`` after each
-        start finished, then restart."""
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), rng.uniform(0.5, 1.5) * every_s)
-            if not done.is_set():
-                await self.kill_and_restart()
-
-
 # -- feeding sagas through the HTTP API ---------------------------------------------------------
 
 
 @dataclass
 class Feed:
-    """Starts order sagas over HTTP, at most ``window`` unfinished at a time."""
+    """Starts order sagas over HTTP, round robin over the coordinators' start URLs, at most
+    ``window`` unfinished at a time."""
 
-    url: str
+    urls: list[str]
+    """Each coordinator's ``.../api/sagas/order``; order ``i`` goes to ``urls[i % len]``."""
     log: SqlSagaLog
     window: int
     started: list[str] = field(default_factory=list)
@@ -274,7 +255,7 @@ class Feed:
     _room: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, orders: list[dict[str, Any]], workers: int = 8) -> None:
-        queue = iter(orders)
+        queue = iter(enumerate(orders))
         self._room.set()
         poll = asyncio.create_task(self._poll())
         try:
@@ -297,11 +278,11 @@ class Feed:
             await asyncio.sleep(0.25)
 
     async def _worker(self, session: aiohttp.ClientSession, queue: Any) -> None:
-        for order in queue:
+        for index, order in queue:
             await self._room.wait()
             self.unfinished += 1  # until the next poll says how many really are
             self._update_room()
-            await self._start(session, order)
+            await self._start(session, order, index)
 
     def _update_room(self) -> None:
         if self.unfinished < self.window:
@@ -309,9 +290,12 @@ class Feed:
         else:
             self._room.clear()
 
-    async def _start(self, session: aiohttp.ClientSession, order: dict[str, Any]) -> None:
-        """POST one start until it is answered; a start with a known id is idempotent, so
-        resending after a lost answer is safe. Never resent after a 4xx."""
+    async def _start(
+        self, session: aiohttp.ClientSession, order: dict[str, Any], index: int = 0
+    ) -> None:
+        """POST one start until it is answered, each try at the next coordinator; a start
+        with a known id is idempotent (whichever coordinator got it first), so resending
+        after a lost answer is safe. Never resent after a 4xx."""
         body = {"input": order, "saga_id": order["order_id"]}
         timeout = aiohttp.ClientTimeout(total=15)
         retrying = AsyncRetrying(
@@ -323,13 +307,14 @@ class Feed:
         )
         try:
             async for attempt in retrying:
+                url = self.urls[(index + attempt.retry_state.attempt_number - 1) % len(self.urls)]
                 with attempt:
-                    async with session.post(self.url, json=body, timeout=timeout) as response:
+                    async with session.post(url, json=body, timeout=timeout) as response:
                         text = await response.text()
                         if response.status >= 500:
                             raise _UnavailableError(f"{response.status}: {text}")
                         if response.status not in (200, 201):
-                            raise SoakError(f"POST {self.url} answered {response.status}: {text}")
+                            raise SoakError(f"POST {url} answered {response.status}: {text}")
                     self.started.append(order["order_id"])
                     if response.status == 200 and attempt.retry_state.attempt_number > 1:
                         self.existing += 1
@@ -349,12 +334,19 @@ class Feed:
 class Figures:
     sagas: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    coordinators: int = 1
     kills: int = 0
+    pauses: int = 0
+    lease_s: float = DEFAULT_LEASE_MS / 1000
     replayed: dict[str, int | None] = field(default_factory=dict)
     twice: int | None = None
     lost: list[str] = field(default_factory=list)
     retried: int = 0
     existing: int = 0
+    audit: Audit | None = None
+    """Claims, take-overs and interleaved owners, from the log once the coordinators stopped."""
+    fenced: int | None = None
+    """Writes refused by the epoch, summed over every coordinator row of the log."""
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -364,25 +356,44 @@ class Figures:
         per_service = ", ".join(f"{k} {'?' if v is None else v}" for k, v in self.replayed.items())
         if len(known) != len(self.replayed):
             per_service += "; ? = a replica did not report"
+        taken = None if self.audit is None else self.audit.taken_over
+        driven = None if self.audit is None else self.audit.driven_by_two
         rows = [
             ("sagas", str(self.sagas), ""),
             ("completed", str(self.statuses["completed"]), ""),
             ("compensated", str(self.statuses["compensated"]), ""),
             ("stuck", str(self.statuses["stuck"]), ""),
+            ("coordinators", str(self.coordinators), "saga coordinator processes on one log"),
             ("coordinator kills", str(self.kills), "SIGKILL, then a restart"),
+            ("coordinator pauses", str(self.pauses),
+             f"SIGSTOP past the {self.lease_s:g} s lease, then SIGCONT"),
             ("duplicates delivered", str(delivered), f"repeats of answered ones: {per_service}"),
             ("duplicates suppressed", str(delivered), "answered from the record: no handler ran"),
-            ("effects applied twice", "?" if self.twice is None else str(self.twice), ""),
+            ("effects applied twice", _figure(self.twice), ""),
             ("sagas lost", str(len(self.lost)), "not in the log, or not ended"),
+            ("sagas taken over", _figure(taken),
+             "claimed from another coordinator (killed, restarted or paused past its lease)"),
+            # A coordinator reports its count with each lease renewal: the writes fenced since
+            # the last renewal of one SIGKILLed or stopped are not in the log.
+            ("stale writes fenced", _figure(self.fenced),
+             "at least: refused by the epoch check (counts reported at lease renewals)"),
+            ("sagas driven by two coordinators", _figure(driven),
+             "two owners' decisions interleaved in one saga's log"),
             ("start retries", str(self.retried),
              f"{self.existing} found their saga created by the lost first try"),
             ("invariants", "FAILED" if self.failures else "hold", ""),
         ]  # fmt: skip
-        return [f"  {k:<22} {v:>8}  {note}".rstrip() for k, v, note in rows]
+        # "<figure> <value>" first, so a line reads (and greps) as "sagas lost 0".
+        return [f"{f'  {k} {v}':<42}  {note}".rstrip() for k, v, note in rows]
+
+
+def _figure(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) -> Figures:
-    """Start everything, feed the sagas while killing the coordinator, check, clean up."""
+    """Start everything, feed the sagas while killing and pausing coordinators, check, clean
+    up."""
     world_module = load_from_checkout("services.world", root)
     run = uuid.uuid4().hex[:8]
     rng = random.Random(options.seed)
@@ -392,10 +403,12 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
     log = SqlSagaLog(dbs.log)
     groups = [Children(log_dir=folder / "logs", cwd=root) for _ in range(3)]
     coordinators, services, infra = groups  # stopped in this order
-    figures = Figures(sagas=options.sagas)
+    lease_s = options.lease_s or DEFAULT_LEASE_MS / 1000
+    figures = Figures(sagas=options.sagas, coordinators=options.coordinators, lease_s=lease_s)
     echo(
         f"soak {run}: {options.sagas} order sagas, {options.replicas} replicas per service,"
-        f" coordinator SIGKILLed every ~{options.kill_every_s:g} s, seed {options.seed}"
+        f" {_plural(options.coordinators, 'coordinator')} (lease {lease_s:g} s),"
+        f" {_schedule(options)}, seed {options.seed}"
     )
     echo(f"  saga log {redact(dbs.log)}; logs in {folder / 'logs'}")
     began = time.monotonic()
@@ -406,35 +419,31 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
         await world_module.seed(world, dbs.services)
         nats_url = await _start_nats(infra, folder)
         await _start_services(services, options, nats_url, dbs)
-        port = free_port()
-        coordinator = CoordinatorProcess(
-            coordinators,
-            [sys.executable, "-m", "saga", "coordinator", "--nats", nats_url, "--db", dbs.log,
-             "--sagas", "examples.order_saga:ORDER_SAGA", "--http", f"127.0.0.1:{port}"],
-        )  # fmt: skip
-        await coordinator.start()
-        echo(f"  running: nats {nats_url}, coordinator API http://127.0.0.1:{port}")
+        fleet = _fleet(coordinators, options, nats_url, dbs.log, rng)
+        await fleet.start()
+        echo(f"  running: nats {nats_url}, coordinator APIs {' '.join(fleet.urls)}")
         feed = Feed(
-            url=f"http://127.0.0.1:{port}/api/sagas/order", log=log, window=options.in_flight
+            urls=[f"{url}/api/sagas/order" for url in fleet.urls],
+            log=log,
+            window=options.in_flight,
         )
         settled = asyncio.Event()
-        killing = asyncio.create_task(
-            coordinator.keep_killing(options.kill_every_s, rng, settled)
-            if options.kill_every_s > 0
-            else settled.wait()
+        breaking = asyncio.create_task(
+            fleet.disrupt(options.kill_every_s, options.pause_every_s, settled)
         )
         try:
             async with asyncio.timeout(options.timeout_s):
-                await _feed_and_settle(feed, world.orders, killing, echo, began, coordinator)
+                await _feed_and_settle(feed, world.orders, breaking, echo, began, fleet)
         except TimeoutError:
             figures.failures.append(f"not every saga ended within {options.timeout_s:g} s")
         finally:
             settled.set()
-            await killing
-        figures.kills, figures.retried = coordinator.kills, feed.retried
-        figures.existing = feed.existing
+            await breaking
+        figures.kills, figures.pauses = fleet.kills, fleet.pauses
+        figures.retried, figures.existing = feed.retried, feed.existing
         await coordinators.stop()
         statuses = await _statuses(log)
+        await _audit(log, figures)
         await services.stop()  # each replica prints its count of repeated commands
         figures.replayed = _replayed(services)
         await _check(world_module, world, feed.started, statuses, dbs, figures)
@@ -449,6 +458,60 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
         else:
             await dbs.remove()
     return figures
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _schedule(options: SoakOptions) -> str:
+    one = "the coordinator" if options.coordinators == 1 else "one"
+    kills = (
+        f"{one} SIGKILLed every ~{options.kill_every_s:g} s"
+        if options.kill_every_s > 0
+        else "no kills"
+    )
+    if options.pause_every_s <= 0:
+        return kills
+    return f"{kills}, {one} SIGSTOPped past its lease every ~{options.pause_every_s:g} s"
+
+
+def _fleet(
+    children: Children, options: SoakOptions, nats_url: str, log_url: str, rng: random.Random
+) -> Fleet:
+    """The coordinators ``coord-0`` .. ``coord-<N-1>``, each with its own HTTP port."""
+    members = []
+    for i in range(options.coordinators):
+        url = f"http://127.0.0.1:{free_port()}"
+        argv = [
+            sys.executable, "-m", "saga", "coordinator", "--nats", nats_url, "--db", log_url,
+            "--sagas", "examples.order_saga:ORDER_SAGA", "--http", url.removeprefix("http://"),
+            "--name", f"coord-{i}", "--advertise-url", url,
+        ]  # fmt: skip
+        if options.lease_s is not None:
+            argv += ["--lease", f"{options.lease_s:g}"]
+        members.append(
+            CoordinatorProcess(children, name=f"coord-{i}", argv=argv, url=url, env=_CLEAN_ENV)
+        )
+    lease_s = options.lease_s or DEFAULT_LEASE_MS / 1000
+    return Fleet(coordinators=members, lease_s=lease_s, rng=rng)
+
+
+async def _audit(log: SqlSagaLog, figures: Figures) -> None:
+    """Take-overs and interleaved owners from the log's ownership records, and the writes
+    fenced as every coordinator (restarted ones included) last reported them."""
+    try:
+        figures.audit = await log.ownership.audit()
+        members = await log.ownership.members(include_ended_ms=EVERY_COORDINATOR_MS)
+    except Exception as exc:
+        figures.failures.append(f"could not read the ownership audit from the log: {exc}")
+        return
+    figures.fenced = sum(member.fenced_writes for member in members)
+    if figures.audit.driven_by_two:
+        figures.failures.append(
+            f"{figures.audit.driven_by_two} sagas driven by two coordinators (decisions of an"
+            " older owner recorded after a take-over)"
+        )
 
 
 async def _start_services(
@@ -467,23 +530,22 @@ async def _start_services(
 
 async def _feed_and_settle(
     feed: Feed, orders: list[dict[str, Any]], killing: asyncio.Task[Any], echo: Echo,
-    began: float, coordinator: CoordinatorProcess,
+    began: float, fleet: Fleet,
 ) -> None:  # fmt: skip
-    progress = asyncio.create_task(_progress(feed, len(orders), coordinator, echo, began))
+    progress = asyncio.create_task(_progress(feed, len(orders), fleet, echo, began))
     try:
         await _feed_then_wait(feed, orders, killing, echo, began)
     finally:
         progress.cancel()
 
 
-async def _progress(
-    feed: Feed, total: int, coordinator: CoordinatorProcess, echo: Echo, began: float
-) -> None:
+async def _progress(feed: Feed, total: int, fleet: Fleet, echo: Echo, began: float) -> None:
     while True:
         await asyncio.sleep(PROGRESS_EVERY_S)
         echo(
             f"  {time.monotonic() - began:.0f} s: {len(feed.started)} of {total} started,"
-            f" ~{feed.unfinished} unfinished, {coordinator.kills} coordinator kills"
+            f" ~{feed.unfinished} unfinished, {fleet.kills} coordinator kills,"
+            f" {fleet.pauses} pauses"
         )
 
 
@@ -492,7 +554,7 @@ async def _feed_then_wait(
     began: float,
 ) -> None:  # fmt: skip
     feeding = asyncio.create_task(feed.run(orders))
-    # A crash of the kill loop (a coordinator that will not start) ends the soak at once.
+    # A crash of the kill loop (a coordinator that will not start again) ends the soak at once.
     await asyncio.wait({feeding, killing}, return_when=asyncio.FIRST_COMPLETED)
     if killing.done():
         feeding.cancel()
@@ -578,7 +640,17 @@ _OPTIONS = [
                  help="How many order sagas to run."),
     click.option("--kill-every", "kill_every_s", type=click.FloatRange(min=0), default=3.0,
                  show_default=True,
-                 help="SIGKILL the coordinator about this often, in seconds (0: never)."),
+                 help="SIGKILL a coordinator about this often, in seconds (0: never)."),
+    click.option("--coordinators", type=click.IntRange(1, 16), default=1, show_default=True,
+                 help="Coordinator processes sharing the saga log (more than 1: PostgreSQL)."),
+    click.option("--pause-every", "pause_every_s", type=click.FloatRange(min=0), default=0.0,
+                 show_default=True,
+                 help="SIGSTOP a coordinator for 1.5 to 2 leases about this often, in seconds,"
+                 " then SIGCONT it (0: never)."),
+    click.option("--lease", "lease_s", type=click.FloatRange(min=0.5, max=3600), default=None,
+                 metavar="SECONDS",
+                 help="The coordinators' --lease.  [default: 2 with several coordinators,"
+                 " else the coordinator's own default]"),
     # Not from SAGA_DB_URL: a soak creates and drops databases beside its log, so it runs
     # only where it is pointed explicitly, never at a log configured for something else.
     db_option(default=None, from_env=False,
@@ -588,7 +660,8 @@ _OPTIONS = [
     click.option("--replicas", type=click.IntRange(1, 8), default=2, show_default=True,
                  help="Replicas of each service (they share a queue group)."),
     click.option("--seed", type=int, default=None,
-                 help="Seed for the shop, the orders and the kill times.  [default: random]"),
+                 help="Seed for the shop, the orders, the kill and pause times."
+                 "  [default: random]"),
     click.option("--flaky", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
                  help="Probability that a shipping attempt fails transiently."),
     click.option("--in-flight", type=click.IntRange(min=1), default=200, show_default=True,
@@ -608,14 +681,28 @@ def _soak_options(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
+def _is_sqlite(db_url: str | None) -> bool:
+    return db_url is not None and urlsplit(db_url).scheme.lower().startswith("sqlite")
+
+
 @click.command()
 @_soak_options
 def soak(**params: Any) -> None:
-    """Run many order sagas while SIGKILLing the coordinator, then check the books."""
+    """Run many order sagas while SIGKILLing and pausing coordinators, then check the books.
+
+    With --coordinators N (PostgreSQL), N coordinators share the log; the ownership audit must
+    show no saga driven by two of them."""
+    if params["coordinators"] > 1 and _is_sqlite(params["db_url"]):
+        raise SoakError(
+            f"--coordinators {params['coordinators']} needs a PostgreSQL --db: SQLite allows"
+            " one coordinator at a time"
+        )
     try:
         root = find_checkout(Path.cwd(), "saga soak")
     except click.ClickException as exc:
         raise SoakError(exc.message) from None
+    if params["lease_s"] is None and params["coordinators"] > 1:
+        params["lease_s"] = SEVERAL_COORDINATORS_LEASE_S
     if params["seed"] is None:
         params["seed"] = random.randrange(1 << 31)
     if params["timeout_s"] is None:
@@ -633,4 +720,7 @@ def soak(**params: Any) -> None:
         click.echo(f"FAILED: {failure}", err=True)
     if figures.failures:
         raise SystemExit(1)
-    click.echo("soak: every saga ended, nothing was lost or applied twice, the books balance")
+    click.echo(
+        "soak: every saga ended, nothing was lost, applied twice or driven by two coordinators,"
+        " the books balance"
+    )

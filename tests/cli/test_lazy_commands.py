@@ -53,7 +53,7 @@ def test_help_lists_every_command_without_importing_dev_or_soak() -> None:
     assert [p for p in HEAVY if loaded(modules, p)] == []
     listed = {line.split()[0] for line in output.split("Commands:")[1].splitlines() if line}
     assert {"dev", "soak", "coordinator", "list", "show", "log", "migrate", "demo"} <= listed
-    assert "Run many order sagas while SIGKILLing the coordinator" in output
+    assert "Run many order sagas while SIGKILLing and pausing" in output
 
 
 def test_an_operator_command_imports_neither_dev_soak_nor_the_server() -> None:

@@ -1,5 +1,6 @@
 """``saga soak`` starts each saga with tenacity: resent while the coordinator is down or
-answers 5xx, counted, never resent after a 4xx, and given up (not looped forever) at last."""
+answers 5xx (at the next coordinator, when there are several), counted, never resent after a
+4xx, and given up (not looped forever) at last."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ async def answers() -> AsyncIterator[tuple[list[int], str]]:
         yield statuses, str(server.make_url("/api/sagas/order"))
 
 
-def feed(url: str) -> Feed:
-    return Feed(url=url, log=None, window=10)  # type: ignore[arg-type]  # the log is not read
+def feed(*urls: str) -> Feed:
+    return Feed(urls=list(urls), log=None, window=10)  # type: ignore[arg-type]  # not read
 
 
 async def test_a_start_is_resent_after_5xx_and_counted(answers: tuple[list[int], str]) -> None:
@@ -66,3 +67,36 @@ async def test_an_unreachable_coordinator_is_given_up_on(monkeypatch: pytest.Mon
             await starts._start(session, ORDER)
     assert starts.retried >= 1
     assert starts.started == []
+
+
+async def test_starts_go_round_robin_and_a_retry_moves_to_the_next_coordinator() -> None:
+    """Three start endpoints; the second answers 503 once: order 1's retry goes to the third."""
+    hits: list[tuple[int, str]] = []
+    failing = {1}
+
+    def endpoint(number: int) -> web.Application:
+        async def start(request: web.Request) -> web.Response:
+            saga_id = (await request.json())["saga_id"]
+            hits.append((number, saga_id))
+            status = 503 if number in failing else 201
+            failing.discard(number)
+            return web.json_response({"saga_id": saga_id}, status=status)
+
+        app = web.Application()
+        app.router.add_post("/api/sagas/order", start)
+        return app
+
+    servers = [TestServer(endpoint(n), host="127.0.0.1") for n in range(3)]
+    for server in servers:
+        await server.start_server()
+    try:
+        starts = feed(*(str(s.make_url("/api/sagas/order")) for s in servers))
+        async with ClientSession() as session:
+            for index in range(4):
+                await starts._start(session, {**ORDER, "order_id": f"o{index}"}, index)
+    finally:
+        for server in servers:
+            await server.close()
+    assert hits == [(0, "o0"), (1, "o1"), (2, "o1"), (2, "o2"), (0, "o3")]
+    assert starts.started == ["o0", "o1", "o2", "o3"]
+    assert starts.retried == 1
