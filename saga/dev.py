@@ -96,8 +96,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with(parent: int) -> Callable[[], None] | None:
-    """On Linux, what a child runs before exec so the kernel sends it SIGTERM when ``parent``
-    dies, however it dies (SIGKILL included: ``stop()`` then never runs); None elsewhere.
+    """On Linux, what a child runs before exec so the kernel SIGKILLs it when ``parent`` dies,
+    however it dies (SIGKILL included: ``stop()`` then never runs); None elsewhere. SIGKILL,
+    not SIGTERM: a child the soak paused (SIGSTOP) would act on SIGTERM only once continued.
 
     It makes one system call and touches no lock, so it is safe between fork and exec.
     """
@@ -106,7 +107,7 @@ def _die_with(parent: int) -> Callable[[], None] | None:
         return None
 
     def set_death_signal() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the call above: go now
             os._exit(1)
 

@@ -36,7 +36,9 @@ def gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
-async def test_a_child_dies_with_its_sigkilled_parent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("paused", [False, True], ids=["running", "sigstopped"])
+async def test_a_child_dies_with_its_sigkilled_parent(tmp_path: Path, paused: bool) -> None:
+    """Even a child the soak has paused (SIGSTOP), which would not act on SIGTERM."""
     parent = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PARENT, str(tmp_path), stdout=asyncio.subprocess.PIPE
     )
@@ -45,6 +47,8 @@ async def test_a_child_dies_with_its_sigkilled_parent(tmp_path: Path) -> None:
     try:
         child = int(await asyncio.wait_for(parent.stdout.readline(), 30))
         assert not gone(child), "the child should be running while its parent is"
+        if paused:
+            os.kill(child, signal.SIGSTOP)
         parent.send_signal(signal.SIGKILL)
         await parent.wait()
         async with asyncio.timeout(10):
