@@ -137,6 +137,12 @@ def _json_object(body: bytes, what: str, max_bytes: int) -> JsonObject:
     return value
 
 
+def decode_json_object(body: bytes, what: str, max_bytes: int = MAX_PAYLOAD_BYTES) -> JsonObject:
+    """``body`` as a JSON object (empty: ``{}``); ProtocolError, naming ``what``, when it is
+    over ``max_bytes``, not strict JSON, not an object, or nested too deep."""
+    return _json_object(body, what, max_bytes)
+
+
 def encode_json(value: Mapping[str, Any], max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
     """Compact JSON bytes; raises ProtocolError when not serialisable, too deep or too large."""
     try:

@@ -33,6 +33,7 @@ from saga.coordinator.dispatch import (
 from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
 from saga.coordinator.result import SagaChange, SagaResult, result_of
+from saga.coordinator.starts import start_handler
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
 from saga.definition import Saga
@@ -272,12 +273,18 @@ class Coordinator:
         self._open = True
         await self.recover()
         self._lease_task = asyncio.create_task(self._keep_lease(), name="saga-lease")
+        try:  # starts over the transport (NATS saga.start), once recovered
+            await self.transport.serve_starts(start_handler(self))
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Stop taking inputs, finish what is being written, and disconnect."""
         if not self._open:
             return
         self._open = False
+        await self.transport.stop_starts()  # first: a start answered now is still driven
         if self._lease_task is not None:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,11 +6,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
 from saga.protocol import Command, Reply
+from saga.transport.starts import StartAnswer, StartRequest
 
 ReplyHandler = Callable[[Command, Reply], Awaitable[None]]
 """Called with the command an arriving reply answers, and the reply. Transports await it for
 one reply at a time, in arrival order: it should return promptly and hand long work to a task
 (the coordinator's does)."""
+
+StartHandler = Callable[[StartRequest], Awaitable[StartAnswer]]
+"""Answers one saga start that arrived over the transport (the coordinator's calls its
+``start``). It must not raise: every refusal is a StartRefusal. Transports may await several
+at once."""
 
 
 class Transport(ABC):
@@ -31,3 +37,14 @@ class Transport(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Stop delivering replies and disconnect. Idempotent."""
+
+    async def serve_starts(self, handler: StartHandler) -> None:
+        """Start answering saga starts that arrive over this transport with ``handler``;
+        after ``open``. This default takes no starts (a transport without a start subject).
+        Raises TransportError if the transport cannot begin to serve them."""
+        del handler
+
+    async def stop_starts(self) -> None:
+        """Stop taking starts and wait for those being answered. Idempotent; ``close`` does
+        it too. The default has none to stop."""
+        return None

@@ -41,8 +41,10 @@ from saga.protocol import (
     Reply,
 )
 from saga.redact import redact_url
-from saga.transport.base import ReplyHandler, Transport
+from saga.transport.base import ReplyHandler, StartHandler, Transport
+from saga.transport.nats_start import NatsStartServer
 from saga.transport.security import NatsSecurity
+from saga.transport.starts import START_SUBJECT
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +331,7 @@ class NatsTransport(Transport):
         self._warned: set[tuple[str, frozenset[str]]] = set()
         self._store_check: asyncio.Task[None] | None = None
         self._errors = NatsErrorWatch()
+        self._starts: NatsStartServer | None = None
 
     @property
     def permission_violations(self) -> int:
@@ -456,6 +459,37 @@ class NatsTransport(Transport):
                 logger.debug("the idempotency store check failed: %s", exc)
             await asyncio.sleep(every_s)
 
+    async def serve_starts(self, handler: StartHandler) -> None:
+        """Answer ``saga.start`` requests with ``handler``, in the queue group
+        ``saga-coordinators`` (see ``saga.transport.nats_start``); served again after a
+        reconnect. A server that refuses the subscription is logged, not fatal: the
+        coordinator still runs, and starts reach it over HTTP or from Python."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise TransportError("cannot serve starts: the NATS transport is closed")
+        if self._starts is not None:
+            raise TransportError("this NatsTransport serves starts already")
+        starts = NatsStartServer(nc, handler, max_input_bytes=self.max_payload_bytes)
+        refused_before = len(self._errors.refused_subscriptions)
+        await starts.start()
+        self._starts = starts
+        try:
+            await flush_pending(nc)
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise TransportError(f"cannot subscribe to {START_SUBJECT}: {exc}") from exc
+        if len(self._errors.refused_subscriptions) > refused_before:
+            logger.error(
+                "NATS does not let this user subscribe to %s in its queue group: starts over"
+                " NATS do not reach this coordinator (allow subscribe on \"%s saga-coordinators\")",
+                START_SUBJECT, START_SUBJECT,
+            )  # fmt: skip
+
+    async def stop_starts(self) -> None:
+        """Stop answering ``saga.start`` (requests already received are answered). Idempotent."""
+        starts, self._starts = self._starts, None
+        if starts is not None:
+            await starts.stop()
+
     async def send(self, command: Command) -> None:
         """Publish one command; raises TransportError when closed, ProtocolError when oversize.
 
@@ -504,6 +538,7 @@ class NatsTransport(Transport):
         nc, self._nc = self._nc, None
         if nc is None:
             return
+        await self.stop_starts()
         check, self._store_check = self._store_check, None
         if check is not None:
             check.cancel()
