@@ -4,12 +4,14 @@ The public API. Adapters (``SqlSagaLog``, ``NatsTransport``) and the test kit
 (``saga.testing``) are imported from here or from their modules.
 """
 
+from saga.client import start_saga
 from saga.coordinator import Coordinator, SagaHandle, SagaResult
 from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
 from saga.errors import (
     ConcurrencyError,
     ConfigError,
     DefinitionError,
+    FencedError,
     IdempotencyStoreError,
     LogError,
     ProtocolError,
@@ -33,6 +35,7 @@ from saga.sqlpool import PoolOptions
 from saga.transport.base import Transport
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
+from saga.transport.starts import StartReply
 
 __version__ = "0.1.0"
 
@@ -44,6 +47,7 @@ __all__ = [
     "Coordinator",
     "DefinitionError",
     "Direction",
+    "FencedError",
     "IdempotencyStoreError",
     "LogError",
     "NatsSecurity",
@@ -66,6 +70,7 @@ __all__ = [
     "SagaStatus",
     "SqlIdempotencyStore",
     "SqlSagaLog",
+    "StartReply",
     "StateError",
     "Step",
     "StepError",
@@ -75,4 +80,5 @@ __all__ = [
     "UnknownSagaError",
     "__version__",
     "redact_url",
+    "start_saga",
 ]

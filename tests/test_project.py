@@ -53,7 +53,8 @@ def test_public_api_is_pinned() -> None:
             "SagaConflictError", "SagaNotFoundError", "SagaResult", "SagaStatus",
             "SqlIdempotencyStore", "SqlSagaLog",
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",
-            "UnknownSagaError", "__version__", "redact_url",
+            "UnknownSagaError", "__version__", "redact_url", "FencedError", "StartReply",
+            "start_saga",
         ]
     )  # fmt: skip
     for name in saga.__all__:
