@@ -161,13 +161,14 @@ def test_entrypoint_without_secrets_runs_the_command(tmp_path: Path) -> None:
 COORDINATOR_API = """
 from saga.api.options import http_settings
 from saga.cli import main
+from saga.cli_options import HTTP_PARAMS
 import sys
 
 # As `saga coordinator` parses its command line and environment, then checks --http.
 context = main.commands["coordinator"].make_context("coordinator", sys.argv[1:])
 params = dict(context.params)
-own = {"nats_url", "db_url", "saga_specs", "http", "max_in_flight", "adaptive_limit"}
-settings = http_settings(params["http"], **{k: v for k, v in params.items() if k not in own})
+api = {k: v for k, v in params.items() if k in HTTP_PARAMS and k != "http"}
+settings = http_settings(params["http"], **api)
 print(" ".join(sorted(f"{t.name}:{t.role.value}" for t in settings.config.tokens)))
 """
 
