@@ -155,6 +155,13 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             # Counts stay whole: the lower median is one of the runs' own values.
             whole = all(isinstance(v, int) for v in values)
             merged[key] = statistics.median_low(values) if whole else statistics.median(values)
+    each: list[list[dict[str, Any]]] = [r.get("per_coordinator") or [] for r in runs]
+    if each[0] and all(len(e) == len(each[0]) for e in each):
+        # Coordinator k's figures: the median of coordinator k's over the runs.
+        merged["per_coordinator"] = [
+            {k: v for k, v in medians([e[i] for e in each]).items() if k != "repeat"}
+            for i in range(len(each[0]))
+        ]
     merged["repeat"] = len(runs)
     return merged
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from saga.bench.cli import across, across_table
+from saga.bench.cli import across, across_table, medians
 from tests.bench.test_bench import assert_no_leftovers, bench
 
 pytestmark = pytest.mark.nats
@@ -188,3 +188,17 @@ def test_across_ratios_to_one_coordinator_and_the_table() -> None:
     lines = across_table([_figures(2, 600.0, spread=math.nan), _figures(3, 500.0)])
     assert lines[2].split()[:3] == ["2", "600", "-"]  # no ratio; NaN spread shown as "-"
     assert lines[-1].lstrip().startswith("note:")
+
+
+def test_repeated_runs_take_each_coordinators_median() -> None:
+    runs = [
+        _figures(2, rate, per_coordinator=[{"name": "bench-1", "sagas_per_s": a},
+                                           {"name": "bench-2", "sagas_per_s": b}])
+        for rate, a, b in ((600.0, 290.0, 310.0), (500.0, 260.0, 240.0), (700.0, 330.0, 370.0))
+    ]  # fmt: skip
+    merged = medians(runs)
+    assert merged["sagas_per_s"] == 600.0
+    assert merged["per_coordinator"] == [
+        {"name": "bench-1", "sagas_per_s": 290.0},
+        {"name": "bench-2", "sagas_per_s": 310.0},
+    ]
