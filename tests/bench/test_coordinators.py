@@ -8,12 +8,16 @@ import asyncio
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import uuid
 from typing import Any
 
 import pytest
 
 from saga.bench.cli import across, across_table, medians
-from tests.bench.test_bench import assert_no_leftovers, bench
+from tests.bench.test_bench import TAG, assert_no_leftovers, bench, tagged_pids
 
 pytestmark = pytest.mark.nats
 
@@ -202,3 +206,29 @@ def test_repeated_runs_take_each_coordinators_median() -> None:
         {"name": "bench-1", "sagas_per_s": 290.0},
         {"name": "bench-2", "sagas_per_s": 310.0},
     ]
+
+
+def test_ctrl_c_stops_the_coordinator_processes_too() -> None:
+    tag = uuid.uuid4().hex
+    process = subprocess.Popen(
+        [sys.executable, "-m", "saga", "bench", "--coordinators", "1", "--sagas", "1000000",
+         "--in-flight", "16", "--floor-seconds", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, TAG: tag},
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "sagas ended" in line:  # the first progress line: the workload runs
+                break
+        # The bench, nats-server, the participant and the coordinator process.
+        assert len(tagged_pids(tag)) >= 4
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert_no_leftovers(tag)
