@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from saga import eventloop
+from saga.bench.cluster import lease_cost, throughput_across
 from saga.bench.env import (
     BenchDb,
     BenchError,
@@ -56,28 +58,36 @@ def _explain() -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-async def run_once(options: dict[str, Any], echo: Echo) -> dict[str, Any]:
-    """One bench run: database, NATS, participant, floors, the workload; all removed after."""
+async def run_once(
+    options: dict[str, Any], echo: Echo, coordinators: int | None = None
+) -> dict[str, Any]:
+    """One bench run: database, NATS, participant, floors, the workload; all removed after.
+    With ``coordinators``, the workload runs on that many coordinator processes instead of
+    one coordinator in this process."""
     workload = options["workload"]
     work: Workload = options["work"]
     folder = Path(tempfile.mkdtemp(prefix="saga-bench-"))
     db: BenchDb | None = None
     figures: dict[str, Any] = {"workload": workload, **_parameters(options)}
+    if coordinators is not None:
+        figures["coordinators"] = coordinators
+        figures.pop("memory_sagas", None)  # measured in this process only
     try:
         db = await prepare_db(options["db_url"], folder)
         figures["db"] = db.kind
-        echo(f"saga bench: {workload}; log {db.shown}")
+        across = "" if coordinators is None else f" on {coordinators} coordinator process(es)"
+        echo(f"saga bench: {workload}{across}; log {db.shown}")
         if workload == "list":
             listed: dict[str, Any] = await _safely(list_pages(options["rows"], db, echo))
             return figures | listed
         participant: ParticipantOptions = options["participant"]
+        seconds = options["floor_seconds"]
         if workload == "recovery":
             participant = replace(participant, hold=True, tap=True,
                                   max_concurrency=max(participant.max_concurrency,
                                                       3 * work.sagas + 64))  # fmt: skip
         async with environment(options["nats_url"], participant, folder, echo) as env:
             figures["nats"] = "given" if options["nats_url"] else "embedded"
-            seconds = options["floor_seconds"]
             if seconds > 0:
                 echo(f"  floors: NATS request/reply x{work.in_flight}, then commits ({seconds:g} s"
                      " each)")  # fmt: skip
@@ -85,8 +95,15 @@ async def run_once(options: dict[str, Any], echo: Echo) -> dict[str, Any]:
                 figures["floor_commit_per_s"] = await _safely(commit_floor(db, seconds))
             if workload == "recovery":
                 figures |= await _safely(recovery(work, env, db, echo))
+            elif coordinators is not None:
+                figures |= await _safely(throughput_across(
+                    work, coordinators, env, db, echo, event_loop=options["event_loop"]
+                ))  # fmt: skip
             else:
                 figures |= await _safely(throughput(work, env, db, echo))
+        if workload != "recovery" and seconds > 0:
+            echo(f"  lease: renew + census + claim in a loop ({seconds:g} s)")
+            figures |= await _safely(lease_cost(db, seconds))
         _ratios(figures)
         return figures
     finally:
@@ -138,6 +155,13 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
             # Counts stay whole: the lower median is one of the runs' own values.
             whole = all(isinstance(v, int) for v in values)
             merged[key] = statistics.median_low(values) if whole else statistics.median(values)
+    each: list[list[dict[str, Any]]] = [r.get("per_coordinator") or [] for r in runs]
+    if each[0] and all(len(e) == len(each[0]) for e in each):
+        # Coordinator k's figures: the median of coordinator k's over the runs.
+        merged["per_coordinator"] = [
+            {k: v for k, v in medians([e[i] for e in each]).items() if k != "repeat"}
+            for i in range(len(each[0]))
+        ]
     merged["repeat"] = len(runs)
     return merged
 
@@ -154,6 +178,12 @@ _ROWS: list[tuple[str, str, str]] = [
     ("cpu_us_per_saga", "CPU µs per saga *", "{:,.0f}"),
     ("mem_bytes_per_saga", "memory per in-flight saga", "{:,.0f} B"),
     ("log_writes_per_saga", "log writes per saga", "{:.2f}"),
+    ("spread", "spread: fewest ÷ most replies", "{:.2f}"),
+    ("claimed", "sagas claimed by another", "{:,}"),
+    ("released", "sagas handed back for balance", "{:,}"),
+    ("fenced_writes", "writes fenced", "{:,}"),
+    ("leases_lost", "leases lost", "{:,}"),
+    ("refused", "starts refused", "{:,}"),
     ("completed", "completed", "{:,}"),
     ("compensated", "compensated", "{:,}"),
     ("stuck", "stuck", "{:,}"),
@@ -173,12 +203,36 @@ _ROWS: list[tuple[str, str, str]] = [
     ("floor_commit_per_s", "floor: single-row commits/s", "{:,.0f}"),
     ("ratio_steps_to_nats", "ratio steps/s ÷ NATS rps", "{:.3f}"),
     ("ratio_writes_to_commits", "ratio writes/s ÷ commits/s", "{:.2f}"),
+    ("lease_tick_us", "lease tick µs (renew+census+claim)", "{:,.0f}"),
+    ("lease_cpu_us", "lease tick CPU µs, coordinator", "{:,.0f}"),
+    ("lease_db_cpu_us", "lease tick CPU µs, PostgreSQL", "{:,.0f}"),
+    ("lease_core_share", "lease: share of one core **", "{:.3%}"),
 ]
+
+SHARED_CORES = (
+    "on this machine ({cpus} CPUs) the coordinators share its cores with PostgreSQL,"
+    " nats-server, the participant process and the bench's load generator: more"
+    " coordinators add no cores, so these figures show the cost of sharing the work,"
+    " not how it scales on machines of their own"
+)
+"""The note printed under every figure measured with ``--coordinators``."""
+
+
+def _lease_note(figures: dict[str, Any]) -> str:
+    interval = figures.get("lease_interval_s", 2.5)
+    return (
+        f"  ** per coordinator, renewing every {interval:g} s (the default lease 10 s ÷ 4):"
+        " its CPU and PostgreSQL's for one renew, census and empty claim, ÷ the interval;"
+        f" wall {figures['lease_tick_us']:,.0f} µs a tick (renew"
+        f" {figures['lease_renew_us']:,.0f}, census {figures['lease_census_us']:,.0f},"
+        f" claim {figures['lease_claim_us']:,.0f}), median of {figures['lease_ticks']:,}"
+    )
 
 
 def table(figures: dict[str, Any]) -> list[str]:
     params = ", ".join(
-        f"{k}={figures[k]}" for k in ("steps", "sagas", "in_flight", "reject_step", "reject_rate",
+        f"{k}={figures[k]}" for k in ("coordinators", "steps", "sagas", "in_flight",
+                                       "reject_step", "reject_rate",
                                        "replicas", "max_concurrency", "delay_ms", "rows", "db",
                                        "nats", "repeat", "event_loop") if k in figures
     )  # fmt: skip
@@ -189,13 +243,100 @@ def table(figures: dict[str, Any]) -> list[str]:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         lines.append(f"  {label:<36} {form.format(value):>14}")
-    if "cpu_us_per_saga" in figures:
+    if "cpu_us_per_saga" in figures and "coordinators" in figures:
+        lines.append("  * CPU of the coordinator processes over the measured window, all of"
+                     " them, over the sagas")  # fmt: skip
+    elif "cpu_us_per_saga" in figures:
         lines.append("  * CPU of the bench process over the measured window: the coordinator"
                      " and the load generator")  # fmt: skip
+    if "lease_tick_us" in figures:
+        lines.append(_lease_note(figures))
     for key, text in _explain():
         if f"ratio_{key}" in figures:
             lines.append(f"  ratio {key}: {text}")
+    for each in figures.get("per_coordinator", []):
+        lines.append(
+            f"  {each['name']}: {each['started']:,} started here, {each['ended_here']:,} ended"
+            f" here ({each['sagas_per_s']:,.0f}/s), {each['replies']:,} replies; p50"
+            f" {each['p50_ms']:,.1f} / p99 {each['p99_ms']:,.1f} ms; CPU"
+            f" {each['cpu_share']:.0%} of a core; claimed {each['claimed']:,}, handed back"
+            f" {each['released']:,}"
+        )
+    if "coordinators" in figures:
+        lines.append(f"  note: {SHARED_CORES.format(cpus=os.cpu_count())}")
     return lines
+
+
+_ACROSS: list[tuple[str, str, str]] = [
+    # header, key, format (right-aligned in a column as wide as the header or the values)
+    ("coordinators", "coordinators", "{}"),
+    ("sagas/s", "sagas_per_s", "{:,.0f}"),
+    ("÷ N=1", "ratio_to_one", "{:.2f}"),
+    ("per coordinator sagas/s", "per_coordinator_sagas_per_s", "{}"),
+    ("p50 ms", "p50_ms", "{:,.1f}"),
+    ("p99 ms", "p99_ms", "{:,.1f}"),
+    ("spread", "spread", "{:.2f}"),
+    ("CPU µs/saga", "cpu_us_per_saga", "{:,.0f}"),
+    ("claimed/handed back", "moved", "{}"),
+    ("not ended", "unfinished", "{:,}"),
+    ("stuck", "stuck", "{:,}"),
+]
+
+
+def across(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the ``--coordinators N,M,...`` table: each run's figures, with its ratio
+    to the run on one coordinator (when there is one) and the per-coordinator rates."""
+    one = next((r["sagas_per_s"] for r in runs if r.get("coordinators") == 1), None)
+    rows = []
+    for run in runs:
+        row = dict(run)
+        row["ratio_to_one"] = run["sagas_per_s"] / one if one else None
+        row["per_coordinator_sagas_per_s"] = " / ".join(
+            f"{c['sagas_per_s']:,.0f}" for c in run.get("per_coordinator", [])
+        )
+        row["moved"] = f"{run.get('claimed', 0):,}/{run.get('released', 0):,}"
+        rows.append(row)
+    return rows
+
+
+def across_table(runs: list[dict[str, Any]]) -> list[str]:
+    """One table with a row per number of coordinators, the lease's cost and the note."""
+    first = runs[0]
+    params = ", ".join(
+        f"{k}={first[k]}" for k in ("steps", "sagas", "in_flight", "reject_step", "reject_rate",
+                                     "replicas", "max_concurrency", "delay_ms", "db", "nats",
+                                     "repeat", "event_loop") if k in first
+    )  # fmt: skip
+    lines = [f"saga bench {first['workload']} across coordinator processes ({params}) on"
+             f" {platform.node() or '?'}, {os.cpu_count()} CPUs"]  # fmt: skip
+    rows = across(runs)
+    cells = [[_cell(form, row.get(key)) for _, key, form in _ACROSS] for row in rows]
+    widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (head, _, _) in
+              enumerate(_ACROSS)]  # fmt: skip
+    lines.append("  " + "  ".join(h.rjust(w) for (h, _, _), w in zip(_ACROSS, widths, strict=True)))
+    for row_cells in cells:
+        lines.append("  " + "  ".join(c.rjust(w) for c, w in zip(row_cells, widths, strict=True)))
+    lines.append("  spread: the fewest replies any coordinator recorded ÷ the most (1.00: even);"
+                 " CPU: all coordinator processes' over the sagas; claimed/handed back: sagas"
+                 " that changed coordinator while they ran (balance)")  # fmt: skip
+    for run in runs:
+        if "lease_tick_us" in run:
+            db_cpu = run.get("lease_db_cpu_us")
+            server = f" + {db_cpu:,.0f} µs PostgreSQL" if db_cpu is not None else ""
+            lines.append(
+                f"  lease renewal with {run['coordinators']}: {run['lease_cpu_us']:,.0f} µs CPU"
+                f" coordinator{server} per tick ({run['lease_tick_us']:,.0f} µs wall: renew,"
+                f" census, empty claim); every {run['lease_interval_s']:g} s that is"
+                f" {run['lease_core_share']:.3%} of one core per coordinator"
+            )
+    lines.append(f"  note: {SHARED_CORES.format(cpus=os.cpu_count())}")
+    return lines
+
+
+def _cell(form: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return form.format(value)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -273,6 +414,15 @@ class _BenchCommand(click.Command):
     default=None,
     help="Share of sagas rejected at --reject-step (the last step if none given)."
     "  [default: 1 with --reject-step or --reject-last, else 0]",
+)
+@click.option(
+    "--coordinators",
+    default=None,
+    metavar="N|N,M,...",
+    callback=lambda ctx, param, value: _coordinator_counts(value),
+    help="Run the sagas on N coordinator processes on one PostgreSQL log, starts sent round"
+    " robin (N > 1 needs --db postgresql://...); several counts run one after the other into"
+    " one table.  [default: one coordinator inside the bench process]",
 )
 @click.option(
     "--db",
@@ -381,43 +531,106 @@ def bench(**params: Any) -> None:  # fmt: skip
     except click.UsageError as exc:
         raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
     repeat = params["repeat"]
+    counts: list[int | None] = list(options["coordinators"] or [None])
 
     def echo(line: str) -> None:
         click.echo(line, err=True)
 
-    async def runner() -> list[dict[str, Any]]:
-        runs = []
-        for i in range(repeat):
-            if repeat > 1:
-                echo(f"saga bench: run {i + 1} of {repeat}")
-            runs.append(await run_once(options, echo))
-        return runs
+    async def runner() -> list[list[dict[str, Any]]]:
+        found = []
+        for n in counts:
+            runs = []
+            for i in range(repeat):
+                if repeat > 1:
+                    echo(f"saga bench: run {i + 1} of {repeat}")
+                runs.append(await run_once(options, echo, n))
+            found.append(runs)
+        return found
 
     try:
         uvloop = params["event_loop"] == "auto"
-        runs = _main(runner, uvloop=uvloop)
+        every = _main(runner, uvloop=uvloop)
     except asyncio.CancelledError:
         raise SystemExit("saga bench: interrupted; every process it started is stopped") from None
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
-    figures = medians(runs) if repeat > 1 else runs[0]
-    figures["event_loop"] = eventloop.name(uvloop=uvloop)
+    results = [medians(runs) if repeat > 1 else runs[0] for runs in every]
+    for figures in results:
+        figures["event_loop"] = eventloop.name(uvloop=uvloop)
+    if len(results) > 1:
+        for line in across_table(results):
+            click.echo(line)
+        if params["as_json"]:
+            click.echo(json.dumps(_plain({
+                "workload": results[0]["workload"], "coordinators": counts,
+                "runs": [_jsonable(r) | {"ratio_to_one": row["ratio_to_one"]}
+                         for r, row in zip(results, across(results), strict=True)],
+                "note": SHARED_CORES.format(cpus=os.cpu_count()),
+            }), sort_keys=True))  # fmt: skip
+        return
+    figures = results[0]
     for line in table(figures):
         click.echo(line)
     if params["as_json"]:
         click.echo(json.dumps(_jsonable(figures), sort_keys=True))
 
 
+def _plain(value: Any) -> Any:
+    """JSON's values: NaN as null, at any depth."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _jsonable(figures: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in figures.items():
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        out[key] = value
+    out: dict[str, Any] = {key: _plain(value) for key, value in figures.items()}
     for key in ("sagas_per_s", "steps_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_us_per_saga",
                 "floor_nats_rps", "floor_commit_per_s", "mem_bytes_per_saga"):  # fmt: skip
         out.setdefault(key, None)
     return out
+
+
+MAX_COORDINATORS = 8
+
+
+def _coordinator_counts(value: str | None) -> tuple[int, ...] | None:
+    """``--coordinators``: one count or several, comma-separated, each 1 to 8."""
+    if value is None:
+        return None
+    counts: list[int] = []
+    for part in value.split(","):
+        try:
+            count = int(part.strip())
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_COORDINATORS:
+            raise click.BadParameter(
+                f"{value!r}: expected whole numbers 1 to {MAX_COORDINATORS}, such as 1,2,3",
+                param_hint="--coordinators",
+            )
+        if count not in counts:
+            counts.append(count)
+    return tuple(counts)
+
+
+def _check_coordinators(counts: tuple[int, ...] | None, workload: str, db_url: str | None) -> None:
+    if counts is None:
+        return
+    if workload not in ("throughput", "flow"):
+        raise click.BadParameter(f"runs the throughput and flow workloads, not {workload}",
+                                 param_hint="--coordinators")  # fmt: skip
+    several = max(counts)
+    postgres = db_url is not None and urlsplit(db_url).scheme.lower().startswith("postgres")
+    if several > 1 and not postgres:
+        raise click.BadParameter(
+            f"{several} coordinators need PostgreSQL (--db postgresql://USER@HOST/DB):"
+            " a SQLite log allows one coordinator at a time",
+            param_hint="--coordinators",
+        )
 
 
 def _options(params: dict[str, Any]) -> dict[str, Any]:
@@ -438,6 +651,7 @@ def _options(params: dict[str, Any]) -> dict[str, Any]:
     in_flight = params["in_flight"] or int(preset.get("in_flight", 256))
     if params["db_url"] and params["db_url"].startswith(("http:", "https:")):
         raise click.BadParameter(f"{redact_url(params['db_url'])!r}", param_hint="--db")
+    _check_coordinators(params["coordinators"], workload, params["db_url"])
     work = Workload(
         steps=steps, sagas=sagas, in_flight=in_flight, reject_step=reject_step,
         reject_rate=rate, seed=params["seed"],
@@ -453,4 +667,5 @@ def _options(params: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     return {"workload": workload, "work": work, "participant": participant,
             "db_url": params["db_url"], "nats_url": params["nats_url"], "rows": params["rows"],
-            "floor_seconds": params["floor_seconds"]}  # fmt: skip
+            "floor_seconds": params["floor_seconds"], "coordinators": params["coordinators"],
+            "event_loop": params["event_loop"]}  # fmt: skip
