@@ -71,6 +71,8 @@ RETRY_AFTER_LOG_ERROR_MS = 1000
 """When the log cannot be written, the saga's decision is dropped and re-made this much later."""
 BALANCE_SLACK = 16
 """Sagas a coordinator may own above its fair share before it hands the surplus back."""
+BALANCE_AFTER_TICKS = 3
+"""Lease renewals in a row a surplus must last before it is handed back."""
 WATCH_INTERVAL_S = 0.25
 """How often ``wait`` reads the log for a saga another coordinator drives."""
 
@@ -244,6 +246,7 @@ class Coordinator:
         self._owned: dict[str, int] = {}
         self._lease_task: asyncio.Task[None] | None = None
         self._reconcile = False
+        self._surplus_ticks = 0
         self.fenced_writes = 0
         """Writes refused because another coordinator had taken the saga over."""
         self.claimed = 0
@@ -419,11 +422,14 @@ class Coordinator:
         return await handle.result()
 
     async def _watch(self, saga_id: str) -> SagaResult:
-        """The saga's result once the log says it is final or stuck."""
+        """The saga's result once the log says it is final or stuck (its row is read every
+        WATCH_INTERVAL_S; its events once, at the end)."""
         while True:
-            result = await self.get(saga_id)
-            if result.status.is_final or result.status is SagaStatus.STUCK:
-                return result
+            record = await self.log.get(saga_id)
+            if record is None:
+                raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
+            if record.status.is_final or record.status is SagaStatus.STUCK:
+                return await self.get(saga_id)
             active = self._active.get(saga_id)
             if active is not None:  # claimed here meanwhile
                 return await self.wait(saga_id)
@@ -560,9 +566,16 @@ class Coordinator:
             share = math.ceil(census.unfinished / max(census.live, 1))
         owned = len(self._owned)
         surplus = owned - share
+        # A surplus of short sagas ends on its own before the others could claim it; moving
+        # it costs re-sends and a wait of up to a tick. Only one that lasts several ticks
+        # (long sagas, a coordinator joining) is handed back.
         if surplus > max(BALANCE_SLACK, share // 4):
-            await self._hand_back(surplus)
+            self._surplus_ticks += 1
+            if self._surplus_ticks >= BALANCE_AFTER_TICKS:
+                self._surplus_ticks = 0
+                await self._hand_back(surplus)
             return
+        self._surplus_ticks = 0
         want = share - owned
         while want > 0:
             try:
