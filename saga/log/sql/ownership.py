@@ -31,6 +31,19 @@ FORGET_AFTER_MS = 7 * 24 * 3600 * 1000
 _NOW_PG = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 _NOW_SQLITE = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
+_MOVE_TO_ME_PG = f"""
+, claimed AS (
+    UPDATE sagas AS s SET owner = :me, epoch = s.epoch + 1
+    FROM picked WHERE s.saga_id = picked.saga_id
+    RETURNING s.saga_id, s.epoch, s.last_seq, picked.previous
+)
+INSERT INTO saga_owners (saga_id, epoch, owner, previous, after_seq, at_ms)
+SELECT saga_id, epoch, :me, previous, last_seq, {_NOW_PG} FROM claimed
+RETURNING saga_id, epoch
+"""
+"""After a ``picked`` CTE (the rows to claim, locked, and their previous owner): move them to
+``:me`` at the next epoch and record each claim, in the same statement."""
+
 _CLAIM_PG = f"""
 WITH picked AS (
     SELECT s.saga_id, s.owner AS previous FROM sagas AS s
@@ -41,30 +54,14 @@ WITH picked AS (
     ORDER BY s.created_ms, s.saga_id
     LIMIT :limit
     FOR UPDATE OF s SKIP LOCKED
-), claimed AS (
-    UPDATE sagas AS s SET owner = :me, epoch = s.epoch + 1
-    FROM picked WHERE s.saga_id = picked.saga_id
-    RETURNING s.saga_id, s.epoch, s.last_seq, picked.previous
-)
-INSERT INTO saga_owners (saga_id, epoch, owner, previous, after_seq, at_ms)
-SELECT saga_id, epoch, :me, previous, last_seq, {_NOW_PG} FROM claimed
-RETURNING saga_id, epoch
-"""
+){_MOVE_TO_ME_PG}"""
 
 _TAKE_PG = f"""
 WITH picked AS (
     SELECT saga_id, owner AS previous FROM sagas
     WHERE saga_id = :saga_id AND {UNFINISHED_SQL}
     FOR UPDATE
-), claimed AS (
-    UPDATE sagas AS s SET owner = :me, epoch = s.epoch + 1
-    FROM picked WHERE s.saga_id = picked.saga_id
-    RETURNING s.saga_id, s.epoch, s.last_seq, picked.previous
-)
-INSERT INTO saga_owners (saga_id, epoch, owner, previous, after_seq, at_ms)
-SELECT saga_id, epoch, :me, previous, last_seq, {_NOW_PG} FROM claimed
-RETURNING saga_id, epoch
-"""
+){_MOVE_TO_ME_PG}"""
 
 
 def _member(row: Row[Any]) -> Member:
