@@ -264,3 +264,22 @@ def test_overlaps_reads_claims_against_event_epochs() -> None:
     assert overlaps([(2, 2)], [1, 1, 1, 2])  # seq 3 written at epoch 1 after the claim
     assert overlaps([(1, 2), (3, 3)], [1, 2, 2, 2])  # seq 4 at epoch 2 after epoch 3's claim
     assert not overlaps([(1, 2)], [None, None, 2])
+
+
+@pytest.mark.postgres
+async def test_a_log_session_idle_inside_a_transaction_is_ended_by_postgres(
+    postgres_url: str,
+) -> None:
+    """A coordinator paused mid-commit must not hold its sagas' row locks for ever."""
+    from sqlalchemy import text
+
+    from saga.log.sql.engine import IDLE_IN_TRANSACTION_TIMEOUT_MS
+
+    log = SqlSagaLog(postgres_url)
+    await log.open()
+    try:
+        async with log.engine.connect() as conn:
+            shown = (await conn.execute(text("SHOW idle_in_transaction_session_timeout"))).scalar()
+        assert shown == f"{IDLE_IN_TRANSACTION_TIMEOUT_MS // 1000}s"
+    finally:
+        await log.close()

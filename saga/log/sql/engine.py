@@ -25,12 +25,28 @@ SQLITE = SqliteSetup(
 dumps_json = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
 """How the log's JSON columns are encoded (SQLAlchemy's serialiser, and the SQLite writer's)."""
 
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
+"""PostgreSQL ends a log session idle this long inside a transaction. The log's transactions
+never wait between statements, so only a coordinator that was paused (or cut off) mid-commit
+hits it; its row locks are then released, and the sagas it held can be taken over instead of
+waiting for it to resume. Its commit fails and is fenced when retried."""
+
 
 def make_engine(url: str, *, echo: bool = False, pool: PoolOptions | None = None) -> AsyncEngine:
     """An engine for a normalised URL (``sqlite+aiosqlite`` or ``postgresql+asyncpg``)."""
+    postgres = url.startswith("postgresql")
     engine = create_async_engine(
         url,
         echo=echo,
+        connect_args=(
+            {
+                "server_settings": {
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS)
+                }
+            }
+            if postgres
+            else {}
+        ),
         json_serializer=dumps_json,
         json_deserializer=json.loads,
         # Pre-ping (on by default) costs a round trip per checkout, but a group commit checks
