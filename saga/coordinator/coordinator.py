@@ -245,6 +245,10 @@ class Coordinator:
         self.api_url = api_url
         self._owned: dict[str, int] = {}
         self._lease_task: asyncio.Task[None] | None = None
+        self._balance_task: asyncio.Task[None] | None = None
+        self._balance_due = asyncio.Event()
+        self._generation = 0
+        """Raised each time the lease is lost: work begun before it is dropped, not applied."""
         self._reconcile = False
         self._surplus_ticks = 0
         self.fenced_writes = 0
@@ -276,6 +280,7 @@ class Coordinator:
         self._open = True
         await self.recover()
         self._lease_task = asyncio.create_task(self._keep_lease(), name="saga-lease")
+        self._balance_task = asyncio.create_task(self._keep_balance(), name="saga-balance")
         try:  # starts over the transport (NATS saga.start), once recovered
             await self.transport.serve_starts(start_handler(self))
         except BaseException:
@@ -288,11 +293,12 @@ class Coordinator:
             return
         self._open = False
         await self.transport.stop_starts()  # first: a start answered now is still driven
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-            self._lease_task = None
+        for task in (self._lease_task, self._balance_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._lease_task = self._balance_task = None
         await self._dispatcher.close()  # first: nothing queued is sent to a closing transport
         await self.transport.close()
         await self._timers.stop()
@@ -554,11 +560,12 @@ class Coordinator:
     async def _balance(self) -> None:
         """Claim up to this coordinator's fair share, or hand back a surplus."""
         ownership = self.log.ownership
+        generation = self._generation
         if self._reconcile:
             # A claim failed with its outcome unknown: adopt whatever it took.
             mine = await ownership.owned(self.coordinator_id)
             self._reconcile = False
-            await self._resume([c for c in mine if c.saga_id not in self._owned])
+            await self._resume([c for c in mine if c.saga_id not in self._owned], generation)
         census = await ownership.census()
         if ownership.exclusive:
             share = census.unfinished
@@ -585,18 +592,24 @@ class Coordinator:
                 raise
             if not claims:
                 return
+            if generation != self._generation:
+                return  # claimed under a lease since lost: its sagas are claimable again
             self.claimed += len(claims)
             want -= len(claims)
-            await self._resume(claims)
+            await self._resume(claims, generation)
 
-    async def _resume(self, claims: Sequence[Claim]) -> None:
+    async def _resume(self, claims: Sequence[Claim], generation: int) -> None:
         """Drive these newly claimed sagas: read their events in batches and resume each
         batch at once (what they re-send goes out together, what they record shares group
-        commits)."""
+        commits). Stops if the lease is lost meanwhile (``generation`` is then stale)."""
+        if generation != self._generation:
+            return
         for claim in claims:
             self._owned[claim.saga_id] = claim.epoch
         ids = [c.saga_id for c in claims]
         for start in range(0, len(ids), RECOVER_BATCH):
+            if generation != self._generation:
+                return  # every saga was let go with the lease
             batch = ids[start : start + RECOVER_BATCH]
             try:
                 events = await self.log.events_many(batch)
@@ -673,9 +686,10 @@ class Coordinator:
         return Load(sagas=len(self._owned), in_flight=in_flight, fenced_writes=self.fenced_writes)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every quarter of it, and balance after each renewal. A lease found
-        expired (the process was paused or cut off) means every saga may have been taken
-        over: let them all go, join again under a new id, and claim afresh."""
+        """Renew the lease every quarter of it, and have the balance run after each renewal
+        (in its own task: a long take-over never delays a renewal). A lease found expired
+        (the process was paused or cut off) means every saga may have been taken over: let
+        them all go, join again under a new id, and claim afresh."""
         interval = self.lease_ms / 4000
         renewed_at = time.monotonic()
         failures = 0
@@ -683,7 +697,12 @@ class Coordinator:
             await asyncio.sleep(interval)
             ownership = self.log.ownership
             try:
-                alive = await ownership.renew(self.coordinator_id, self.lease_ms, self._load())
+                # Bounded: a renewal that hangs (a dead connection, retries) must not keep
+                # this loop from noticing that the lease ran out.
+                alive = await asyncio.wait_for(
+                    ownership.renew(self.coordinator_id, self.lease_ms, self._load()),
+                    timeout=2 * interval,
+                )
             except Exception as exc:
                 failures += 1
                 if ownership.exclusive:
@@ -702,6 +721,12 @@ class Coordinator:
                 await self._lost_lease()
                 continue
             renewed_at = time.monotonic()
+            self._balance_due.set()
+
+    async def _keep_balance(self) -> None:
+        while True:
+            await self._balance_due.wait()
+            self._balance_due.clear()
             try:
                 await self._balance()
             except Exception as exc:
@@ -709,6 +734,7 @@ class Coordinator:
 
     async def _lost_lease(self) -> None:
         self.leases_lost += 1
+        self._generation += 1
         owned = list(self._owned)
         self._let_go_many(owned, reason="this coordinator's lease expired")
         old = self.coordinator_id

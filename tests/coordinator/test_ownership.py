@@ -189,3 +189,28 @@ async def test_sagas_a_failed_claim_took_are_found_and_driven() -> None:
     assert {r.status for r in results} == {SagaStatus.COMPLETED}
     assert len(failures[0]) == 3
     assert set(work.effects.values()) == {1}
+
+
+async def test_a_coordinator_that_finds_its_lease_expired_rejoins_and_finishes_its_sagas() -> None:
+    log, work = InMemorySagaLog(), Work()
+    async with coordinator(log, work, "a") as a:
+        ids = [(await a.start("two", {"i": i})).saga_id for i in range(5)]
+        await eventually(lambda: len(work.effects) == 5)
+        first_id = a.coordinator_id
+        real_renew = log.ownership.renew
+        expired = []
+
+        async def renew_once_too_late(coordinator_id: str, lease_ms: int, load: Any) -> bool:
+            if not expired:
+                expired.append(coordinator_id)
+                return False  # as after a pause past the lease
+            return await real_renew(coordinator_id, lease_ms, load)
+
+        log.ownership.renew = renew_once_too_late  # type: ignore[method-assign]
+        await eventually(lambda: a.leases_lost == 1 and a.active_count == 5)
+        assert a.coordinator_id != first_id
+        assert await owners(log, ids) == Counter({a.coordinator_id: 5})
+        work.gate.set()
+        results = [await asyncio.wait_for(a.wait(saga_id), 30) for saga_id in ids]
+    assert {r.status for r in results} == {SagaStatus.COMPLETED}
+    assert set(work.effects.values()) == {1}
