@@ -227,10 +227,9 @@ class SqlSagaLog(SagaLog):
         self._sqlite: SqliteWriter | None = None
         """On SQLite, where appends and creates are written (one thread hop per commit)."""
         self._ownership = SqlOwnership(
-            lambda: self.engine,
             self._run,
             sqlite=make_url(self._url).drivername.startswith("sqlite"),
-            lock_path=_sqlite_path(self._url),
+            log_file=_sqlite_path(self._url),
         )
 
     @property

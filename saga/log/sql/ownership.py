@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Row, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga.errors import LogError
 from saga.log.ownership import Audit, Census, Claim, Load, Member, Ownership
@@ -80,22 +80,23 @@ def _member(row: Row[Any]) -> Member:
 
 
 class SqlOwnership(Ownership):
-    """Ownership for a ``SqlSagaLog``'s database; on SQLite (``sqlite``) the file at
-    ``lock_path`` is locked for the one coordinator."""
+    """Ownership for a ``SqlSagaLog``'s database, whose connections ``run`` lends; on SQLite
+    (``sqlite``) a lock file beside ``log_file`` keeps the log to one coordinator."""
 
     def __init__(
         self,
-        engine: Callable[[], AsyncEngine],
         run: Callable[[str, Callable[[AsyncConnection], Awaitable[Any]], bool], Awaitable[Any]],
         *,
         sqlite: bool,
-        lock_path: str | None,
+        log_file: str | None,
     ) -> None:
-        self._engine = engine
         self._run = run
-        self._sqlite_path = lock_path
+        self._lock_path = (
+            None
+            if log_file is None
+            else Path(f"{Path(log_file).expanduser().resolve()}.coordinator-lock")
+        )
         self._lock: IO[bytes] | None = None
-        self._lock_path = Path()
         self.exclusive = sqlite
         self._now = _NOW_SQLITE if self.exclusive else _NOW_PG
 
@@ -109,9 +110,9 @@ class SqlOwnership(Ownership):
         release. A holder removes it before unlocking, so whoever locked a file must check
         that it is still the one at the path (else it locked a removed file: open again).
         """
-        if self._sqlite_path is None or self._lock is not None:
+        path = self._lock_path
+        if path is None or self._lock is not None:
             return
-        path = Path(f"{Path(self._sqlite_path).expanduser().resolve()}.coordinator-lock")
         for _ in range(10):
             handle = open(path, "a+b")  # noqa: SIM115 (held until release_file)
             try:
@@ -135,7 +136,7 @@ class SqlOwnership(Ownership):
             handle.truncate(0)
             handle.write(f"pid {os.getpid()}".encode())
             handle.flush()
-            self._lock, self._lock_path = handle, path
+            self._lock = handle
             return
         raise LogError(f"could not take the coordinator lock {path}")
 
@@ -144,8 +145,9 @@ class SqlOwnership(Ownership):
         handle, self._lock = self._lock, None
         if handle is None:
             return
-        with contextlib.suppress(OSError):
-            os.unlink(self._lock_path)  # while still locked: see _hold_file
+        if self._lock_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_path)  # while still locked: see _hold_file
         handle.close()  # closing the descriptor drops the flock
 
     # -- the operations --------------------------------------------------------------------
