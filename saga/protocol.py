@@ -58,6 +58,19 @@ class Outcome(StrEnum):
     FAILED = "failed"
     """Unknown: a timeout, no responder, a transport or transient handler error. Retried,
     unless the reply is ``final`` (the effect was taken, but the step cannot succeed)."""
+    ACCEPTED = "accepted"
+    """A long-running step: the participant took the command and will complete it later
+    (succeed, reject or fail it) under the completion ``token``. Until then a repeat of the
+    command answers ``accepted`` again, with the count of heartbeats sent so far."""
+
+
+COMPLETIONS_SUBJECT = "saga.completions"
+"""Where a participant announces that an accepted command was completed (or heartbeated).
+The message carries only the command's headers (saga id, step, direction, idempotency key),
+no outcome: every coordinator hears it, and the saga's owner re-sends the command, whose
+recorded reply (in the participant's idempotency store, the outbox) is the outcome. A lost
+or forged announcement costs one re-send; the owner also re-sends accepted commands on its
+own (``Step.poll_every``) and after every recovery or take-over."""
 
 
 RESULT_TOO_LARGE = "result_too_large"
@@ -280,6 +293,11 @@ class Reply:
     final: bool = False
     """For a failure: do not retry. The attempt took effect (or may have) and a repeat would
     answer the same, so the step goes straight to compensation (or stuck, after the pivot)."""
+    token: str | None = None
+    """For ``accepted``: the completion token (the command's idempotency key)."""
+    heartbeats: int = 0
+    """For ``accepted``: how many heartbeats the participant has sent for it so far; each new
+    one extends the step's completion deadline."""
 
     @classmethod
     def succeeded(cls, result: JsonObject | None = None) -> Reply:
@@ -302,9 +320,16 @@ class Reply:
             final=final,
         )
 
+    @classmethod
+    def accepted(cls, token: str, heartbeats: int = 0) -> Reply:
+        return cls(outcome=Outcome.ACCEPTED, token=token, heartbeats=heartbeats)
+
     def to_json(self) -> JsonObject:
         value: JsonObject = {"outcome": self.outcome.value}
-        if self.outcome is Outcome.SUCCEEDED:
+        if self.outcome is Outcome.ACCEPTED:
+            value["token"] = self.token or ""
+            value["heartbeats"] = self.heartbeats
+        elif self.outcome is Outcome.SUCCEEDED:
             value["result"] = self.result or {}
         else:
             value["error"] = (self.error or ErrorInfo(code="unknown", message="")).to_json()
@@ -321,6 +346,17 @@ class Reply:
             outcome = Outcome(str(value.get("outcome")))
         except ValueError as exc:
             raise ProtocolError(f"reply outcome {value.get('outcome')!r} is not known") from exc
+        if outcome is Outcome.ACCEPTED:
+            token, heartbeats = value.get("token"), value.get("heartbeats", 0)
+            if not isinstance(token, str) or not token or len(token) > 1024:
+                raise ProtocolError("an accepted reply needs a string 'token'")
+            if (
+                not isinstance(heartbeats, int)
+                or isinstance(heartbeats, bool)
+                or not 0 <= heartbeats < 2**53
+            ):
+                raise ProtocolError("reply 'heartbeats' must be a non-negative integer")
+            return cls(outcome=outcome, token=token, heartbeats=heartbeats)
         if outcome is Outcome.SUCCEEDED:
             result = value.get("result", {})
             if not isinstance(result, dict):

@@ -1,9 +1,19 @@
-"""The saga DSL: declare sagas as named, versioned lists of typed steps. No I/O."""
+"""The saga DSL: declare sagas as named, versioned graphs of typed steps. No I/O."""
 
 from saga.definition.retry import FOREVER, RetryPolicy
-from saga.definition.saga import JsonObject, RequestBuilder, Results, Saga, Step, StepKind
+from saga.definition.saga import (
+    AnyStep,
+    JsonObject,
+    RequestBuilder,
+    Results,
+    Saga,
+    Step,
+    StepKind,
+    Wait,
+)
 
 __all__ = [
+    "AnyStep",
     "FOREVER",
     "JsonObject",
     "RequestBuilder",
@@ -12,4 +22,5 @@ __all__ = [
     "Saga",
     "Step",
     "StepKind",
+    "Wait",
 ]
