@@ -8,10 +8,15 @@ from typing import Any
 
 JsonObject = dict[str, Any]
 
-EVENT_FORMAT = 1
+EVENT_FORMAT = 2
 """The format new events' data is written in (``Event.format``). The typed payloads in
 ``saga.engine.payloads`` encode it and decode every format listed there, so a later format
-can be added (with a migration) while sagas stored in an older one still replay."""
+can be added (with a migration) while sagas stored in an older one still replay.
+
+Format 2 (graphs, long-running steps, outside events) adds the event types
+``step_accepted``, ``step_waiting`` and ``signal_received``; the types of format 1 keep
+their keys. A coordinator that reads only format 1 refuses format 2 with a clear error
+rather than misreading it."""
 
 
 class SagaStatus(StrEnum):
@@ -82,6 +87,16 @@ class EventType(StrEnum):
     """Payload ``SagaCompleted``: results."""
     SAGA_COMPENSATED = "saga_compensated"
     """Payload ``SagaCompensated``: compensated (step names, in the order compensated)."""
+    STEP_ACCEPTED = "step_accepted"
+    """Payload ``StepAccepted``: step, direction, attempt, token, heartbeats,
+    deadline_at_ms. A long-running step's participant took the command and will complete it
+    later; written again, with a later deadline, for each new heartbeat. Format 2."""
+    STEP_WAITING = "step_waiting"
+    """Payload ``StepWaiting``: step, event, attempt, timeout_at_ms. A wait step began
+    waiting for an outside event. Format 2."""
+    SIGNAL_RECEIVED = "signal_received"
+    """Payload ``SignalReceived``: event, id, payload, sender. An outside event arrived for
+    the saga (kept until a wait step takes it). Format 2."""
 
 
 @dataclass(frozen=True, kw_only=True)

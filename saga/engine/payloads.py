@@ -421,6 +421,105 @@ class SagaCompensated:
         return cls(compensated=[str(step) for step in data.get("compensated") or []])
 
 
+@dataclass(frozen=True, kw_only=True)
+class StepAccepted:
+    """A long-running step's participant accepted the command; it completes it later."""
+
+    type: ClassVar[EventType] = EventType.STEP_ACCEPTED
+    step: str
+    """The step's name."""
+    direction: Direction
+    """Forward (only forward commands may be long-running)."""
+    attempt: int
+    """The attempt that was accepted."""
+    token: str
+    """The completion token the participant gave."""
+    heartbeats: int = 0
+    """Heartbeats the participant had sent when this was written."""
+    deadline_at_ms: int
+    """When the step's outcome counts as unknown if it has not completed."""
+
+    def encode(self) -> JsonObject:
+        return {
+            "step": self.step,
+            "direction": self.direction.value,
+            "attempt": self.attempt,
+            "token": self.token,
+            "heartbeats": self.heartbeats,
+            "deadline_at_ms": self.deadline_at_ms,
+        }
+
+    @classmethod
+    def decode_v2(cls, data: Mapping[str, Any]) -> StepAccepted:
+        return cls(
+            step=str(data["step"]),
+            direction=Direction(data["direction"]),
+            attempt=int(data["attempt"]),
+            token=str(data["token"]),
+            heartbeats=int(data.get("heartbeats", 0)),
+            deadline_at_ms=int(data["deadline_at_ms"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepWaiting:
+    """A wait step began waiting for an outside event."""
+
+    type: ClassVar[EventType] = EventType.STEP_WAITING
+    step: str
+    """The wait step's name."""
+    event: str
+    """The event it waits for."""
+    attempt: int = 1
+    """1, or more once an operator retried a wait that timed out."""
+    timeout_at_ms: int
+    """When it gives up waiting."""
+
+    def encode(self) -> JsonObject:
+        return {
+            "step": self.step,
+            "event": self.event,
+            "attempt": self.attempt,
+            "timeout_at_ms": self.timeout_at_ms,
+        }
+
+    @classmethod
+    def decode_v2(cls, data: Mapping[str, Any]) -> StepWaiting:
+        return cls(
+            step=str(data["step"]),
+            event=str(data["event"]),
+            attempt=int(data.get("attempt", 1)),
+            timeout_at_ms=int(data["timeout_at_ms"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalReceived:
+    """An outside event arrived for the saga; a wait step for it takes its payload."""
+
+    type: ClassVar[EventType] = EventType.SIGNAL_RECEIVED
+    event: str
+    """The event's name (what a ``Wait`` waits for)."""
+    id: str
+    """The sender's id for it: a repeat of the same id is the same event."""
+    payload: JsonObject = field(default_factory=dict)
+    """The event's data; the wait step's result."""
+    sender: str = ""
+    """Who delivered it: an HTTP token's name, or ``nats``."""
+
+    def encode(self) -> JsonObject:
+        return {"event": self.event, "id": self.id, "payload": self.payload, "sender": self.sender}
+
+    @classmethod
+    def decode_v2(cls, data: Mapping[str, Any]) -> SignalReceived:
+        return cls(
+            event=str(data["event"]),
+            id=str(data["id"]),
+            payload=_object(data.get("payload")),
+            sender=str(data.get("sender") or ""),
+        )
+
+
 Payload = (
     SagaStarted
     | StepSent
@@ -434,6 +533,9 @@ Payload = (
     | SagaResumed
     | SagaCompleted
     | SagaCompensated
+    | StepAccepted
+    | StepWaiting
+    | SignalReceived
 )
 """Any event's typed payload; ``payload.type`` is its ``EventType``."""
 
@@ -452,8 +554,19 @@ PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     SagaCompensated,
 )
 
+PAYLOAD_TYPES_V2: tuple[type[StepAccepted | StepWaiting | SignalReceived], ...] = (
+    StepAccepted,
+    StepWaiting,
+    SignalReceived,
+)
+"""The event types format 2 added."""
+
+_V1: dict[EventType, Callable[[Mapping[str, Any]], Payload]] = {
+    cls.type: cls.decode_v1 for cls in PAYLOAD_TYPES
+}
 _DECODERS: dict[int, dict[EventType, Callable[[Mapping[str, Any]], Payload]]] = {
-    1: {cls.type: cls.decode_v1 for cls in PAYLOAD_TYPES},
+    1: _V1,
+    2: _V1 | {cls.type: cls.decode_v2 for cls in PAYLOAD_TYPES_V2},
 }
 """Per stored format, how to read each event type. Keep old formats: old sagas replay."""
 
@@ -470,7 +583,10 @@ def decode(event_type: EventType, data: Mapping[str, Any], event_format: int) ->
             f"event format {event_format} is not known to this version (it reads"
             f" {', '.join(map(str, sorted(_DECODERS)))}); upgrade saga-coordinator"
         )
-    return decoders[event_type](data)
+    decoder = decoders.get(event_type)
+    if decoder is None:
+        raise ValueError(f"event type {event_type.value!r} does not exist in format {event_format}")
+    return decoder(data)
 
 
 def payload_of(event: Event | NewEvent) -> Payload:
