@@ -10,10 +10,9 @@ never an exception; a refused event writes nothing.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
 from saga.errors import ProtocolError, SagaError
-from saga.events import SagaStatus
 from saga.protocol import JsonObject, encode_json
 from saga.transport.base import SignalHandler
 from saga.transport.signals import (
@@ -34,23 +33,6 @@ logger = logging.getLogger(__name__)
 
 NATS_SENDER = "nats"
 """The sender recorded for an event that came over NATS (the request names nobody)."""
-
-
-class _Signalled(Protocol):
-    """What ``Coordinator.signal`` returns (``SignalResult``), as far as an answer needs it."""
-
-    @property
-    def recorded(self) -> bool: ...
-    @property
-    def step(self) -> str | None: ...
-    @property
-    def status(self) -> SagaStatus: ...
-
-
-class _Signaller(Protocol):
-    async def signal(
-        self, saga_id: str, event: str, *, event_id: str, payload: JsonObject, sender: str
-    ) -> _Signalled: ...
 
 
 def refused(refusal: SignalRefusal, *, sender: str, event: str | None = None) -> SignalRefusal:
@@ -105,9 +87,7 @@ async def answer_signal(
                 details={**details, "size_bytes": size, "limit_bytes": limit},
             )
             return refused(refusal, sender=sender, event=event)
-        # Coordinator.signal is the lead's (issue 13); typed by what this module needs of it.
-        target = cast("_Signaller", coordinator)
-        result = await target.signal(
+        result = await coordinator.signal(
             saga_id, event, event_id=request.id, payload=request.payload, sender=sender
         )
     except SagaError as exc:

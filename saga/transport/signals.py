@@ -23,7 +23,7 @@ from saga.errors import (
     StateError,
     TransportError,
 )
-from saga.names import NAME_RULE, SAGA_ID_RULE, is_name, is_saga_id
+from saga.names import EVENT_ID_RULE, NAME_RULE, SAGA_ID_RULE, is_name, is_saga_id
 from saga.protocol import MAX_PAYLOAD_BYTES, JsonObject, decode_json_object, encode_json
 
 EVENT_SUBJECT = "saga.event"
@@ -114,7 +114,7 @@ class SignalRequest:
 _RULES = {
     "saga_id": ("a saga id", SAGA_ID_RULE, is_saga_id),
     "event": ("an event name", NAME_RULE, is_name),
-    "id": ("an event id", SAGA_ID_RULE, is_saga_id),
+    "id": ("an event id", EVENT_ID_RULE, is_saga_id),
 }
 
 

@@ -18,13 +18,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
-from saga import Coordinator
+from saga import Coordinator, SagaStatus
 from saga.api import ApiConfig, Role, Token, create_app
 from saga.api.config import tokens_from_file
 from saga.api.options import http_settings
 from saga.cli import main
+from saga.engine import replay
 from saga.errors import LogError
-from saga.testing import InMemorySagaLog, InMemoryTransport
+from saga.testing import Fault, InMemorySagaLog, InMemoryTransport
 from tests.api.conftest import OPERATOR, TOKENS, VIEWER
 from tests.coordinator.shop import Shop, order_saga
 from tests.transport.signal_fake import APPROVAL, FakeSignals, approval_saga, hold_forever
@@ -273,3 +274,87 @@ async def test_saga_event_sends_one_over_http(
     assert bad.exit_code != 0
     assert "must be a JSON object" in bad.output
     assert len(fake.calls) == 1
+
+
+# -- with the real Coordinator.signal ---------------------------------------------------------
+
+
+def lose(step: str) -> Any:
+    """An interceptor that loses the commands of ``step``: the saga stays in flight there."""
+    return lambda command: Fault.LOSE_COMMAND if command.step == step else Fault.DELIVER
+
+
+@pytest.fixture
+async def real() -> AsyncIterator[tuple[Coordinator, TestClient[Any, Any], InMemoryTransport]]:
+    shop = Shop()
+    transport = InMemoryTransport(shop.participants)
+    coordinator = Coordinator(InMemorySagaLog(), transport, sagas=[approval_saga()])
+    config = ApiConfig(tokens=(*TOKENS, SIGNAL_TOKEN))
+    async with coordinator, TestClient(TestServer(create_app(coordinator, config))) as client:
+        yield coordinator, client, transport
+
+
+async def test_an_event_completes_the_wait_step_and_its_payload_is_the_result(
+    real: tuple[Coordinator, TestClient[Any, Any], InMemoryTransport],
+) -> None:
+    coordinator, client, _ = real
+    await coordinator.start("approve", {}, saga_id="r-1")
+    assert await reaches_step(coordinator, "r-1", "approval")
+    body = {"id": "mail-1", "payload": {"by": "dana"}}
+    response = await client.post(f"/api/sagas/r-1/events/{APPROVAL}", json=body, headers=SIGNAL)
+    assert response.status == 201, await response.text()
+    answer = await response.json()
+    assert (answer["recorded"], answer["step"]) == (True, "approval")
+    result = await asyncio.wait_for(coordinator.wait("r-1"), 10)
+    assert result.status is SagaStatus.COMPLETED
+    state = replay(await coordinator.log.events("r-1"))
+    assert state.results()["approval"] == {"by": "dana"}
+    [signal] = state.signals
+    assert (signal.id, signal.sender, signal.step) == ("mail-1", "webhook", "approval")
+    late = await client.post(f"/api/sagas/r-1/events/{APPROVAL}", json=body, headers=SIGNAL)
+    assert late.status == 409  # the saga is finished
+
+
+async def test_an_early_event_is_kept_and_a_repeat_changes_nothing(
+    real: tuple[Coordinator, TestClient[Any, Any], InMemoryTransport],
+) -> None:
+    coordinator, client, transport = real
+    transport.intercept = lose("hold")
+    await coordinator.start("approve", {}, saga_id="r-2")
+    path = f"/api/sagas/r-2/events/{APPROVAL}"
+    first = await client.post(path, json={"id": "early", "payload": {"n": 1}}, headers=SIGNAL)
+    assert first.status == 201, await first.text()
+    assert (await first.json())["step"] is None  # kept for the wait step
+    before = len(await coordinator.log.events("r-2"))
+    again = await client.post(path, json={"id": "early", "payload": {"n": 2}}, headers=SIGNAL)
+    assert again.status == 200
+    assert (await again.json())["recorded"] is False
+    assert len(await coordinator.log.events("r-2")) == before
+    not_awaited = await client.post("/api/sagas/r-2/events/paid", json={"id": "x"}, headers=SIGNAL)
+    assert not_awaited.status == 422
+    assert len(await coordinator.log.events("r-2")) == before
+
+
+async def test_a_wait_step_that_took_an_event_refuses_another(
+    real: tuple[Coordinator, TestClient[Any, Any], InMemoryTransport],
+) -> None:
+    coordinator, client, transport = real
+    transport.intercept = lose("ship")
+    await coordinator.start("approve", {}, saga_id="r-3")
+    assert await reaches_step(coordinator, "r-3", "approval")
+    path = f"/api/sagas/r-3/events/{APPROVAL}"
+    assert (await client.post(path, json={"id": "one"}, headers=SIGNAL)).status == 201
+    before = len(await coordinator.log.events("r-3"))
+    other = await client.post(path, json={"id": "two"}, headers=SIGNAL)
+    assert other.status == 409, await other.text()
+    assert len(await coordinator.log.events("r-3")) == before
+
+
+async def reaches_step(coordinator: Coordinator, saga_id: str, step: str) -> bool:
+    """Poll (bounded) until the saga waits at ``step``."""
+    for _ in range(500):
+        state = replay(await coordinator.log.events(saga_id))
+        if step in state.pointers:
+            return True
+        await asyncio.sleep(0.02)
+    return False

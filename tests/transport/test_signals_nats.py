@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from saga import Coordinator, NatsTransport
 from saga.client import send_event
 from saga.coordinator.signals import signal_handler
+from saga.engine import replay
 from saga.errors import (
     ProtocolError,
     SagaNotFoundError,
@@ -340,3 +341,25 @@ async def test_the_documented_permissions_allow_events_and_completions(
                 await orders.close()
             assert heard == [("a-1", "hold", Direction.FORWARD)]
             assert transport.permission_violations == 0
+
+
+async def test_the_real_coordinator_keeps_an_early_event_from_nats(
+    nats_server: NatsServer, client: Client
+) -> None:
+    await client.subscribe("orders.>", cb=_swallow)
+    await client.flush()
+    transport = NatsTransport(nats_server.url)
+    coordinator = Coordinator(InMemorySagaLog(), transport, sagas=[approval_saga()])
+    async with coordinator:
+        await transport.serve_signals(signal_handler(coordinator))
+        await coordinator.start("approve", {}, saga_id="r-1")
+        reply = await send_event(client, "r-1", APPROVAL, event_id="early", payload={"n": 1})
+        assert (reply.recorded, reply.step, reply.status) == (True, None, "running")
+        again = await send_event(client, "r-1", APPROVAL, event_id="early", payload={"n": 2})
+        assert again.recorded is False
+        with pytest.raises(StateError, match="waits for"):
+            await send_event(client, "r-1", "paid", event_id="x")
+        [signal] = replay(await coordinator.log.events("r-1")).signals
+        assert (signal.id, signal.payload, signal.sender, signal.step) == (
+            "early", {"n": 1}, "nats", None,
+        )  # fmt: skip
