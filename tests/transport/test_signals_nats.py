@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from saga import Coordinator, NatsTransport
+from saga import Coordinator, NatsTransport, SqlSagaLog
 from saga.client import send_event
 from saga.coordinator.signals import signal_handler
 from saga.engine import replay
@@ -344,12 +344,12 @@ async def test_the_documented_permissions_allow_events_and_completions(
 
 
 async def test_the_real_coordinator_keeps_an_early_event_from_nats(
-    nats_server: NatsServer, client: Client
+    nats_server: NatsServer, client: Client, sql_url: str
 ) -> None:
     await client.subscribe("orders.>", cb=_swallow)
     await client.flush()
     transport = NatsTransport(nats_server.url)
-    coordinator = Coordinator(InMemorySagaLog(), transport, sagas=[approval_saga()])
+    coordinator = Coordinator(SqlSagaLog(sql_url), transport, sagas=[approval_saga()])
     async with coordinator:
         await transport.serve_signals(signal_handler(coordinator))
         await coordinator.start("approve", {}, saga_id="r-1")
@@ -363,3 +363,19 @@ async def test_the_real_coordinator_keeps_an_early_event_from_nats(
         assert (signal.id, signal.payload, signal.sender, signal.step) == (
             "early", {"n": 1}, "nats", None,
         )  # fmt: skip
+
+
+async def test_an_event_published_without_a_reply_subject_is_ignored_and_logged(
+    client: Client, coordinator: Coordinator, fake: FakeSignals, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = coordinator.transport
+    assert isinstance(transport, NatsTransport)
+    signals = transport.signals
+    assert signals is not None
+    body = SignalRequest(saga_id="a-1", event=APPROVAL, id="fire-and-forget").encode()
+    await client.publish(EVENT_SUBJECT, body)
+    # A request after it on the same subject is handled after it (one subscription, in order).
+    assert (await send_event(client, "a-1", APPROVAL, event_id="asked")).recorded
+    assert (signals.refused, signals.answered) == (1, 1)
+    assert [call.event_id for call in fake.calls] == ["asked"]
+    assert any("without a reply subject" in r.getMessage() for r in caplog.records)
