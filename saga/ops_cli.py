@@ -1,4 +1,5 @@
-"""Operator commands against the HTTP API: list, show, compensations, and the audited actions."""
+"""Operator commands against the HTTP API: list, show, compensations, the audited actions, and
+sending a saga an outside event."""
 
 from __future__ import annotations
 
@@ -119,8 +120,9 @@ URL_OPTION = click.option(
     help="The saga HTTP API (saga coordinator --http, or saga dev).",
 )  # fmt: skip
 TOKEN_OPTION = click.option(
-    "--token", envvar="SAGA_API_TOKEN", show_envvar=True, help="Bearer token (viewer or operator)."
-)
+    "--token", envvar="SAGA_API_TOKEN", show_envvar=True,
+    help="Bearer token (viewer, operator, or signal for events).",
+)  # fmt: skip
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
 
@@ -279,5 +281,52 @@ ACTIONS = [
         "force_forward", "At or past the pivot: take the pivot as done, or retry without limit."
     ),
 ]
-COMMANDS: list[click.Command] = [list_sagas, show, compensations, *ACTIONS]
+
+
+@click.command("event")
+@click.argument("saga_id")
+@click.argument("event")
+@click.option(
+    "--id",
+    "event_id",
+    required=True,
+    help="Your id for this event: repeating it with the same id changes nothing.",
+)
+@click.option(
+    "--payload",
+    default="{}",
+    show_default=True,
+    help="The event's data, a JSON object (the wait step's result).",
+)
+@URL_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def event(
+    saga_id: str, event: str, event_id: str, payload: str, url: str, token: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Send the outside event EVENT (a wait step's event name) to the saga SAGA_ID.
+
+    An event that comes before the saga reaches its wait step is kept for it. Needs a token
+    of the signal or operator role.
+    """
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    where, what = (urllib.parse.quote(part, safe="") for part in (saga_id, event))
+    path = f"/api/sagas/{where}/events/{what}"
+    answer = Api(url, token).call("POST", path, {"id": event_id, "payload": data})
+    if not answer["recorded"]:
+        text = f"event {event!r} id {event_id!r} was already received by {saga_id}: nothing changed"
+    elif answer["step"] is None:
+        text = f"event {event!r} recorded; {saga_id} keeps it until it reaches its wait step"
+    else:
+        text = f"event {event!r} recorded; it completed the step {answer['step']} of {saga_id}"
+    _emit(answer, as_json, f"{text} (saga {answer['status']})")
+
+
+COMMANDS: list[click.Command] = [list_sagas, show, compensations, *ACTIONS, event]
 """Every operator command, for ``saga.cli`` to register."""

@@ -142,6 +142,43 @@ SCHEMAS: dict[str, Any] = {
         "required": ["saga_id", "created"],
         "properties": {"saga_id": {"type": "string"}, "created": {"type": "boolean"}},
     },
+    "EventRequest": {
+        "type": "object",
+        "required": ["id"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "The sender's id for this event (the saga id grammar): a repeat"
+                " of an id is the same event, answered 200 with nothing changed.",
+            },
+            "payload": {
+                **OBJECT,
+                "description": "The event's data ({} when absent): the wait step's result.",
+            },
+        },
+    },
+    "EventTaken": {
+        "type": "object",
+        "required": ["saga_id", "event", "id", "recorded", "step", "status"],
+        "properties": {
+            "saga_id": {"type": "string"},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "recorded": {
+                "type": "boolean",
+                "description": "false: a repeat of an id the saga had received; nothing changed.",
+            },
+            "step": {
+                **NULLABLE_STR,
+                "description": "The wait step the event completed now; null: kept for a wait"
+                " step the saga has not reached yet (or a repeat).",
+            },
+            "status": {"type": "string", "enum": [s.value for s in SagaStatus]},
+        },
+    },
     "ActionRequest": {
         "type": "object",
         "required": ["reason"],
@@ -377,6 +414,40 @@ def document() -> dict[str, Any]:
                 requestBody={
                     "required": True,
                     "content": {JSON: {"schema": _ref("ActionRequest")}},
+                },
+            )
+        },
+        "/api/sagas/{saga}/events/{event}": {
+            "post": _op(
+                "Deliver an outside event to the saga's wait step (idempotent by the event's"
+                " id); an event that comes before the saga reaches its step is kept for it."
+                " Needs the signal or the operator role.",
+                {
+                    "201": _reply("Recorded: it completed a wait step, or is kept.", "EventTaken"),
+                    "200": _reply("A repeat of an event id; nothing changed.", "EventTaken"),
+                    "400": _reply(
+                        "A bad body, event id or event name, or a payload that is"
+                        " not a JSON object.",
+                        "Error",
+                    ),
+                    "404": _reply("No saga with that id.", "Error"),
+                    "409": _reply(
+                        "The saga is finished, or the step that waits for this event"
+                        " took another one.",
+                        "Error",
+                    ),
+                    "413": _reply("The body or the payload is too large.", "Error"),
+                    "422": _reply("No step of the saga waits for an event of that name.", "Error"),
+                    **_errors(503),
+                    **WRITE_ERRORS,
+                },
+                parameters=[
+                    _path("saga", "A saga id."),
+                    _path("event", "The event's name, as the saga's Wait step names it."),
+                ],
+                requestBody={
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("EventRequest")}},
                 },
             )
         },
