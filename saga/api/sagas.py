@@ -67,7 +67,7 @@ async def get_saga(request: web.Request) -> web.Response:
             "remaining": [n for n in state.plan if n not in compensated],
         },
         "stuck": views.redact(state.stuck, fields),
-        "timeline": views.redact(views.timeline_json(timeline(events), state, defn), fields),
+        "timeline": views.redact(views.timeline_json(timeline(events, defn), state, defn), fields),
         "actions": views.actions(defn, state),
         "definition": None if defn is None else views.definition_json(defn),
     }
