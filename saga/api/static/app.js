@@ -358,9 +358,9 @@ function drawTimeline(timeline) {
     for (const from of sources) {
       root.append(edge(x(compColumn(from)), cy(from) + boxH / 2, x(c) + boxW + 3, cy(entry) + boxH / 2));
     }
-    if (!sources.length && forwardByName.has(entry.step)) {
-      const from = forwardByName.get(entry.step);
-      root.append(svg("line", { x1: x(c) + boxW / 2, y1: fy(from) + boxH + 18, x2: x(c) + boxW / 2, y2: cy(entry) - 3,
+    if (i === 0 && !sources.length && forwardByName.has(entry.step)) {
+      // The turn back: from below the forward lanes down to the first compensation.
+      root.append(svg("line", { x1: x(c) + boxW / 2, y1: top + forwardRows * rowH - 6, x2: x(c) + boxW / 2, y2: cy(entry) - 3,
         stroke: "#7a8290", "stroke-width": 1.5, "stroke-dasharray": "4 3", "marker-end": "url(#arrow)" }));
     }
   });
@@ -387,9 +387,10 @@ function progressOf(definition, timeline) {
     let status = entry ? entry.state : "pending";
     let detail = entry ? entryDetail(entry) : (step.kind === "wait" ? `will wait for ${step.event}` : "");
     if (comp && comp.state !== "pending") {
-      status = comp.state === "succeeded" || comp.state === "done_by_hand" ? "compensated"
+      const undone = comp.state === "succeeded" || comp.state === "done_by_hand";
+      status = undone ? "compensated"
         : (["failed", "stuck", "rejected"].includes(comp.state) ? comp.state : "compensating");
-      detail = `compensation ${words(comp.state)}`;
+      detail = comp.state === "done_by_hand" ? "by hand" : (undone ? "" : `compensation ${words(comp.state)}`);
     } else if (comp) {
       detail = "to compensate";
     }
@@ -399,7 +400,7 @@ function progressOf(definition, timeline) {
 }
 
 function drawGraph(definition, timeline) {
-  const boxW = 180, boxH = 58, gapX = 54, gapY = 18, pad = 12;
+  const boxW = 200, boxH = 58, gapX = 54, gapY = 18, pad = 12;
   const layers = new Map();
   for (const step of definition.steps) {
     if (!layers.has(step.depth)) layers.set(step.depth, []);
@@ -513,7 +514,7 @@ async function renderSaga(sagaId) {
     el("div", { class: "card" },
       el("dl", { class: "facts" }, facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
       el("div", { class: "actions" }, buttons)),
-    saga.definition ? el("div", { class: "card" }, el("h3", {}, "Graph"), drawGraph(saga.definition, saga.timeline), legend()) : "",
+    saga.definition ? el("div", { class: "card" }, el("h3", {}, "Graph"), drawGraph(saga.definition, saga.timeline)) : "",
     el("div", { class: "card" }, el("h3", {}, "Timeline"), drawTimeline(saga.timeline)),
     el("h3", {}, "In progress"), activeTable(saga.active || []),
     (saga.signals || []).length ? [el("h3", {}, "Outside events"), signalsTable(saga.signals)] : "",

@@ -1,0 +1,146 @@
+"""The API on graphs: definitions with their dependencies, and a parallel saga's timeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from saga import Coordinator, Saga, SagaStatus, Step, StepKind
+from saga.api import ApiConfig, create_app
+from saga.definition import Wait
+from saga.log.base import SagaLog
+from saga.testing import InMemoryTransport
+from tests.api.conftest import OPERATOR, TOKENS, VIEWER, settled, start
+from tests.coordinator.shop import FAST, Shop, order_saga
+
+Client = TestClient[Any, Any]
+
+
+def parallel_saga() -> Saga:
+    """create and credit start together; stock waits for both."""
+    return Saga(
+        name="trip",
+        steps=(
+            Step(name="create", service="orders", command="create", compensation="cancel",
+                 retry=FAST, compensation_retry=FAST, after=()),
+            Step(name="credit", service="payments", command="reserve", compensation="release",
+                 retry=FAST, compensation_retry=FAST, after=()),
+            Step(name="stock", service="inventory", command="reserve", compensation="release",
+                 retry=FAST, compensation_retry=FAST, after=("create", "credit")),
+        ),
+    )  # fmt: skip
+
+
+def approval_saga() -> Saga:
+    """A long-running step and a wait beside it, then a pivot after both."""
+    return Saga(
+        name="approved",
+        steps=(
+            Step(name="create", service="orders", command="create", compensation="cancel"),
+            Step(name="ship", service="inventory", command="ship", compensation="cancel",
+                 completion_timeout=timedelta(hours=4), poll_every=timedelta(minutes=1)),
+            Wait(name="approval", event="manager_approved", timeout=timedelta(days=2),
+                 after=("create",)),
+            Step(name="pay", service="payments", command="reserve", kind=StepKind.PIVOT,
+                 after=("ship", "approval")),
+        ),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def graph_coordinator(shop: Shop, log: SagaLog) -> AsyncIterator[Coordinator]:
+    sagas = [order_saga(), parallel_saga(), approval_saga()]
+    coordinator = Coordinator(log, InMemoryTransport(shop.participants), sagas=sagas)
+    async with coordinator:
+        yield coordinator
+
+
+@pytest.fixture
+async def graph_client(graph_coordinator: Coordinator) -> AsyncIterator[Client]:
+    config = ApiConfig(tokens=TOKENS, redact=frozenset({"card"}))
+    async with TestClient(TestServer(create_app(graph_coordinator, config))) as client:
+        yield client
+
+
+async def test_definitions_give_each_steps_dependencies_depth_and_kind(
+    graph_client: Client,
+) -> None:
+    body = await (await graph_client.get("/api/definitions", headers=VIEWER)).json()
+    found = {s["name"]: s for s in body["sagas"]}
+    assert sorted(found) == ["approved", "order", "trip"]
+    order = found["order"]
+    assert order["sequence"] is True
+    assert [(s["name"], s["after"], s["depth"]) for s in order["steps"]] == [
+        ("create", [], 0), ("credit", ["create"], 1), ("stock", ["credit"], 2),
+    ]  # fmt: skip
+    create = order["steps"][0]
+    assert (create["service"], create["command"], create["compensation"]) == (
+        "orders", "create", "cancel",
+    )  # fmt: skip
+    assert (create["kind"], create["long_running"], create["event"]) == (
+        "compensatable", False, None,
+    )  # fmt: skip
+    trip = found["trip"]
+    assert trip["sequence"] is False
+    assert [(s["name"], s["after"], s["depth"]) for s in trip["steps"]] == [
+        ("create", [], 0), ("credit", [], 0), ("stock", ["create", "credit"], 1),
+    ]  # fmt: skip
+    approved = {s["name"]: s for s in found["approved"]["steps"]}
+    assert found["approved"]["events"] == ["manager_approved"]
+    ship = approved["ship"]
+    assert (ship["after"], ship["long_running"]) == (["create"], True)
+    assert (ship["completion_timeout_ms"], ship["poll_every_ms"]) == (4 * 3600_000, 60_000)
+    approval = approved["approval"]
+    assert approval == {
+        "name": "approval", "after": ["create"], "depth": 1, "kind": "wait",
+        "service": None, "command": None, "compensation": None,
+        "event": "manager_approved", "timeout_ms": 2 * 86400_000,
+        "long_running": False, "completion_timeout_ms": None, "poll_every_ms": None,
+    }  # fmt: skip
+    assert (approved["pay"]["kind"], approved["pay"]["after"], approved["pay"]["depth"]) == (
+        "pivot", ["ship", "approval"], 2,
+    )  # fmt: skip
+
+
+async def test_a_parallel_sagas_timeline_has_dependencies_lanes_and_times(
+    graph_client: Client, graph_coordinator: Coordinator
+) -> None:
+    saga_id = await start(graph_client, "trip", input={"card": "4111"})
+    assert await settled(graph_coordinator, saga_id) is SagaStatus.COMPLETED
+    detail = await (await graph_client.get(f"/api/sagas/{saga_id}", headers=VIEWER)).json()
+    steps = {e["step"]: e for e in detail["timeline"]["steps"]}
+    assert list(steps) == ["create", "credit", "stock"]
+    assert [steps[n]["after"] for n in steps] == [[], [], ["create", "credit"]]
+    for entry in steps.values():
+        assert entry["state"] == "succeeded"
+        assert entry["started_ms"] <= entry["ended_ms"]
+        assert entry["lane"] in (0, 1)
+        assert "started_seq" not in entry
+    # stock starts only once both branches ended.
+    assert steps["stock"]["started_ms"] >= max(steps[n]["ended_ms"] for n in ("create", "credit"))
+    assert steps["stock"]["lane"] in (steps["create"]["lane"], steps["credit"]["lane"])
+    assert detail["definition"]["steps"][2]["depth"] == 1
+    assert detail["timeline"]["signals"] == []
+    assert detail["input"] == {"card": "***"}
+
+
+async def test_a_failed_branch_compensates_the_others_and_shows_what_is_left(
+    graph_client: Client, graph_coordinator: Coordinator, shop: Shop
+) -> None:
+    shop.reject.add("inventory.reserve")
+    shop.fail["payments.release"] = 100
+    saga_id = await start(graph_client, "trip")
+    assert await settled(graph_coordinator, saga_id) is SagaStatus.STUCK
+    detail = await (await graph_client.get(f"/api/sagas/{saga_id}", headers=OPERATOR)).json()
+    steps = {e["step"]: e["state"] for e in detail["timeline"]["steps"]}
+    assert steps == {"create": "succeeded", "credit": "succeeded", "stock": "rejected"}
+    comps = {e["step"]: e for e in detail["timeline"]["compensations"]}
+    assert comps["credit"]["state"] == "stuck"
+    # create and credit are independent: neither compensation waits for the other.
+    assert comps["credit"]["after"] == []
+    assert comps["create"]["after"] == []
+    assert comps["create"]["state"] in ("succeeded", "pending")
