@@ -42,3 +42,16 @@ def check_saga_id(value: object) -> str:
         return value
     shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else repr(value[:60])
     raise ProtocolError(f"saga id {shown} is invalid: it must be {SAGA_ID_RULE}")
+
+
+EVENT_ID_RULE = SAGA_ID_RULE
+"""An outside event's id (given by its sender) follows the saga id grammar."""
+
+
+def check_event_id(value: object) -> str:
+    """``value`` if it is a valid event id; ProtocolError naming the rule otherwise."""
+    if is_saga_id(value):
+        assert isinstance(value, str)
+        return value
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else repr(value[:60])
+    raise ProtocolError(f"event id {shown} is invalid: it must be {EVENT_ID_RULE}")

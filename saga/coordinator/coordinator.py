@@ -32,7 +32,7 @@ from saga.coordinator.dispatch import (
 )
 from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
-from saga.coordinator.result import SagaChange, SagaResult, result_of
+from saga.coordinator.result import SagaChange, SagaResult, SignalResult, result_of
 from saga.coordinator.starts import start_handler
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
@@ -59,8 +59,8 @@ from saga.errors import (
 from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
 from saga.log.ownership import DEFAULT_LEASE_MS, Claim, Load
-from saga.names import SAGA_ID_RULE, is_saga_id
-from saga.protocol import MAX_PAYLOAD_BYTES, Command, Reply, encode_json
+from saga.names import NAME_RULE, SAGA_ID_RULE, check_event_id, is_name, is_saga_id
+from saga.protocol import MAX_PAYLOAD_BYTES, Command, Direction, Outcome, Reply, encode_json
 from saga.transport.base import Transport
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,24 @@ def _row_of(state: SagaState) -> _Row:
         "health": engine.health(state),
         "attempt": pointer.attempts if pointer else None,
     }
+
+
+def _was_accepted(state: SagaState, command: Command) -> bool:
+    """The command's step had been accepted as long-running (a reply now is a completion)."""
+    progress = state.steps.get(command.step)
+    return command.direction is Direction.FORWARD and progress is not None and progress.accepted
+
+
+def _signal_result(state: SagaState, event: str, event_id: str, *, recorded: bool) -> SignalResult:
+    taken = next((s.step for s in state.signals if s.event == event and s.id == event_id), None)
+    return SignalResult(
+        saga_id=state.saga_id,
+        event=event,
+        id=event_id,
+        recorded=recorded,
+        step=taken,
+        status=state.status,
+    )
 
 
 def _check_same_start(existing: SagaRecord, new: NewSaga, *, version_given: bool) -> None:
@@ -921,10 +939,13 @@ class Coordinator:
                     saga_id, work.pointer.step, work.pointer.attempts, work.pointer.last_error,
                 )  # fmt: skip
             commands = list(decision.commands)
-            if resend and not commands:
-                pending = engine.in_flight(work)
-                if pending is not None:
-                    commands.append(pending)
+            if resend:
+                sending = {(c.step, c.direction, c.attempt) for c in commands}
+                commands.extend(
+                    c
+                    for c in engine.in_flight(work)
+                    if (c.step, c.direction, c.attempt) not in sending
+                )
             for command in commands:
                 if not await self._send(active, command):
                     engine.hold(work, command)
@@ -974,7 +995,7 @@ class Coordinator:
         """Send a recorded command through flow control: True if sent, False if it waits
         (behind the commands of sagas started before this one)."""
         defn = active.defn
-        timeout_ms = defn.steps[defn.index(command.step)].timeout_ms
+        timeout_ms = defn.step(command.step).timeout_ms
         priority = (active.state.started_ms, command.saga_id)
         return await self._dispatcher.submit(command, timeout_ms, priority)
 
@@ -1029,15 +1050,94 @@ class Coordinator:
 
     async def _on_reply(self, command: Command, reply: Reply) -> None:
         self._dispatcher.on_reply(command)
-        if command.saga_id not in self._active:
+        active = self._active.get(command.saga_id)
+        if active is None:
             logger.debug("reply for saga %s, which is not active here", command.saga_id)
             return
         if self._hooks is not None:
             self._hooks.on_reply(command)
         now = self.clock.now_ms()
-        self._spawn(
-            self._advance(command.saga_id, lambda st: engine.on_reply(st, command, reply, now))
+        defn = active.defn
+
+        def make(state: SagaState) -> list[NewEvent]:
+            events = engine.on_reply(defn, state, command, reply, now)
+            if (
+                not events
+                and reply.outcome is not Outcome.ACCEPTED
+                and _was_accepted(state, command)
+            ):
+                logger.warning(
+                    "saga %s: refused the %s completion of step %r: the saga has moved on (%s)",
+                    command.saga_id, reply.outcome.value, command.step, state.status.value,
+                )  # fmt: skip
+            return events
+
+        self._spawn(self._advance(command.saga_id, make))
+
+    async def _on_completion(self, saga_id: str, step: str, direction: Direction) -> None:
+        """A participant announced that an accepted command of ``step`` completed (or sent a
+        heartbeat): if the saga is driven here, ask for the outcome now."""
+        active = self._active.get(saga_id)
+        if active is None or direction is not Direction.FORWARD:
+            return
+
+        def make(state: SagaState) -> list[NewEvent]:
+            engine.poll_now(state, step)
+            return []
+
+        self._spawn(self._advance(saga_id, make))
+
+    async def signal(
+        self,
+        saga_id: str,
+        event: str,
+        *,
+        event_id: str,
+        payload: JsonObject | None = None,
+        sender: str = "api",
+    ) -> SignalResult:
+        """Deliver the outside event ``event`` (id ``event_id``) to a saga.
+
+        Returns once it is in the saga's log: ``recorded`` is False for a repeat of an id
+        already received (nothing changes). Raises SagaNotFoundError, StateError (the saga
+        is finished, no step waits for ``event``, or the step already took another event)
+        and ProtocolError (a bad name, id or payload). Like an operator action, it moves the
+        saga to this coordinator if another owned it.
+        """
+        if not is_name(event):
+            raise ProtocolError(f"event name {str(event)[:60]!r} must be {NAME_RULE}")
+        check_event_id(event_id)
+        body = {} if payload is None else payload
+        if not isinstance(body, dict):
+            raise ProtocolError("an event's payload must be a JSON object")
+        encode_json(body, self.max_input_bytes)
+        defn, state = await self._current(saga_id)
+        if not defn.waits_for(event):
+            raise StateError(
+                f"no step of saga {defn.name!r} v{defn.version} waits for event {event!r}",
+                saga_id=saga_id,
+            )
+        now = self.clock.now_ms()
+        if any(s.event == event and s.id == event_id for s in state.signals):
+            return _signal_result(state, event, event_id, recorded=False)
+        await self._activate(saga_id)
+        outcome: list[SignalResult] = []
+
+        def make(work: SagaState) -> list[NewEvent]:
+            events = engine.on_signal(
+                defn, work, event, event_id=event_id, payload=body, sender=sender, now_ms=now
+            )
+            outcome.append(_signal_result(work, event, event_id, recorded=bool(events)))
+            return events
+
+        await self._advance(saga_id, make)
+        if not outcome:
+            raise StateError("the saga changed while the event was being recorded; try again")
+        active = self._active.get(saga_id)
+        state = (
+            active.state if active is not None else engine.replay(await self.log.events(saga_id))
         )
+        return _signal_result(state, event, event_id, recorded=outcome[0].recorded)
 
     def _on_timer(self, saga_id: str) -> None:
         if saga_id in self._active:

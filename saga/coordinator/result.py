@@ -33,7 +33,7 @@ class SagaResult:
 
 def result_of(state: SagaState) -> SagaResult:
     """What a caller learns about ``state``: status, results, compensations, stuck reason."""
-    compensated = [name for name in state.plan if state.steps[name].compensated]
+    compensated = [name for name in state.compensated_order if name in state.plan]
     return SagaResult(
         saga_id=state.saga_id,
         name=state.name,
@@ -45,6 +45,21 @@ def result_of(state: SagaState) -> SagaResult:
         stuck=state.stuck,
         needs_attention=state.needs_attention,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalResult:
+    """What delivering an outside event to a saga did (``Coordinator.signal``)."""
+
+    saga_id: str
+    event: str
+    id: str
+    recorded: bool
+    """False for a repeat of an id already received: nothing changed."""
+    step: str | None
+    """The wait step that took it, or None while it is kept for a step not reached yet."""
+    status: SagaStatus
+    """The saga's status after it was recorded."""
 
 
 @dataclass(frozen=True, kw_only=True)

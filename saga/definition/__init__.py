@@ -13,8 +13,8 @@ from saga.definition.saga import (
 )
 
 __all__ = [
-    "AnyStep",
     "FOREVER",
+    "AnyStep",
     "JsonObject",
     "RequestBuilder",
     "Results",

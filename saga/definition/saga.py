@@ -275,7 +275,7 @@ class Saga:
             if name in done:
                 return self._below[name]
             if name in path:
-                cycle = path[path.index(name) :] + [name]
+                cycle = [*path[path.index(name) :], name]
                 raise DefinitionError(
                     f"saga {self.name!r}: steps depend on each other in a cycle:"
                     f" {' -> '.join(reversed(cycle))}",

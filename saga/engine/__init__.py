@@ -9,11 +9,22 @@ from saga.engine.decide import (
     hold,
     in_flight,
     on_reply,
+    on_signal,
+    poll_now,
     wake_at,
 )
 from saga.engine.health import health
 from saga.engine.payloads import Action, Payload, new_event, payload_of
-from saga.engine.state import Phase, SagaState, StepPointer, StepProgress, apply, new_state, replay
+from saga.engine.state import (
+    Phase,
+    SagaState,
+    Signal,
+    StepPointer,
+    StepProgress,
+    apply,
+    new_state,
+    replay,
+)
 
 __all__ = [
     "Action",
@@ -22,6 +33,7 @@ __all__ = [
     "Phase",
     "Preview",
     "SagaState",
+    "Signal",
     "StepPointer",
     "StepProgress",
     "apply",
@@ -35,7 +47,9 @@ __all__ = [
     "new_state",
     "on_action",
     "on_reply",
+    "on_signal",
     "payload_of",
+    "poll_now",
     "preview",
     "refusal",
     "replay",

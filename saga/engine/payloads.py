@@ -277,10 +277,18 @@ class CompensationStarted:
     reason: str | None = None
     """Why it turned back."""
     steps: list[str]
-    """The steps to compensate, in the order they are compensated."""
+    """The steps to compensate, latest first (a step after every step that depends on it)."""
+    awaits: bool = False
+    """Steps still in flight (other branches) are awaited, and compensated only once their
+    outcome is in (a reply or a timeout). False (a cancel, the deadline, and every format-1
+    event): their compensation is sent at once, as the participant fences it. Stored only
+    when true."""
 
     def encode(self) -> JsonObject:
-        return {"reason": self.reason, "steps": self.steps}
+        data: JsonObject = {"reason": self.reason, "steps": self.steps}
+        if self.awaits:
+            data["awaits"] = True
+        return data
 
     @classmethod
     def decode_v1(cls, data: Mapping[str, Any]) -> CompensationStarted:
@@ -288,6 +296,7 @@ class CompensationStarted:
         return cls(
             reason=None if reason is None else str(reason),
             steps=[str(step) for step in data["steps"]],
+            awaits=bool(data.get("awaits", False)),
         )
 
 
@@ -539,7 +548,23 @@ Payload = (
 )
 """Any event's typed payload; ``payload.type`` is its ``EventType``."""
 
-PAYLOAD_TYPES: tuple[type[Payload], ...] = (
+PAYLOAD_TYPES: tuple[
+    type[
+        SagaStarted
+        | StepSent
+        | StepSucceeded
+        | StepRejected
+        | StepFailed
+        | RetryScheduled
+        | CompensationStarted
+        | OperatorAction
+        | SagaStuck
+        | SagaResumed
+        | SagaCompleted
+        | SagaCompensated
+    ],
+    ...,
+] = (
     SagaStarted,
     StepSent,
     StepSucceeded,
@@ -559,7 +584,7 @@ PAYLOAD_TYPES_V2: tuple[type[StepAccepted | StepWaiting | SignalReceived], ...] 
     StepWaiting,
     SignalReceived,
 )
-"""The event types format 2 added."""
+"""The event types format 2 added (``PAYLOAD_TYPES`` holds those of format 1)."""
 
 _V1: dict[EventType, Callable[[Mapping[str, Any]], Payload]] = {
     cls.type: cls.decode_v1 for cls in PAYLOAD_TYPES

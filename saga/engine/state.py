@@ -19,10 +19,13 @@ from saga.engine.payloads import (
     SagaResumed,
     SagaStarted,
     SagaStuck,
+    SignalReceived,
+    StepAccepted,
     StepFailed,
     StepRejected,
     StepSent,
     StepSucceeded,
+    StepWaiting,
     payload_of,
 )
 from saga.errors import StateError
@@ -39,6 +42,11 @@ class Phase(StrEnum):
     FAILED = "failed"
     WAITING = "waiting"
     """A retry is scheduled for ``retry_at_ms``."""
+    ACCEPTED = "accepted"
+    """A long-running step's participant accepted the command; it completes it later, by
+    ``timeout_at_ms`` (the completion deadline, extended by heartbeats)."""
+    AWAITING = "awaiting"
+    """A wait step is waiting for its outside event (``event``) until ``timeout_at_ms``."""
 
 
 @dataclass
@@ -69,11 +77,35 @@ class StepPointer:
     last_error: JsonObject | None = None
     final: bool = False
     """The last attempt failed for good (``final`` in its event): no retry is worth making."""
+    event: str | None = None
+    """For a wait step: the outside event it waits for (it sends no command)."""
+    token: str | None = None
+    """For an accepted long-running step: its completion token."""
+    heartbeats: int = 0
+    """For an accepted long-running step: heartbeats recorded so far."""
+    poll_at_ms: int | None = None
+    """For an accepted long-running step: when to re-send the command to ask for its outcome
+    (in memory only: recovery re-sends at once, then every ``Step.poll_every``)."""
+
+    @property
+    def is_wait(self) -> bool:
+        """A wait step's pointer: it waits for an event and never has a command."""
+        return self.event is not None
+
+    @property
+    def has_command(self) -> bool:
+        """A command for this attempt is out (in flight, or accepted and polled)."""
+        return not self.is_wait and self.phase in (Phase.IN_FLIGHT, Phase.ACCEPTED)
 
     @property
     def attempts_in_budget(self) -> int:
         """Attempts that count against the retry policy (those since the last resume)."""
         return self.attempts - self.budget_base
+
+    @property
+    def settled(self) -> bool:
+        """Nothing is out for it: no command awaiting a reply (unknown outcomes included)."""
+        return self.phase not in (Phase.IN_FLIGHT, Phase.AWAITING)
 
     @property
     def failing(self) -> bool:
@@ -113,6 +145,20 @@ class StepProgress:
     result: JsonObject | None = None
     payload: JsonObject | None = None
     compensated: bool = False
+    accepted: bool = False
+    """A long-running step's participant accepted it (its later reply is a completion)."""
+
+
+@dataclass
+class Signal:
+    """An outside event received for the saga; ``step`` is the wait step that took it."""
+
+    event: str
+    id: str
+    payload: JsonObject
+    sender: str
+    at_ms: int
+    step: str | None = None
 
 
 @dataclass
@@ -128,11 +174,20 @@ class SagaState:
     seq: int = 0
     status: SagaStatus = SagaStatus.RUNNING
     steps: dict[str, StepProgress] = field(default_factory=dict)
-    pointer: StepPointer | None = None
-    """The step or compensation being worked on; None between steps and once finished."""
+    pointers: dict[str, StepPointer] = field(default_factory=dict)
+    """The steps (or compensations) being worked on, by step name, in the order started:
+    several at once where the saga's graph branches. Empty between steps and once finished."""
     compensating: bool = False
     plan: list[str] = field(default_factory=list)
-    """Steps to compensate, in the order they are compensated."""
+    """Steps to compensate, latest first (a reverse dependency order); steps that do not
+    depend on each other are compensated at the same time."""
+    compensated_order: list[str] = field(default_factory=list)
+    """Steps compensated so far, in the order their compensations succeeded."""
+    signals: list[Signal] = field(default_factory=list)
+    """Outside events received, in order of arrival."""
+    awaits_in_flight: bool = False
+    """Compensating, and forward steps in flight are awaited before they are compensated
+    (``CompensationStarted.awaits``)."""
     compensation_reason: str | None = None
     cancel_reason: str | None = None
     stuck: JsonObject | None = None
@@ -144,19 +199,36 @@ class SagaState:
         return self.status.is_final
 
     @property
+    def pointer(self) -> StepPointer | None:
+        """The step to show and act on: the one it is stuck on, else the first failing one,
+        else the first one still under way, else the first one; None when there is none."""
+        if not self.pointers:
+            return None
+        stuck_on = None if self.stuck is None else self.stuck.get("step")
+        if isinstance(stuck_on, str) and stuck_on in self.pointers:
+            return self.pointers[stuck_on]
+        for pointer in self.pointers.values():
+            if pointer.failing:
+                return pointer
+        for pointer in self.pointers.values():
+            if pointer.phase is not Phase.SUCCEEDED:
+                return pointer
+        return next(iter(self.pointers.values()))
+
+    @property
     def failing(self) -> bool:
-        """Stuck, or its current step or compensation is failing (``StepPointer.failing``)."""
-        return self.stuck is not None or (self.pointer is not None and self.pointer.failing)
+        """Stuck, or a step or compensation is failing (``StepPointer.failing``)."""
+        return self.stuck is not None or any(p.failing for p in self.pointers.values())
 
     @property
     def pivot_pending(self) -> bool:
         """The pivot's outcome is not known yet (``StepPointer.pivot_pending``)."""
-        return self.pointer is not None and self.pointer.pivot_pending
+        return any(p.pivot_pending for p in self.pointers.values())
 
     @property
     def at_pivot(self) -> bool:
         """The saga is on its pivot, not yet past it (``StepPointer.at_pivot``)."""
-        return self.pointer is not None and self.pointer.at_pivot
+        return any(p.at_pivot for p in self.pointers.values())
 
     @property
     def needs_attention(self) -> bool:
@@ -165,9 +237,15 @@ class SagaState:
         return (
             self.status is SagaStatus.RUNNING
             and self.pivot_passed
-            and self.pointer is not None
-            and self.pointer.failing
+            and any(p.failing for p in self.pointers.values())
         )
+
+    def signal_for(self, event: str) -> Signal | None:
+        """The first event named ``event`` that no wait step has taken yet."""
+        for signal in self.signals:
+            if signal.event == event and signal.step is None:
+                return signal
+        return None
 
     def progress(self, step: str) -> StepProgress:
         return self.steps.setdefault(step, StepProgress())
@@ -245,15 +323,31 @@ def record(state: SagaState, payload: Payload, at_ms: int) -> None:
         case StepSucceeded() | StepRejected() | StepFailed():
             _replied(state, payload)
         case RetryScheduled():
-            if state.pointer is not None:
-                state.pointer.phase = Phase.WAITING
-                state.pointer.retry_at_ms = payload.retry_at_ms
+            pointer = state.pointers.get(payload.step)
+            if pointer is not None and pointer.direction is payload.direction:
+                pointer.phase = Phase.WAITING
+                pointer.retry_at_ms = payload.retry_at_ms
         case CompensationStarted():
             state.compensating = True
             state.status = SagaStatus.COMPENSATING
             state.plan = list(payload.steps)
             state.compensation_reason = payload.reason
-            state.pointer = None
+            state.awaits_in_flight = payload.awaits
+            settle_forward(state)
+        case StepAccepted():
+            _accepted(state, payload)
+        case StepWaiting():
+            _waiting(state, payload, at_ms)
+        case SignalReceived():
+            state.signals.append(
+                Signal(
+                    event=payload.event,
+                    id=payload.id,
+                    payload=dict(payload.payload),
+                    sender=payload.sender,
+                    at_ms=at_ms,
+                )
+            )
         case OperatorAction():
             _apply_action(state, payload, at_ms)
         case SagaStuck():
@@ -263,17 +357,39 @@ def record(state: SagaState, payload: Payload, at_ms: int) -> None:
             _resume(state, at_ms)
         case SagaCompleted():
             state.status = SagaStatus.COMPLETED
-            state.pointer = None
+            state.pointers.clear()
         case SagaCompensated():
             state.status = SagaStatus.COMPENSATED
-            state.pointer = None
+            state.pointers.clear()
         case SagaStarted():
             pass  # only ever first, where replay and new_state read it
 
 
+def settle_forward(state: SagaState) -> None:
+    """Once compensating, a forward step with nothing out is done with: its outcome is what
+    it is (unknown ones are compensated), so its pointer goes. When the compensation awaits
+    what is in flight (a branch failed while others ran), one still awaiting a reply stays
+    until the reply or its timeout; otherwise (a cancel, the deadline) it goes too and is
+    compensated at once. An accepted one is compensated at once either way: the participant
+    SDK fences a completion racing its compensation."""
+    for name, pointer in list(state.pointers.items()):
+        if pointer.direction is not Direction.FORWARD:
+            continue
+        # A command held for a slot was never sent: it is not awaited, and never will be
+        # (its compensation is fenced at the participant should it have gone out after all).
+        awaited = (
+            state.awaits_in_flight
+            and pointer.phase is Phase.IN_FLIGHT
+            and pointer.timeout_at_ms is not None
+        )
+        if not awaited:
+            del state.pointers[name]
+
+
 def _sent(state: SagaState, sent: StepSent, at_ms: int) -> None:
-    pointer = state.pointer
-    if pointer is None or (pointer.step, pointer.direction) != (sent.step, sent.direction):
+    pointer = state.pointers.get(sent.step)
+    if pointer is None or pointer.direction is not sent.direction:
+        state.pointers.pop(sent.step, None)
         pointer = StepPointer(
             step=sent.step,
             direction=sent.direction,
@@ -285,7 +401,7 @@ def _sent(state: SagaState, sent: StepSent, at_ms: int) -> None:
             phase=Phase.IN_FLIGHT,
             budget_started_ms=at_ms,
         )
-        state.pointer = pointer
+        state.pointers[sent.step] = pointer
     pointer.attempts = sent.attempt
     pointer.phase = Phase.IN_FLIGHT
     pointer.timeout_at_ms = sent.timeout_at_ms
@@ -297,13 +413,51 @@ def _sent(state: SagaState, sent: StepSent, at_ms: int) -> None:
         progress.payload = sent.payload
 
 
+def _accepted(state: SagaState, accepted: StepAccepted) -> None:
+    pointer = state.pointers.get(accepted.step)
+    if pointer is None or pointer.direction is not accepted.direction:
+        return
+    pointer.phase = Phase.ACCEPTED
+    state.progress(accepted.step).accepted = True
+    pointer.timeout_at_ms = accepted.deadline_at_ms
+    pointer.token = accepted.token
+    pointer.heartbeats = accepted.heartbeats
+    pointer.retry_at_ms = None
+    pointer.poll_at_ms = None
+
+
+def _waiting(state: SagaState, waiting: StepWaiting, at_ms: int) -> None:
+    pointer = state.pointers.get(waiting.step)
+    if pointer is None or pointer.direction is not Direction.FORWARD:
+        pointer = StepPointer(
+            step=waiting.step,
+            direction=Direction.FORWARD,
+            service="",
+            command="",
+            kind=StepKind.RETRIABLE if state.pivot_passed else StepKind.COMPENSATABLE,
+            payload={},
+            attempts=0,
+            phase=Phase.AWAITING,
+            budget_started_ms=at_ms,
+            event=waiting.event,
+        )
+        state.pointers[waiting.step] = pointer
+    pointer.attempts = waiting.attempt
+    pointer.phase = Phase.AWAITING
+    pointer.timeout_at_ms = waiting.timeout_at_ms
+    pointer.retry_at_ms = None
+    pointer.final = False
+    state.progress(waiting.step).sent = True
+
+
 def _replied(state: SagaState, reply: StepSucceeded | StepRejected | StepFailed) -> None:
-    pointer = state.pointer
-    if pointer is None:
+    pointer = state.pointers.get(reply.step)
+    if pointer is None or pointer.direction is not reply.direction:
         return
     progress = state.progress(reply.step)
     forward = reply.direction is Direction.FORWARD
     pointer.timeout_at_ms = None
+    pointer.poll_at_ms = None
     if isinstance(reply, StepSucceeded):
         pointer.phase = Phase.SUCCEEDED
         if forward:
@@ -311,8 +465,13 @@ def _replied(state: SagaState, reply: StepSucceeded | StepRejected | StepFailed)
             progress.result = reply.result
             if pointer.kind is StepKind.PIVOT:
                 state.pivot_passed = True
+            if pointer.event is not None:
+                signal = state.signal_for(pointer.event)
+                if signal is not None:
+                    signal.step = pointer.step
         else:
             progress.compensated = True
+            state.compensated_order.append(reply.step)
     elif isinstance(reply, StepRejected):
         pointer.phase = Phase.REJECTED
         pointer.last_error = reply.error
@@ -325,20 +484,30 @@ def _replied(state: SagaState, reply: StepSucceeded | StepRejected | StepFailed)
 
 
 def _resume(state: SagaState, at_ms: int) -> None:
-    """Clear stuck; a failed current step gets a fresh attempt budget and goes out at once."""
+    """Clear stuck; every failed step gets a fresh attempt budget and goes out at once."""
     state.status = SagaStatus.COMPENSATING if state.compensating else SagaStatus.RUNNING
     state.stuck = None
-    pointer = state.pointer
-    if pointer is not None and pointer.phase in (Phase.FAILED, Phase.REJECTED):
-        pointer.budget_base = pointer.attempts
-        pointer.budget_started_ms = at_ms
-        pointer.phase = Phase.WAITING
-        pointer.retry_at_ms = at_ms
+    for pointer in state.pointers.values():
+        if pointer.phase in (Phase.FAILED, Phase.REJECTED):
+            _fresh_budget(pointer, at_ms)
+
+
+def _fresh_budget(pointer: StepPointer, at_ms: int) -> None:
+    pointer.budget_base = pointer.attempts
+    pointer.budget_started_ms = at_ms
+    pointer.phase = Phase.WAITING
+    pointer.retry_at_ms = at_ms
 
 
 def _apply_action(state: SagaState, done: OperatorAction, at_ms: int) -> None:
     action = done.action
-    pointer = state.pointer
+    pointer = state.pointers.get(done.step) if done.step is not None else state.pointer
+    if (
+        pointer is not None
+        and done.direction is not None
+        and pointer.direction is not done.direction
+    ):
+        pointer = None
     if action is Action.CANCEL:
         state.cancel_reason = done.reason or "cancelled"
     elif action is Action.RETRY:
@@ -348,6 +517,7 @@ def _apply_action(state: SagaState, done: OperatorAction, at_ms: int) -> None:
             pointer.retry_at_ms = at_ms  # retry now, within the same attempt budget
     elif action is Action.RESOLVE and pointer is not None:
         state.progress(pointer.step).compensated = True
+        state.compensated_order.append(pointer.step)
         pointer.phase = Phase.SUCCEEDED
         state.stuck = None
         state.status = SagaStatus.COMPENSATING
@@ -358,7 +528,10 @@ def _apply_action(state: SagaState, done: OperatorAction, at_ms: int) -> None:
             _done_by_hand(state, pointer, {"forced": True})
         else:
             pointer.unlimited = True
-            _resume(state, at_ms)
+            if state.stuck is not None:
+                _resume(state, at_ms)
+            elif pointer.phase in (Phase.FAILED, Phase.REJECTED):
+                _fresh_budget(pointer, at_ms)
 
 
 def _done_by_hand(state: SagaState, pointer: StepPointer, result: JsonObject) -> None:

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from saga.definition import Saga, StepKind
-from saga.engine.payloads import CompensationStarted, StepSent, StepSucceeded, payload_of
+from saga.definition import Saga, Step, StepKind
+from saga.engine.payloads import (
+    CompensationStarted,
+    StepRejected,
+    StepSent,
+    StepSucceeded,
+    payload_of,
+)
 from saga.events import EventType, SagaStatus
 from saga.protocol import Direction, Outcome, Reply
 from saga.testing.schedule import Run
@@ -81,8 +87,10 @@ def _written_ahead(saga: Saga, run: Run) -> str | None:
 
 
 def _compensations_follow_steps(saga: Saga, run: Run) -> str | None:
-    order = [step.name for step in saga.steps]
+    """Compensation runs in reverse dependency order: a step's compensation is sent only
+    after every planned step that depended on it was compensated (or turned out rejected)."""
     forward_sent: set[str] = set()
+    rejected: set[str] = set()
     plans: list[list[str]] = []
     undone: list[str] = []
     for payload in map(payload_of, run.events):
@@ -91,6 +99,19 @@ def _compensations_follow_steps(saga: Saga, run: Run) -> str | None:
                 forward_sent.add(payload.step)
             case StepSent() if payload.step not in forward_sent:
                 return f"compensation of {payload.step!r} was sent before its step"
+            case StepSent() if payload.attempt == 1 and plans:
+                waiting = [
+                    later
+                    for later in saga.descendants(payload.step)
+                    if later in plans[0] and later not in undone and later not in rejected
+                ]
+                if waiting:
+                    return (
+                        f"compensation of {payload.step!r} was sent before that of"
+                        f" {waiting[0]!r}, which came after it"
+                    )
+            case StepRejected(direction=Direction.FORWARD):
+                rejected.add(payload.step)
             case CompensationStarted():
                 plans.append(list(payload.steps))
             case StepSucceeded(direction=Direction.COMPENSATE):
@@ -98,13 +119,19 @@ def _compensations_follow_steps(saga: Saga, run: Run) -> str | None:
     if len(plans) > 1:
         return f"compensation started {len(plans)} times"
     plan = plans[0] if plans else []
-    positions = [order.index(name) for name in plan]
-    if positions != sorted(positions, reverse=True) or len(set(plan)) != len(plan):
-        return f"the compensation plan {plan} is not the reverse of the steps' order {order}"
-    if undone != plan[: len(undone)]:
-        return f"compensations ran in the order {undone}, not in the reverse step order {plan}"
-    if run.result is not None and run.result.status is SagaStatus.COMPENSATED and undone != plan:
-        return f"the saga is compensated but only {undone} of {plan} were compensated"
+    if len(set(plan)) != len(plan):
+        return f"the compensation plan {plan} names a step twice"
+    for i, name in enumerate(plan):
+        early = [later for later in plan[i + 1 :] if later in saga.descendants(name)]
+        if early:
+            return (
+                f"the compensation plan {plan} puts {name!r} before {early[0]!r},"
+                " which depends on it"
+            )
+    needed = [name for name in plan if name not in rejected]
+    compensated = run.result is not None and run.result.status is SagaStatus.COMPENSATED
+    if compensated and sorted(undone) != sorted(needed):
+        return f"the saga is compensated but only {undone} of {needed} were compensated"
     return None
 
 
@@ -141,6 +168,8 @@ def _ends_match_effects(saga: Saga, run: Run) -> str | None:
     forward |= dict.fromkeys(run.failed_after_effect(Direction.FORWARD), Reply.succeeded())
     plan = _plan(run)
     for step in saga.steps:
+        if not isinstance(step, Step):
+            continue  # a wait sends nothing: it has no effect to check
         took_effect = step.name in forward
         if status is SagaStatus.COMPLETED and not took_effect:
             return f"the saga completed but step {step.name!r} never took effect"

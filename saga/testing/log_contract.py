@@ -128,6 +128,7 @@ class SagaLogContract:
                 type=EventType.SAGA_STARTED,
                 data=saga.started.data,
                 at_ms=T0,
+                format=EVENT_FORMAT,
             )
         ]
         assert isinstance(events[0].type, EventType)

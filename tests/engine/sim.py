@@ -126,7 +126,7 @@ def simulate(
             decision = engine.decide(defn, state, now)
             store(decision.events)
             outbox = list(decision.commands)
-            if not outbox and (pending := engine.in_flight(state)) is not None:
+            if not outbox and (pending := next(iter(engine.in_flight(state)), None)) is not None:
                 outbox = [pending]
             continue
         replies: list[tuple[Command, Reply]] = []
@@ -147,7 +147,7 @@ def simulate(
         outbox = []
         events: list[NewEvent] = []
         for command, reply in replies:
-            events.extend(engine.on_reply(state, command, reply, now))
+            events.extend(engine.on_reply(defn, state, command, reply, now))
         decision = engine.decide(defn, state, now)
         store(events + decision.events)
         outbox = list(decision.commands)

@@ -92,7 +92,7 @@ def test_force_forward_past_the_pivot_retries_without_limit() -> None:
     assert state.stuck["code"] == "retries_exhausted"
     decision = act(defn, state, Action.FORCE_FORWARD)
     (again,) = decision.commands
-    events = engine.on_reply(state, again, down, NOW)
+    events = engine.on_reply(defn, state, again, down, NOW)
     decision = engine.decide(defn, state, NOW)
     assert events[0].type is EventType.STEP_FAILED
     assert state.stuck is None  # ONCE no longer limits it

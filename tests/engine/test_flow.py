@@ -59,7 +59,7 @@ def test_hold_and_dispatch_ignore_a_command_the_saga_no_longer_awaits() -> None:
     assert state.pointer.timeout_at_ms == logged_timeout
 
     engine.hold(state, command)
-    engine.on_reply(state, command, Reply.succeeded({}), T0 + 1)
+    engine.on_reply(defn, state, command, Reply.succeeded({}), T0 + 1)
     assert not engine.dispatched(state, command, T0 + 2, TIMEOUT_MS)  # answered: drop it
 
 

@@ -16,6 +16,7 @@ from saga.definition import StepKind
 from saga.engine import payloads, replay
 from saga.engine.payloads import (
     PAYLOAD_TYPES,
+    PAYLOAD_TYPES_V2,
     Action,
     OperatorAction,
     SagaStarted,
@@ -104,6 +105,23 @@ STORED: list[tuple[EventType, str]] = [
     (EventType.SAGA_COMPENSATED, '{"compensated": ["stock", "order"]}'),
 ]
 
+STORED_V2 = [
+    (
+        EventType.STEP_ACCEPTED,
+        '{"step": "ship", "direction": "forward", "attempt": 1, "token": "s1/ship/forward",'
+        ' "heartbeats": 2, "deadline_at_ms": 1700003600000}',
+    ),
+    (
+        EventType.STEP_WAITING,
+        '{"step": "approval", "event": "approved", "attempt": 1, "timeout_at_ms": 1700086400000}',
+    ),
+    (
+        EventType.SIGNAL_RECEIVED,
+        '{"event": "approved", "id": "mail-17", "payload": {"by": "ana"}, "sender": "ops"}',
+    ),
+]
+"""The event types format 2 added, as stored."""
+
 
 @pytest.mark.parametrize(("event_type", "stored"), STORED)
 def test_stored_json_decodes_and_encodes_byte_for_byte(event_type: EventType, stored: str) -> None:
@@ -111,13 +129,28 @@ def test_stored_json_decodes_and_encodes_byte_for_byte(event_type: EventType, st
     assert payload.type is event_type
     assert json.dumps(payload.encode()) == stored
     event = new_event(payload, 5)
-    assert (event.type, event.format, json.dumps(event.data)) == (event_type, 1, stored)
+    assert (event.type, event.format, json.dumps(event.data)) == (event_type, 2, stored)
     assert payload_of(event) == payload
+    assert decode(event_type, json.loads(stored), 2) == payload  # format 2 reads format 1 keys
+
+
+@pytest.mark.parametrize(("event_type", "stored"), STORED_V2)
+def test_format_2_events_decode_and_encode_byte_for_byte(
+    event_type: EventType, stored: str
+) -> None:
+    payload = decode(event_type, json.loads(stored), 2)
+    assert payload.type is event_type
+    assert json.dumps(payload.encode()) == stored
+    event = new_event(payload, 5)
+    assert (event.format, json.dumps(event.data)) == (2, stored)
+    with pytest.raises(ValueError, match="does not exist in format 1"):
+        decode(event_type, json.loads(stored), 1)
 
 
 def test_every_event_type_has_one_payload_and_a_stored_example() -> None:
-    assert sorted(cls.type for cls in PAYLOAD_TYPES) == sorted(EventType)
-    assert {event_type for event_type, _ in STORED} == set(EventType)
+    types = [cls.type for cls in PAYLOAD_TYPES] + [cls.type for cls in PAYLOAD_TYPES_V2]
+    assert sorted(types) == sorted(EventType)
+    assert {event_type for event_type, _ in STORED + STORED_V2} == set(EventType)
 
 
 def test_decoded_fields_are_typed() -> None:
@@ -174,14 +207,14 @@ def test_decoding_dispatches_on_each_events_format(monkeypatch: pytest.MonkeyPat
         return StepSent.decode_v1({**data, "step": data["name"]})
 
     later = {**payloads._DECODERS[1], EventType.STEP_SENT: sent_v2}
-    monkeypatch.setitem(payloads._DECODERS, 2, later)
+    monkeypatch.setitem(payloads._DECODERS, 3, later)
     renamed = {("name" if key == "step" else key): value for key, value in SENT.items()}
     state = replay(
         _log(
             (EventType.SAGA_STARTED, STARTED, 1),
             (EventType.STEP_SENT, SENT, 1),
             (EventType.RETRY_SCHEDULED, json.loads(STORED[7][1]), 1),
-            (EventType.STEP_SENT, {**renamed, "attempt": 2}, 2),
+            (EventType.STEP_SENT, {**renamed, "attempt": 2}, 3),
         )
     )
     assert state.pointer is not None
@@ -191,5 +224,5 @@ def test_decoding_dispatches_on_each_events_format(monkeypatch: pytest.MonkeyPat
 
 
 def test_new_events_are_written_in_the_current_format() -> None:
-    assert EVENT_FORMAT == 1
+    assert EVENT_FORMAT == 2
     assert new_event(SagaStarted(name="o", version=1), 0).format == EVENT_FORMAT

@@ -54,7 +54,7 @@ def test_a_post_pivot_retry_in_flight_needs_attention_everywhere() -> None:
     assert engine.refusal(defn, state, Action.SKIP) is None
     assert engine.refusal(defn, state, Action.FORCE_FORWARD) is None
 
-    engine.on_reply(state, retry, ok, T0 + 1001)
+    engine.on_reply(defn, state, retry, ok, T0 + 1001)
     engine.decide(defn, state, T0 + 1001)
     assert not state.needs_attention
     assert not result_of(state).needs_attention
@@ -83,10 +83,10 @@ def test_the_pivot_is_pending_while_its_outcome_is_unknown() -> None:
     assert "outcome is not known" in (engine.refusal(defn, state, Action.CANCEL) or "")
     assert engine.refusal(defn, state, Action.FORCE_FORWARD) is None
 
-    pivot = engine.in_flight(state)
+    pivot = next(iter(engine.in_flight(state)), None)
     assert pivot is not None
     assert pivot.direction is Direction.FORWARD
-    engine.on_reply(state, pivot, Reply.succeeded(), T0)
+    engine.on_reply(defn, state, pivot, Reply.succeeded(), T0)
     assert state.pivot_passed
     assert not state.pivot_pending
     assert not state.at_pivot

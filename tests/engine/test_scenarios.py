@@ -53,7 +53,7 @@ def begin(defn: Saga, saga_input: dict[str, object] | None = None) -> engine.Sag
 def reply(
     state: engine.SagaState, command: Command, answer: Reply, now: int = T0
 ) -> engine.Decision:
-    events = engine.on_reply(state, command, answer, now)
+    events = engine.on_reply(_defn_of[state.name], state, command, answer, now)
     decision = engine.decide(_defn_of[state.name], state, now)
     decision.events[:0] = events
     return decision
@@ -151,7 +151,7 @@ def test_duplicate_reply_is_ignored() -> None:
     state = begin(defn)
     first = engine.decide(defn, state, T0).commands[0]
     reply(state, first, Reply.succeeded())
-    assert engine.on_reply(state, first, Reply.succeeded(), T0) == []
+    assert engine.on_reply(defn, state, first, Reply.succeeded(), T0) == []
 
 
 def test_cancel_compensates_in_flight_step_too() -> None:
