@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from saga.definition import Saga, Step, Wait
-from saga.engine import Action, Preview, SagaState, health, refusal
+from saga.engine import Action, Phase, Preview, SagaState, health, refusal
 from saga.engine.timeline import WAIT_KIND, Entry, Timeline, compensation_after
 from saga.events import Health
 from saga.log.base import SagaRecord, effective_health
@@ -70,6 +70,53 @@ def health_detail(
         detail["state"] = Health.STUCK.value
         detail["reason"] = "no progress for longer than the configured stall limit"
     return detail
+
+
+def active_json(state: SagaState) -> list[dict[str, Any]]:
+    """Every step or compensation in progress, in the order started (several: branches).
+
+    An accepted step has its completion ``deadline_ms`` and heartbeats; an awaiting wait
+    what it is ``waiting_for`` and when it gives up (``timeout_at_ms``); an attempt in flight
+    its reply timeout; a failed one its next try (``retry_at_ms``) and last error.
+    """
+    found = []
+    for pointer in state.pointers.values():
+        if pointer.phase is Phase.SUCCEEDED:
+            continue  # done; its pointer goes when the engine next decides
+        accepted = pointer.phase is Phase.ACCEPTED
+        found.append(
+            {
+                "step": pointer.step,
+                "direction": pointer.direction.value,
+                "phase": pointer.phase.value,
+                "attempt": pointer.attempts,
+                "service": None if pointer.is_wait else pointer.service,
+                "command": None if pointer.is_wait else pointer.command,
+                "deadline_ms": pointer.timeout_at_ms if accepted else None,
+                "heartbeats": pointer.heartbeats,
+                "waiting_for": pointer.event,
+                "timeout_at_ms": None if accepted else pointer.timeout_at_ms,
+                "retry_at_ms": pointer.retry_at_ms,
+                "last_error": pointer.last_error,
+            }
+        )
+    return found
+
+
+def signals_json(state: SagaState) -> list[dict[str, Any]]:
+    """The outside events received, in order, with the wait step that took each (None:
+    kept for a step not reached yet)."""
+    return [
+        {
+            "event": signal.event,
+            "id": signal.id,
+            "sender": signal.sender,
+            "at_ms": signal.at_ms,
+            "step": signal.step,
+            "payload": signal.payload,
+        }
+        for signal in state.signals
+    ]
 
 
 def _entry(entry: Entry) -> dict[str, Any]:

@@ -294,7 +294,7 @@ def timeline(events: Iterable[Event], defn: Saga | None = None) -> Timeline:
                     last.error = None if isinstance(payload, StepSucceeded) else payload.error
                     entry.ended_seq = seq
                     if isinstance(payload, StepSucceeded) and entry.event is not None:
-                        entry.signal = _take_signal(found, entry, payload.result)
+                        entry.signal = _take_signal(found, entry)
             case RetryScheduled():
                 entry = entries.get((payload.step, payload.direction))
                 if entry is not None and entry.attempts:
@@ -356,13 +356,12 @@ def _is_wait(defn: Saga | None, step: str, direction: Direction) -> bool:
         return False
 
 
-def _take_signal(found: Timeline, entry: Entry, result: JsonObject) -> str | None:
-    """The kept signal a wait step took: the first untaken one for its event, preferring one
-    whose payload is the step's result (the log does not name the signal a wait took)."""
-    kept = [s for s in found.signals if s.event == entry.event and s.step is None]
-    if not kept:
+def _take_signal(found: Timeline, entry: Entry) -> str | None:
+    """The signal a wait step took when it succeeded: the first one for its event that no
+    wait took before, as the engine chooses it (``SagaState.signal_for``)."""
+    chosen = next((s for s in found.signals if s.event == entry.event and s.step is None), None)
+    if chosen is None:
         return None
-    chosen = next((s for s in kept if s.payload == result), kept[0])
     chosen.step = entry.step
     return chosen.id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from saga import Coordinator, Saga, SagaStatus, Step, StepKind
 from saga.api import ApiConfig, create_app
 from saga.definition import Wait
 from saga.log.base import SagaLog
+from saga.protocol import Command, Direction, Reply
 from saga.testing import InMemoryTransport
 from tests.api.conftest import OPERATOR, TOKENS, VIEWER, settled, start
 from tests.coordinator.shop import FAST, Shop, order_saga
@@ -41,7 +43,7 @@ def approval_saga() -> Saga:
         name="approved",
         steps=(
             Step(name="create", service="orders", command="create", compensation="cancel"),
-            Step(name="ship", service="inventory", command="ship", compensation="cancel",
+            Step(name="ship", service="carrier", command="ship", compensation="cancel",
                  completion_timeout=timedelta(hours=4), poll_every=timedelta(minutes=1)),
             Wait(name="approval", event="manager_approved", timeout=timedelta(days=2),
                  after=("create",)),
@@ -51,10 +53,27 @@ def approval_saga() -> Saga:
     )  # fmt: skip
 
 
+class Carrier:
+    """A long-running service: it accepts every shipment (to complete it hours later) and
+    cancels at once. Duck-typed as a participant: the SDK's side is another change's."""
+
+    name = "carrier"
+    commands = frozenset({"ship", "cancel"})
+
+    async def handle(self, command: Command) -> Reply:
+        if command.direction is Direction.FORWARD:
+            return Reply.accepted(command.idempotency_key)
+        return Reply.succeeded({})
+
+
+def participants(shop: Shop) -> list[Any]:
+    return [*shop.participants, Carrier()]
+
+
 @pytest.fixture
 async def graph_coordinator(shop: Shop, log: SagaLog) -> AsyncIterator[Coordinator]:
     sagas = [order_saga(), parallel_saga(), approval_saga()]
-    coordinator = Coordinator(log, InMemoryTransport(shop.participants), sagas=sagas)
+    coordinator = Coordinator(log, InMemoryTransport(participants(shop)), sagas=sagas)
     async with coordinator:
         yield coordinator
 
@@ -118,11 +137,11 @@ async def test_a_parallel_sagas_timeline_has_dependencies_lanes_and_times(
     for entry in steps.values():
         assert entry["state"] == "succeeded"
         assert entry["started_ms"] <= entry["ended_ms"]
-        assert entry["lane"] in (0, 1)
         assert "started_seq" not in entry
-    # stock starts only once both branches ended.
+    # The branches were in flight together: side by side; stock goes on in the first lane.
+    assert [steps[n]["lane"] for n in steps] == [0, 1, 0]
     assert steps["stock"]["started_ms"] >= max(steps[n]["ended_ms"] for n in ("create", "credit"))
-    assert steps["stock"]["lane"] in (steps["create"]["lane"], steps["credit"]["lane"])
+    assert detail["active"] == []
     assert detail["definition"]["steps"][2]["depth"] == 1
     assert detail["timeline"]["signals"] == []
     assert detail["input"] == {"card": "***"}
@@ -144,3 +163,69 @@ async def test_a_failed_branch_compensates_the_others_and_shows_what_is_left(
     assert comps["credit"]["after"] == []
     assert comps["create"]["after"] == []
     assert comps["create"]["state"] in ("succeeded", "pending")
+
+
+async def poll_saga(client: Client, saga_id: str, until: Any) -> dict[str, Any]:
+    """GET the saga (bounded, 10 s) until ``until(detail)`` holds."""
+    for _ in range(500):
+        detail: dict[str, Any] = await (
+            await client.get(f"/api/sagas/{saga_id}", headers=VIEWER)
+        ).json()
+        if until(detail):
+            return detail
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"saga {saga_id} never got there: {detail}")
+
+
+def phases(detail: dict[str, Any]) -> dict[str, str]:
+    return {a["step"]: a["phase"] for a in detail["active"]}
+
+
+async def test_an_accepted_step_and_a_wait_in_flight_together_then_the_event_arrives(
+    graph_client: Client, graph_coordinator: Coordinator
+) -> None:
+    before = graph_coordinator.clock.now_ms()
+    saga_id = await start(graph_client, "approved", input={"card": "4111"})
+    detail = await poll_saga(
+        graph_client,
+        saga_id,
+        lambda d: phases(d) == {"ship": "accepted", "approval": "awaiting"},
+    )
+    active = {a["step"]: a for a in detail["active"]}
+    ship, approval = active["ship"], active["approval"]
+    assert (ship["direction"], ship["attempt"], ship["service"], ship["command"]) == (
+        "forward", 1, "carrier", "ship",
+    )  # fmt: skip
+    assert ship["deadline_ms"] >= before + 4 * 3600_000
+    assert (ship["heartbeats"], ship["waiting_for"], ship["timeout_at_ms"]) == (0, None, None)
+    assert (approval["waiting_for"], approval["service"], approval["deadline_ms"]) == (
+        "manager_approved", None, None,
+    )  # fmt: skip
+    assert approval["timeout_at_ms"] >= before + 2 * 86400_000
+    steps = {e["step"]: e for e in detail["timeline"]["steps"]}
+    assert (steps["ship"]["state"], steps["approval"]["state"]) == ("accepted", "awaiting")
+    assert steps["ship"]["attempts"][0]["deadline_ms"] == ship["deadline_ms"]
+    assert steps["ship"]["attempts"][0]["accepted_ms"] >= before
+    assert steps["approval"]["event"] == "manager_approved"
+    assert steps["approval"]["attempts"][0]["deadline_ms"] == approval["timeout_at_ms"]
+    assert steps["ship"]["lane"] != steps["approval"]["lane"]
+    assert (steps["pay"]["state"], steps["pay"]["after"]) == ("pending", ["ship", "approval"])
+    assert detail["signals"] == []
+
+    received = await graph_coordinator.signal(
+        saga_id, "manager_approved", event_id="m-1", payload={"by": "ann", "card": "x"},
+        sender="ana",
+    )  # fmt: skip
+    assert received.recorded
+    detail = await poll_saga(graph_client, saga_id, lambda d: phases(d) == {"ship": "accepted"})
+    [signal] = detail["signals"]
+    assert signal["at_ms"] >= before
+    del signal["at_ms"]
+    assert signal == {
+        "event": "manager_approved", "id": "m-1", "sender": "ana", "step": "approval",
+        "payload": {"by": "ann", "card": "***"},
+    }  # fmt: skip
+    steps = {e["step"]: e for e in detail["timeline"]["steps"]}
+    assert (steps["approval"]["state"], steps["approval"]["signal"]) == ("succeeded", "m-1")
+    assert detail["timeline"]["signals"][0]["payload"]["card"] == "***"
+    assert detail["results"]["approval"] == {"by": "ann", "card": "***"}

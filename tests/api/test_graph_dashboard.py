@@ -15,7 +15,7 @@ from saga.log.base import SagaLog
 from saga.testing import InMemoryTransport
 from tests.api.conftest import TOKENS, settled
 from tests.api.test_dashboard import ARGS, CHROMIUM, SCREENSHOTS_ENV, _need_chromium
-from tests.api.test_graph import approval_saga, parallel_saga
+from tests.api.test_graph import approval_saga, parallel_saga, participants
 from tests.coordinator.shop import Shop, order_saga
 
 
@@ -29,7 +29,7 @@ def shots(tmp_path: Path) -> Path:
 @pytest.fixture
 async def coordinator(shop: Shop, log: SagaLog) -> AsyncIterator[Coordinator]:
     sagas = [order_saga(), parallel_saga(), approval_saga()]
-    coordinator = Coordinator(log, InMemoryTransport(shop.participants), sagas=sagas)
+    coordinator = Coordinator(log, InMemoryTransport(participants(shop)), sagas=sagas)
     async with coordinator:
         yield coordinator
 
@@ -121,3 +121,44 @@ async def test_a_running_sagas_graph_shows_pending_steps(
     assert nodes["stock"][0] == "rejected"
     title = await page.text_content('svg#graph g.node[data-step="stock"] title')
     assert "after create, credit" in title
+
+
+async def test_accepted_and_waiting_steps_show_their_deadline_and_event(
+    page: Any, server: HttpServer, coordinator: Coordinator, shots: Path
+) -> None:
+    await coordinator.start("approved", {}, saga_id="approved-1")
+    await page.goto(server.url + "/#/saga/approved-1")
+    # Live updates redraw the page as the saga moves; wait for both to be under way.
+    await page.wait_for_selector('svg#graph g.node[data-step="ship"][data-state="accepted"]')
+    await page.wait_for_selector('svg#graph g.node[data-step="approval"][data-state="awaiting"]')
+    ship = await page.text_content('svg#graph g.node[data-step="ship"] text.detail')
+    assert ship is not None
+    assert ship.startswith("until ")
+    approval = await page.text_content('svg#graph g.node[data-step="approval"]')
+    assert approval is not None
+    assert "wait for manager_approved" in approval
+    assert "awaitinguntil " in approval  # the state, then the wait's timeout
+    state = await page.text_content('svg g.step.forward[data-step="approval"] text.state')
+    assert state == "awaiting manager_approved"
+    pay = await page.get_attribute('svg#graph g.node[data-step="pay"]', "data-state")
+    assert pay == "pending"
+    forward = await boxes(page, "svg g.step.forward")
+    assert forward["ship"][0] == "accepted"
+    assert forward["approval"][0] == "awaiting"
+    assert forward["ship"][1] == forward["approval"][1]  # side by side, in one column
+    assert forward["ship"][2] != forward["approval"][2]
+    rows = await page.eval_on_selector_all(
+        "#active tbody tr", "trs => trs.map(tr => [...tr.cells].map(td => td.innerText))"
+    )
+    assert [r[:3] for r in rows] == [
+        ["ship", "forward", "accepted"], ["approval", "forward", "awaiting"],
+    ]  # fmt: skip
+    assert rows[0][4].startswith("completes by ")
+    assert rows[1][4].startswith("waits for manager_approved until ")
+    await page.screenshot(path=str(shots / "accepted-and-waiting.png"), full_page=True)
+
+    await coordinator.signal("approved-1", "manager_approved", event_id="m-1", sender="ana")
+    await page.wait_for_selector('svg#graph g.node[data-step="approval"][data-state="succeeded"]')
+    await page.wait_for_selector('#signals tr[data-signal="m-1"]')
+    cells = await page.locator('#signals tr[data-signal="m-1"] td').all_inner_texts()
+    assert cells[1:] == ["manager_approved", "m-1", "ana", "approval"]

@@ -221,21 +221,23 @@ const COLORS = { succeeded: "#2e7d32", rejected: "#e65100", failed: "#c62828", s
 const short = (ms) => (ms ? new Date(ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "—");
 const words = (value) => String(value).replace(/_/g, " ");
 
-// What an entry is doing, in a few words: an accepted step's deadline, what a wait waits for.
-function entryDetail(entry) {
+// What an entry is doing, in two short lines: its state (a wait's with its event), and an
+// accepted step's deadline, a wait's timeout or the event it took.
+function entryLines(entry) {
   const last = entry.attempts[entry.attempts.length - 1];
   if (entry.state === "accepted" && last) {
-    return `until ${short(last.deadline_ms)}` + (last.heartbeats ? ` · ${last.heartbeats} heartbeats` : "");
+    return ["accepted", `until ${short(last.deadline_ms)}` + (last.heartbeats ? ` · ${last.heartbeats} heartbeats` : "")];
   }
-  if (entry.state === "awaiting") return `for ${entry.event} until ${short(last && last.deadline_ms)}`;
-  if (entry.event && entry.state === "pending") return `will wait for ${entry.event}`;
-  if (entry.event && entry.signal) return `got ${entry.event} (${entry.signal})`;
-  return "";
+  if (entry.state === "awaiting") return [`awaiting ${entry.event}`, `until ${short(last && last.deadline_ms)}`];
+  if (entry.event && entry.state === "pending") return ["pending", `will wait for ${entry.event}`];
+  if (entry.event && entry.signal) return [words(entry.state), `took event ${entry.signal}`];
+  return [words(entry.state), ""];
 }
 
 function entryTip(entry) {
   const tip = [`${entry.step} (${entry.direction}): ${words(entry.state)}`];
-  const detail = entryDetail(entry);
+  const [, detail] = entryLines(entry);
+  if (entry.event) tip.push(`waits for ${entry.event}`);
   if (detail) tip.push(detail);
   if (entry.after && entry.after.length) tip.push(`after ${entry.after.join(", ")}`);
   if (entry.by_hand) tip.push(`${entry.by_hand.action} by ${entry.by_hand.actor}: ${entry.by_hand.reason}`);
@@ -293,7 +295,7 @@ function edge(x1, y1, x2, y2, dashed = false) {
 function drawTimeline(timeline) {
   const steps = timeline.steps;
   const comps = timeline.compensations;
-  const boxW = 170, boxH = 52, gapX = 46, gapY = 26, left = 110, top = 16;
+  const boxW = 180, boxH = 52, gapX = 46, gapY = 26, left = 110, top = 16;
   const linked = steps.some((s) => s.after && s.after.length);
   const column = depths(steps, !linked);
   const rowOf = placeRows(steps, (e) => column.get(e.step));
@@ -321,10 +323,9 @@ function drawTimeline(timeline) {
     g.append(svg("title", {}, entryTip(entry)));
     g.append(svg("rect", { x: x(cx), y, width: boxW, height: boxH, rx: 7, fill: entry.state === "pending" ? "#f3f4f6" : "#fff",
       stroke: color, "stroke-width": 2.5, "stroke-dasharray": entry.state === "pending" ? "5 4" : "none" }));
-    g.append(svg("text", { x: x(cx) + 10, y: y + 17, "font-size": 13, "font-weight": 600, fill: "#1d2330" },
-      entry.kind === "wait" ? `⏳ ${entry.step}` : entry.step));
-    g.append(svg("text", { x: x(cx) + 10, y: y + 32, "font-size": 11, fill: color }, words(entry.state)));
-    const detail = entryDetail(entry);
+    const [label, detail] = entryLines(entry);
+    g.append(svg("text", { x: x(cx) + 10, y: y + 17, "font-size": 13, "font-weight": 600, fill: "#1d2330" }, entry.step));
+    g.append(svg("text", { x: x(cx) + 10, y: y + 32, "font-size": 11, fill: color, class: "state" }, label));
     if (detail) g.append(svg("text", { x: x(cx) + 10, y: y + 46, "font-size": 10.5, fill: "#4b5563", class: "detail" }, detail));
     entry.attempts.forEach((a, k) => {
       if (k > 9) return;
@@ -385,7 +386,7 @@ function progressOf(definition, timeline) {
     const entry = forward.get(step.name);
     const comp = back.get(step.name);
     let status = entry ? entry.state : "pending";
-    let detail = entry ? entryDetail(entry) : (step.kind === "wait" ? `will wait for ${step.event}` : "");
+    let detail = entry ? entryLines(entry)[1] : "";
     if (comp && comp.state !== "pending") {
       const undone = comp.state === "succeeded" || comp.state === "done_by_hand";
       status = undone ? "compensated"
@@ -400,7 +401,7 @@ function progressOf(definition, timeline) {
 }
 
 function drawGraph(definition, timeline) {
-  const boxW = 200, boxH = 58, gapX = 54, gapY = 18, pad = 12;
+  const boxW = 200, boxH = 70, gapX = 54, gapY = 18, pad = 12;
   const layers = new Map();
   for (const step of definition.steps) {
     if (!layers.has(step.depth)) layers.set(step.depth, []);
@@ -439,8 +440,8 @@ function drawGraph(definition, timeline) {
       "stroke-dasharray": status === "pending" ? "5 4" : "none" }));
     g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 17, "font-size": 13, "font-weight": 600, fill: "#1d2330" }, step.name));
     g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 31, "font-size": 10.5, fill: "#6b7280" }, kind));
-    g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 47, "font-size": 11, fill: color, class: "status" },
-      words(status) + (detail ? ` · ${detail}` : "")));
+    g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 47, "font-size": 11, fill: color, class: "status" }, words(status)));
+    if (detail) g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 61, "font-size": 10.5, fill: "#4b5563", class: "detail" }, detail));
     root.append(g);
   }
   return el("div", { class: "graph" }, root);
@@ -517,7 +518,7 @@ async function renderSaga(sagaId) {
     saga.definition ? el("div", { class: "card" }, el("h3", {}, "Graph"), drawGraph(saga.definition, saga.timeline)) : "",
     el("div", { class: "card" }, el("h3", {}, "Timeline"), drawTimeline(saga.timeline)),
     el("h3", {}, "In progress"), activeTable(saga.active || []),
-    (saga.signals || []).length ? [el("h3", {}, "Outside events"), signalsTable(saga.signals)] : "",
+    (saga.signals || []).length ? el("div", {}, el("h3", {}, "Outside events"), signalsTable(saga.signals)) : "",
     el("h3", {}, "Attempts"), attemptsTable(saga.timeline),
     el("h3", {}, "Operator actions"),
     el("table", { id: "audit" },
