@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from saga import Coordinator, Saga, SagaStatus, Step, StepKind
+from saga import Coordinator, Saga, SagaStatus, SqlSagaLog, Step, StepKind
 from saga.api import ApiConfig, create_app
 from saga.definition import Wait
 from saga.log.base import SagaLog
@@ -229,3 +229,28 @@ async def test_an_accepted_step_and_a_wait_in_flight_together_then_the_event_arr
     assert (steps["approval"]["state"], steps["approval"]["signal"]) == ("succeeded", "m-1")
     assert detail["timeline"]["signals"][0]["payload"]["card"] == "***"
     assert detail["results"]["approval"] == {"by": "ann", "card": "***"}
+
+
+async def test_over_a_sql_log_a_restarted_coordinator_shows_the_same_branches(
+    sql_url: str, shop: Shop
+) -> None:
+    config = ApiConfig(tokens=TOKENS, redact=frozenset({"card"}))
+    sagas = [approval_saga()]
+    first = Coordinator(SqlSagaLog(sql_url), InMemoryTransport(participants(shop)), sagas=sagas)
+    async with first, TestClient(TestServer(create_app(first, config))) as client:
+        saga_id = await start(client, "approved", saga_id="sql-1")
+        await poll_saga(client, saga_id, lambda d: len(d["active"]) == 2)
+        await first.signal(saga_id, "manager_approved", event_id="m-1", payload={"card": "1"})
+        before = await poll_saga(client, saga_id, lambda d: phases(d) == {"ship": "accepted"})
+    # Another coordinator on the same database replays the log (format 2 events included).
+    again = Coordinator(SqlSagaLog(sql_url), InMemoryTransport(participants(shop)), sagas=sagas)
+    async with again, TestClient(TestServer(create_app(again, config))) as client:
+        after = await poll_saga(client, saga_id, lambda d: phases(d) == {"ship": "accepted"})
+    for key in ("signals", "timeline", "definition"):
+        assert after[key] == before[key], key
+    [signal] = after["signals"]
+    assert (signal["id"], signal["step"], signal["payload"]) == ("m-1", "approval", {"card": "***"})
+    [ship] = after["active"]
+    assert ship["deadline_ms"] == before["active"][0]["deadline_ms"]
+    lanes = {e["step"]: e["lane"] for e in after["timeline"]["steps"]}
+    assert lanes == {"create": 0, "ship": 0, "approval": 1, "pay": None}
