@@ -119,6 +119,7 @@ class Entry:
     started_seq: int = field(default=0, repr=False)
     """Where its first attempt is in the events (to order entries that share a millisecond)."""
     ended_seq: int | None = field(default=None, repr=False)
+    """Where it settled in the events; None while in progress (for the lanes)."""
 
     @property
     def state(self) -> str:
@@ -157,11 +158,17 @@ class SignalEntry:
     """An outside event the saga received, and the wait step that took it (None: kept)."""
 
     event: str
+    """The event's name (what a wait step waits for)."""
     id: str
+    """The sender's id for it (a repeat of an id is the same event, listed once)."""
     sender: str
+    """Who delivered it."""
     at_ms: int
+    """When it was recorded."""
     payload: JsonObject = field(default_factory=dict)
+    """Its data: the result of the wait step that takes it."""
     step: str | None = None
+    """The wait step that took it; None while it is kept for a step not reached yet."""
 
 
 @dataclass(kw_only=True)
