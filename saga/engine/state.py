@@ -301,6 +301,10 @@ def replay(events: Iterable[Event]) -> SagaState:
             ) from exc
     if state is None:
         raise StateError("no events to replay")
+    # A step that succeeded is done with: ``decide`` drops its pointer before anything else,
+    # so the replayed state is the one the live coordinator held after its last decision.
+    for name in [n for n, p in state.pointers.items() if p.phase is Phase.SUCCEEDED]:
+        del state.pointers[name]
     return state
 
 
