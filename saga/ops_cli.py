@@ -185,19 +185,39 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
         lines.append(f"compensating because: {saga['compensation']['reason']}")
     rows = []
     timeline = saga["timeline"]
-    for entry in timeline["steps"] + timeline["compensations"]:
+    entries = timeline["steps"] + timeline["compensations"]
+    # Branches: a lane column, so steps in flight together read as side by side.
+    branched = any((entry.get("lane") or 0) > 0 for entry in entries)
+    for entry in entries:
+        lane = [entry["lane"] if entry.get("lane") is not None else "-"] if branched else []
         if not entry["attempts"]:
-            rows.append([entry["step"], entry["direction"], "-", entry["state"], "-", ""])
+            rows.append([*lane, entry["step"], entry["direction"], "-", _outcome(entry, None),
+                         "-", ""])  # fmt: skip
         for attempt in entry["attempts"]:
             rows.append([
-                entry["step"], entry["direction"], attempt["attempt"], attempt["outcome"],
-                _time(attempt["sent_ms"]), _error(attempt["error"]),
+                *lane, entry["step"], entry["direction"], attempt["attempt"],
+                _outcome(entry, attempt), _time(attempt["sent_ms"]), _error(attempt["error"]),
             ])  # fmt: skip
         if entry.get("by_hand"):
             by_hand = entry["by_hand"]
-            rows.append([entry["step"], entry["direction"], "-", f"{by_hand['action']} by hand",
-                         _time(by_hand["at_ms"]), by_hand["reason"]])  # fmt: skip
-    lines += ["", table(["step", "direction", "attempt", "outcome", "at (utc)", "error"], rows)]
+            rows.append([*lane, entry["step"], entry["direction"], "-",
+                         f"{by_hand['action']} by hand", _time(by_hand["at_ms"]),
+                         by_hand["reason"]])  # fmt: skip
+    headers = ["step", "direction", "attempt", "outcome", "at (utc)", "error"]
+    lines += ["", table(["lane", *headers] if branched else headers, rows)]
+    active = saga.get("active") or []
+    if len(active) > 1 or any(a.get("phase") in ("accepted", "awaiting") for a in active):
+        lines += ["", "in progress:", table(
+            ["step", "direction", "phase", "attempt", "until (utc)"],
+            [[a["step"], a["direction"], a["phase"], a.get("attempt"), _until(a)] for a in active],
+        )]  # fmt: skip
+    signals = saga.get("signals") or []
+    if signals:
+        lines += ["", "outside events:", table(
+            ["at (utc)", "event", "id", "sender", "taken by"],
+            [[_time(s["at_ms"]), s["event"], s["id"], s["sender"] or "-",
+              s["step"] or "(kept)"] for s in signals],
+        )]  # fmt: skip
     audit = [
         [_time(a["at_ms"]), a["action"], a["actor"], a["step"], a["reason"]]
         for a in timeline["operator_actions"]
@@ -211,6 +231,27 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
     allowed = [name for name, fit in saga["actions"].items() if fit["allowed"]]
     lines += ["", f"actions now: {', '.join(allowed) or 'none'}"]
     click.echo("\n".join(lines))
+
+
+def _outcome(entry: dict[str, Any], attempt: dict[str, Any] | None) -> str:
+    """An attempt's outcome, with what an accepted step or a wait is waiting for."""
+    if attempt is None:
+        state = str(entry["state"])
+        return f"{state}: {entry['event']}" if entry.get("event") and state == "pending" else state
+    outcome = str(attempt["outcome"])
+    if outcome == "accepted":
+        return f"accepted until {_time(attempt.get('deadline_ms'))}"
+    if outcome == "awaiting":
+        return f"awaiting {entry.get('event')} until {_time(attempt.get('deadline_ms'))}"
+    return outcome
+
+
+def _until(active: dict[str, Any]) -> str:
+    if active.get("phase") == "accepted":
+        return _time(active.get("deadline_ms"))
+    if active.get("phase") == "awaiting":
+        return f"{active.get('waiting_for')} by {_time(active.get('timeout_at_ms'))}"
+    return _time(active.get("retry_at_ms") or active.get("timeout_at_ms"))
 
 
 @click.command("compensations")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from saga.definition import StepKind
 from saga.engine import Action
 from saga.events import Health, SagaStatus
+from saga.protocol import Direction
 
 JSON = "application/json"
 
@@ -62,6 +64,149 @@ PAGING = [
     _query("cursor", {"type": "string"}, "next_cursor from the previous page."),
 ]
 
+MOMENT = {**NULLABLE_INT, "description": "epoch milliseconds"}
+GRAPH_SCHEMAS: dict[str, Any] = {
+    "Definition": {
+        "type": "object",
+        "required": ["name", "version", "steps"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "integer"},
+            "sequence": {
+                "type": "boolean",
+                "description": "No branches: each step follows the one before.",
+            },
+            "events": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Outside events its waits take.",
+            },
+            "steps": {"type": "array", "items": _ref("DefinitionStep")},
+        },
+    },
+    "DefinitionStep": {
+        "type": "object",
+        "required": ["name", "kind", "after", "depth"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": [*(k.value for k in StepKind), "wait"]},
+            "after": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Steps that must succeed first (resolved).",
+            },
+            "depth": {
+                "type": "integer",
+                "description": "Longest chain of steps before it: its layer when drawn.",
+            },
+            "service": {**NULLABLE_STR, "description": "null for a wait."},
+            "command": NULLABLE_STR,
+            "compensation": NULLABLE_STR,
+            "event": {**NULLABLE_STR, "description": "A wait: the outside event it waits for."},
+            "timeout_ms": {
+                "type": "integer",
+                "description": "A step: its reply timeout; a wait: how long it waits.",
+            },
+            "long_running": {
+                "type": "boolean",
+                "description": "The participant may answer accepted and complete later.",
+            },
+            "completion_timeout_ms": NULLABLE_INT,
+            "poll_every_ms": NULLABLE_INT,
+        },
+    },
+    "TimelineEntry": {
+        "type": "object",
+        "required": ["step", "direction", "state", "attempts", "after", "lane"],
+        "properties": {
+            "step": {"type": "string"},
+            "direction": {"type": "string", "enum": [d.value for d in Direction]},
+            "state": {
+                "type": "string",
+                "enum": [
+                    "pending",
+                    "in_flight",
+                    "accepted",
+                    "awaiting",
+                    "succeeded",
+                    "rejected",
+                    "failed",
+                    "waiting",
+                    "stuck",
+                    "done_by_hand",
+                ],
+            },
+            "kind": {**NULLABLE_STR, "description": "The step kind, or wait."},
+            "service": NULLABLE_STR,
+            "command": NULLABLE_STR,
+            "event": {**NULLABLE_STR, "description": "A wait: the event it waits for."},
+            "signal": {
+                **NULLABLE_STR,
+                "description": "A wait that succeeded: the event id it took.",
+            },
+            "after": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Entries of the same direction it came after.",
+            },
+            "lane": {
+                **NULLABLE_INT,
+                "description": "Its row: entries in flight together have different lanes;"
+                " null while pending.",
+            },
+            "started_ms": MOMENT,
+            "ended_ms": {**MOMENT, "description": "null while in progress"},
+            "attempts": {
+                "type": "array",
+                "items": OBJECT,
+                "description": "attempt, sent_ms, outcome, finished_ms, error, retry_at_ms,"
+                " accepted_ms, deadline_ms, heartbeats",
+            },
+            "by_hand": {"type": "object", "nullable": True, "additionalProperties": True},
+            "stuck": {"type": "boolean"},
+        },
+    },
+    "ActiveStep": {
+        "type": "object",
+        "required": ["step", "direction", "phase", "attempt"],
+        "properties": {
+            "step": {"type": "string"},
+            "direction": {"type": "string", "enum": [d.value for d in Direction]},
+            "phase": {
+                "type": "string",
+                "description": "in_flight, accepted, awaiting, failed, waiting (a retry), ...",
+            },
+            "attempt": {"type": "integer"},
+            "deadline_ms": {
+                **MOMENT,
+                "description": "Accepted: when its outcome counts as unknown.",
+            },
+            "heartbeats": {"type": "integer"},
+            "waiting_for": {**NULLABLE_STR, "description": "Awaiting: the outside event."},
+            "timeout_at_ms": {
+                **MOMENT,
+                "description": "Awaiting: when the wait gives up; in flight: the reply timeout.",
+            },
+            "retry_at_ms": MOMENT,
+        },
+    },
+    "Signal": {
+        "type": "object",
+        "required": ["event", "id", "sender", "at_ms", "step"],
+        "properties": {
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "sender": {"type": "string"},
+            "at_ms": {"type": "integer"},
+            "step": {
+                **NULLABLE_STR,
+                "description": "The wait step that took it; null: kept for a step not reached yet.",
+            },
+            "payload": OBJECT,
+        },
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -117,14 +262,28 @@ SCHEMAS: dict[str, Any] = {
             "stuck": {"type": "object", "nullable": True, "additionalProperties": True},
             "timeline": {
                 "type": "object",
-                "required": ["steps", "compensations", "operator_actions", "marks"],
+                "required": ["steps", "compensations", "operator_actions", "marks", "signals"],
                 "properties": {
-                    k: {"type": "array", "items": OBJECT}
-                    for k in ("steps", "compensations", "operator_actions", "marks")
+                    "steps": {"type": "array", "items": _ref("TimelineEntry")},
+                    "compensations": {"type": "array", "items": _ref("TimelineEntry")},
+                    "operator_actions": {"type": "array", "items": OBJECT},
+                    "marks": {"type": "array", "items": OBJECT},
+                    "signals": {"type": "array", "items": _ref("Signal")},
                 },
             },
+            "active": {
+                "type": "array",
+                "items": _ref("ActiveStep"),
+                "description": "Every step or compensation in progress, in the order started:"
+                " several are branches in flight together.",
+            },
+            "signals": {
+                "type": "array",
+                "items": _ref("Signal"),
+                "description": "Outside events received, payloads redacted like the input.",
+            },
             "actions": OBJECT,
-            "definition": {"type": "object", "nullable": True, "additionalProperties": True},
+            "definition": {"allOf": [_ref("Definition")], "nullable": True},
             **OWNER,
         },
     },
@@ -213,8 +372,9 @@ SCHEMAS: dict[str, Any] = {
     },
     "Definitions": {
         "type": "object",
-        "properties": {"sagas": {"type": "array", "items": OBJECT}},
+        "properties": {"sagas": {"type": "array", "items": _ref("Definition")}},
     },
+    **GRAPH_SCHEMAS,
     "Services": {
         "type": "object",
         "required": ["services"],
