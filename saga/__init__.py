@@ -6,7 +6,7 @@ The public API. Adapters (``SqlSagaLog``, ``NatsTransport``) and the test kit
 
 from saga.client import start_saga
 from saga.coordinator import Coordinator, SagaHandle, SagaResult
-from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
+from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind, Wait
 from saga.errors import (
     ConcurrencyError,
     ConfigError,
@@ -78,6 +78,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "UnknownSagaError",
+    "Wait",
     "__version__",
     "redact_url",
     "start_saga",
