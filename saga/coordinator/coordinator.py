@@ -33,6 +33,7 @@ from saga.coordinator.dispatch import (
 from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
 from saga.coordinator.result import SagaChange, SagaResult, SignalResult, result_of
+from saga.coordinator.signals import signal_handler
 from saga.coordinator.starts import start_handler
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
@@ -301,6 +302,8 @@ class Coordinator:
         self._balance_task = asyncio.create_task(self._keep_balance(), name="saga-balance")
         try:  # starts over the transport (NATS saga.start), once recovered
             await self.transport.serve_starts(start_handler(self))
+            await self.transport.serve_signals(signal_handler(self))
+            await self.transport.serve_completions(self._on_completion)
         except BaseException:
             await self.close()
             raise
@@ -806,6 +809,25 @@ class Coordinator:
         await self._advance(saga_id, make, resend=True)
         return True
 
+    async def _known(self, saga_id: str) -> tuple[Saga, SagaState]:
+        """The saga's definition and state, finished or not: in memory if driven here, else
+        from the log. SagaNotFoundError, or StateError if its definition is unknown."""
+        active = self._active.get(saga_id)
+        if active is not None:
+            async with active.lock:
+                return active.defn, active.state.copy()
+        events = await self.log.events(saga_id)
+        if not events:
+            raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
+        state = engine.replay(events)
+        defn = self.registry.get(state.name, state.version)
+        if defn is None:
+            raise StateError(
+                f"definition {state.name!r} version {state.version} is not registered",
+                saga_id=saga_id,
+            )
+        return defn, state
+
     async def _current(self, saga_id: str) -> tuple[Saga, SagaState]:
         """The saga's definition and state: in memory if driven here, else from the log.
         SagaNotFoundError, or StateError if it is finished or its definition unknown."""
@@ -1111,15 +1133,17 @@ class Coordinator:
         if not isinstance(body, dict):
             raise ProtocolError("an event's payload must be a JSON object")
         encode_json(body, self.max_input_bytes)
-        defn, state = await self._current(saga_id)
+        defn, state = await self._known(saga_id)
+        if any(s.event == event and s.id == event_id for s in state.signals):
+            return _signal_result(state, event, event_id, recorded=False)  # a repeat: answered
+        if state.is_final:
+            raise StateError(f"saga is already {state.status.value}", saga_id=saga_id)
         if not defn.waits_for(event):
             raise StateError(
                 f"no step of saga {defn.name!r} v{defn.version} waits for event {event!r}",
                 saga_id=saga_id,
             )
         now = self.clock.now_ms()
-        if any(s.event == event and s.id == event_id for s in state.signals):
-            return _signal_result(state, event, event_id, recorded=False)
         await self._activate(saga_id)
         outcome: list[SignalResult] = []
 
