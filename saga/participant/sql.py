@@ -2,6 +2,12 @@
 
 One table, ``saga_idempotency``, and a one-row ``saga_idempotency_store`` holding the store's
 identity, made and upgraded at ``open()`` by Alembic migrations (``saga.participant.migrate``).
+A long-running command's record is ``accepted``; its completion (``finish``), its
+compensation's ``cancel`` and a ``heartbeat`` are each one conditional ``UPDATE ... WHERE
+state = 'accepted'``, so of a completion and a compensation racing (from any processes) exactly
+one changes the record: PostgreSQL re-checks the condition once the row lock is free, and
+SQLite takes its write lock first.
+
 A claim is a primary-key insert (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so exactly
 one of several processes wins a key; an attempted or stale claim is taken over with a
 compare-and-set ``UPDATE`` on its owner, state and claim time.
@@ -56,6 +62,8 @@ idempotency_table = sa.Table(
     sa.Column("reply", sa.Text, nullable=True),
     sa.Column("claimed_at_ms", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("heartbeats", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("attempt", sa.Integer, nullable=True),
 )
 
 identity_table = sa.Table(
@@ -188,12 +196,28 @@ class SqlIdempotencyStore(IdempotencyStore):
     # the connection is lost. A first try may have committed before its connection dropped,
     # so each recognises its own earlier write (same owner) as success: repeating is safe.
 
-    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
+    async def claim(
+        self,
+        key: str,
+        *,
+        owner: str,
+        now_ms: int,
+        stale_before_ms: int,
+        attempt: int | None = None,
+    ) -> Claim:
         engine = await self._ready()
-        return await self._retry(lambda: self._claim(engine, key, owner, now_ms, stale_before_ms))
+        return await self._retry(
+            lambda: self._claim(engine, key, owner, now_ms, stale_before_ms, attempt)
+        )
 
     async def _claim(
-        self, engine: AsyncEngine, key: str, owner: str, now_ms: int, stale_before_ms: int
+        self,
+        engine: AsyncEngine,
+        key: str,
+        owner: str,
+        now_ms: int,
+        stale_before_ms: int,
+        attempt: int | None,
     ) -> Claim:
         t = idempotency_table
         mine, values = _new_record(key, RecordState.IN_PROGRESS, owner, now_ms)
@@ -208,7 +232,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                     continue  # deleted between our insert and select: try again
                 if existing.owner == owner and existing.state is RecordState.IN_PROGRESS:
                     return Claim(won=True, record=existing)  # our own earlier try committed
-                if not existing.claimable(stale_before_ms):
+                if not existing.claimable(stale_before_ms, attempt):
                     return Claim(won=False, record=existing)
                 # Compare-and-set on the record we saw: of several takers, one matches.
                 taken = await conn.execute(
@@ -225,7 +249,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                 if taken.first() is not None:
                     return Claim(won=True, record=mine, replaced=existing)
                 current = await _select(conn, key)
-                if current is not None and not current.claimable(stale_before_ms):
+                if current is not None and not current.claimable(stale_before_ms, attempt):
                     return Claim(won=False, record=current)
         raise IdempotencyStoreError(f"could not claim idempotency key {key!r}: it keeps changing")
 
@@ -274,6 +298,53 @@ class SqlIdempotencyStore(IdempotencyStore):
                 return await _was(conn, key, owner, RecordState.ATTEMPTED)
 
         return await self._retry(release_once)
+
+    async def accept(self, key: str, *, owner: str, attempt: int, now_ms: int) -> bool:
+        engine = await self._ready()
+
+        async def accept_once() -> bool:
+            async with engine.begin() as conn:
+                if await _accept(conn, key, owner, attempt, now_ms):
+                    return True
+                return await _was(conn, key, owner, RecordState.ACCEPTED)
+
+        return await self._retry(accept_once)
+
+    # A first try of finish, cancel or heartbeat may have committed before its connection
+    # dropped: a repeat then reports ``won=False`` with the record it wrote (the caller
+    # recognises its own reply), and a repeated heartbeat counts twice (it only extends a
+    # deadline).
+
+    async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
+        engine = await self._ready()
+        state = RecordState.ATTEMPTED if retry else RecordState.DONE
+        pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
+        return await self._retry(lambda: _conclude(engine, key, pending, state, reply, now_ms))
+
+    async def cancel(self, key: str, *, reply: Reply, now_ms: int) -> Claim | None:
+        engine = await self._ready()
+        pending = (RecordState.ACCEPTED,)
+        return await self._retry(
+            lambda: _conclude(engine, key, pending, RecordState.DONE, reply, now_ms)
+        )
+
+    async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
+        engine = await self._ready()
+        t = idempotency_table
+
+        async def beat_once() -> Claim | None:
+            async with engine.begin() as conn:
+                counted = await conn.execute(
+                    sa.update(t)
+                    .where(t.c.key == key, t.c.state == RecordState.ACCEPTED.value)
+                    .values(heartbeats=t.c.heartbeats + 1, updated_ms=now_ms)
+                    .returning(t.c.key)
+                )
+                won = counted.first() is not None
+                record = await _select(conn, key)
+            return None if record is None else Claim(won=won, record=record)
+
+        return await self._retry(beat_once)
 
     async def abandon(self, *, owner_prefix: str) -> int:
         engine = await self._ready()
@@ -341,8 +412,49 @@ class _SqlEffectTransaction(EffectTransaction):
     async def complete(self, reply: Reply, *, now_ms: int) -> bool:
         return await _complete(self._conn, self._key, self._owner, reply, now_ms)
 
+    async def accept(self, *, attempt: int, now_ms: int) -> bool:
+        return await _accept(self._conn, self._key, self._owner, attempt, now_ms)
+
     def discard(self) -> None:
         self.discarded = True
+
+
+async def _accept(conn: AsyncConnection, key: str, owner: str, attempt: int, now_ms: int) -> bool:
+    t = idempotency_table
+    result = await conn.execute(
+        sa.update(t)
+        .where(*_held_by(key, owner))
+        .values(state=RecordState.ACCEPTED.value, heartbeats=0, attempt=attempt, updated_ms=now_ms)
+        .returning(t.c.key)
+    )
+    return result.first() is not None
+
+
+async def _conclude(
+    engine: AsyncEngine,
+    key: str,
+    pending: tuple[RecordState, ...],
+    state: RecordState,
+    reply: Reply,
+    now_ms: int,
+) -> Claim | None:
+    """One conditional UPDATE: ``key`` moves to ``state`` with ``reply`` only if it is still
+    in one of the ``pending`` states, so of several racing writers exactly one wins."""
+    t = idempotency_table
+    async with engine.begin() as conn:
+        changed = await conn.execute(
+            sa.update(t)
+            .where(t.c.key == key, t.c.state.in_([p.value for p in pending]))
+            .values(state=state.value, reply=_reply_text(reply), updated_ms=now_ms)
+            .returning(t.c.key)
+        )
+        won = changed.first() is not None
+        record = await _select(conn, key)
+    return None if record is None else Claim(won=won, record=record)
+
+
+def _reply_text(reply: Reply) -> str:
+    return json.dumps(reply.to_json(), separators=(",", ":"))
 
 
 async def _was(conn: AsyncConnection, key: str, owner: str, state: RecordState) -> bool:
@@ -358,7 +470,7 @@ async def _complete(conn: AsyncConnection, key: str, owner: str, reply: Reply, n
         .where(*_held_by(key, owner))
         .values(
             state=RecordState.DONE.value,
-            reply=json.dumps(reply.to_json(), separators=(",", ":")),
+            reply=_reply_text(reply),
             updated_ms=now_ms,
         )
         .returning(t.c.key)
@@ -379,6 +491,8 @@ def _new_record(
         "reply": None,
         "claimed_at_ms": now_ms,
         "updated_ms": now_ms,
+        "heartbeats": 0,
+        "attempt": None,
     }
     return record, values
 
@@ -410,6 +524,8 @@ async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
         claimed_at_ms=row.claimed_at_ms,
         updated_ms=row.updated_ms,
         reply=Reply.from_json(json.loads(reply_text)) if reply_text is not None else None,
+        heartbeats=row.heartbeats,
+        attempt=row.attempt,
     )
 
 

@@ -8,6 +8,12 @@ never forgotten: a forward attempt that started may have taken effect, so its co
 run. ``claim`` and ``fence`` must be atomic across every process sharing the store: at most one
 caller wins a key.
 
+A long-running command (its handler answered ``ctx.accept()``) moves ``in_progress ->
+accepted``; a completion then moves ``accepted -> done`` (completed, rejected or failed for
+good) or ``accepted -> attempted`` (a failure that a retry of the command may try again), and
+a heartbeat counts up on ``accepted``. The compensation of an accepted command closes it
+first (``cancel``: ``accepted -> done``), so a completion racing it has exactly one winner.
+
 A store that can put a handler's effect and its idempotency record in one database transaction
 (the transactional inbox) implements ``transaction``; ``SqlIdempotencyStore`` does.
 """
@@ -36,6 +42,9 @@ class RecordState(StrEnum):
     ATTEMPTED = "attempted"
     """An attempt ran (or started) and did not answer for good: a retry may claim the key
     again, and a compensation of this forward key runs its handler (there may be an effect)."""
+    ACCEPTED = "accepted"
+    """A long-running command: its handler accepted it, and it is completed later (``finish``)
+    or closed by its compensation (``cancel``). Repeats answer ``accepted``; never stale."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,12 +57,24 @@ class IdempotencyRecord:
     claimed_at_ms: int
     updated_ms: int
     reply: Reply | None = None
+    """``done``: the final answer. ``attempted``: the failure a completion recorded (``fail``
+    with ``final=False``), or None when the attempt's handler failed or died."""
+    heartbeats: int = 0
+    """``accepted``: how many heartbeats the command's completer has sent."""
+    attempt: int | None = None
+    """``accepted`` (and a completion after it): the command's attempt that was accepted."""
 
-    def claimable(self, stale_before_ms: int) -> bool:
+    def claimable(self, stale_before_ms: int, attempt: int | None = None) -> bool:
         """Whether a new claim may take this record over: an attempt that did not answer for
-        good, or a claim in progress since before ``stale_before_ms`` (its owner is dead)."""
+        good, or a claim in progress since before ``stale_before_ms`` (its owner is dead).
+
+        A failure a completion recorded for attempt N answers repeats of attempts up to N (a
+        coordinator re-sending the accepted command learns of it); only a later ``attempt``
+        (a retry) runs the handler again. ``attempt`` None claims regardless.
+        """
         if self.state is RecordState.ATTEMPTED:
-            return True
+            recorded = self.reply is not None and self.attempt is not None
+            return attempt is None or not recorded or attempt > (self.attempt or 0)
         return self.state is RecordState.IN_PROGRESS and self.claimed_at_ms < stale_before_ms
 
 
@@ -87,12 +108,21 @@ class IdempotencyStore(ABC):
         """The record for ``key``, or None."""
 
     @abstractmethod
-    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
+    async def claim(
+        self,
+        key: str,
+        *,
+        owner: str,
+        now_ms: int,
+        stale_before_ms: int,
+        attempt: int | None = None,
+    ) -> Claim:
         """Atomically take ``key`` as in progress for ``owner``.
 
-        Wins when there is no record, an ``attempted`` record, or an in-progress record
-        claimed before ``stale_before_ms`` (its owner is presumed dead); ``replaced`` is then
-        the record taken over. Otherwise returns the existing record.
+        Wins when the record is absent or ``claimable(stale_before_ms, attempt)`` (an
+        ``attempted`` record, or an in-progress one claimed before ``stale_before_ms``: its
+        owner is presumed dead); ``replaced`` is then the record taken over. Otherwise
+        returns the existing record.
         """
 
     @abstractmethod
@@ -121,6 +151,37 @@ class IdempotencyStore(ABC):
         dead, so its unfinished claims are released at once instead of going stale slowly.
         Returns how many were released.
         """
+
+    # Long-running commands. Not abstract, so a store written before them still works for
+    # every handler that answers at once; the SDK's stores implement them.
+
+    async def accept(self, key: str, *, owner: str, attempt: int, now_ms: int) -> bool:
+        """Turn ``owner``'s in-progress claim into ``accepted`` (heartbeats 0, ``attempt``
+        recorded); False if ``owner`` no longer holds the claim (a completion may have come
+        first: read the record)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
+
+    async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
+        """Complete a pending command, atomically: an ``accepted`` record (or an
+        ``in_progress`` one: its handler has not answered yet, and its job finished first)
+        becomes ``done`` with ``reply``, or ``attempted`` with it when ``retry``.
+
+        ``won`` says whether this call changed the record; otherwise ``record`` is the
+        current one (already completed, or cancelled by the compensation). None: no record.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
+
+    async def cancel(self, key: str, *, reply: Reply, now_ms: int) -> Claim | None:
+        """Close an ``accepted`` record for good (``done`` with ``reply``), atomically, before
+        its compensation runs: a later ``finish`` loses. ``won`` False: it was not accepted
+        any more (a completion came first), and ``record`` is the current one. None: no record.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
+
+    async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
+        """Count one heartbeat on an ``accepted`` record, atomically; ``won`` False (nothing
+        changed) when it is not accepted. None: no record."""
+        raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
 
     @property
     def identity(self) -> str | None:
@@ -174,6 +235,11 @@ class EffectTransaction(ABC):
     async def complete(self, reply: Reply, *, now_ms: int) -> bool:
         """Record ``reply`` as the key's final answer, inside this transaction; False if the
         claim was lost (then ``discard()``: another replica owns the key now)."""
+
+    async def accept(self, *, attempt: int, now_ms: int) -> bool:
+        """Record the key as ``accepted`` (a long-running command), inside this transaction;
+        False if the claim was lost or a completion came first (then ``discard()``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
 
     @abstractmethod
     def discard(self) -> None:
