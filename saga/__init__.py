@@ -8,6 +8,7 @@ from saga.client import start_saga
 from saga.coordinator import Coordinator, SagaHandle, SagaResult
 from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
 from saga.errors import (
+    CompletionRefused,
     ConcurrencyError,
     ConfigError,
     DefinitionError,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FOREVER",
     "CommandContext",
+    "CompletionRefused",
     "ConcurrencyError",
     "ConfigError",
     "Coordinator",
