@@ -14,7 +14,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from saga.participant.completions import Completions
+from saga.participant.completions import CompletingTransaction, Completions
 from saga.participant.context import Accepted, CommandContext, Handler
 from saga.participant.memory import InMemoryIdempotencyStore
 from saga.participant.nats import ParticipantServer, completion_announcer
@@ -27,6 +27,7 @@ __all__ = [
     "Accepted",
     "Claim",
     "CommandContext",
+    "CompletingTransaction",
     "Completions",
     "Handler",
     "IdempotencyRecord",

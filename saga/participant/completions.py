@@ -12,19 +12,32 @@ their own every ``Step.poll_every`` and after a recovery.
 
 This module knows no transport: announcing is a callable (``Announce``) that the NATS server
 (``saga.participant.nats.completion_announcer``) provides.
+
+With a SQL store, ``completing(token)`` is the inbox for completions: the completion's own
+effect (say, the shipment's tracking number in the service's table) and the completion commit
+in one transaction, or neither does; and it is refused, effect and all, once the step's
+compensation has closed the command.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
 
 from saga.clock import Clock, SystemClock
-from saga.errors import CompletionRefused
+from saga.errors import CompletionRefused, IdempotencyStoreError
 from saga.names import is_name, is_saga_id
 from saga.participant.context import JsonObject
-from saga.participant.store import IdempotencyRecord, IdempotencyStore, RecordState
+from saga.participant.store import (
+    Claim,
+    CompletionTransaction,
+    IdempotencyRecord,
+    IdempotencyStore,
+    RecordState,
+)
 from saga.protocol import (
     HEADER_DIRECTION,
     HEADER_IDEMPOTENCY_KEY,
@@ -161,11 +174,49 @@ class Completions:
         await self._announce(token)
         return found.record.heartbeats
 
-    async def _finish(self, token: str, reply: Reply, *, retry: bool) -> None:
+    @asynccontextmanager
+    async def completing(self, token: str) -> AsyncIterator[CompletingTransaction]:
+        """``async with completions.completing(token) as tx:`` the inbox for a completion.
+
+        Write the completion's effect on ``tx.connection`` (for ``SqlIdempotencyStore``, an
+        SQLAlchemy ``AsyncConnection``; do not commit it) and call ``await
+        tx.complete(result)`` (or ``tx.reject``, ``tx.fail``): both commit together when the
+        block ends, and the completion is announced after. If the block raises, both roll
+        back. Entering raises CompletionRefused when the command is not pending any more
+        (compensated, completed already, unknown), so the effect is never written twice or
+        after the compensation; the record stays locked (PostgreSQL row lock, SQLite write
+        lock) until the block ends, so a compensation arriving meanwhile waits and then finds
+        the command completed. Needs a store that joins transactions (IdempotencyStoreError
+        otherwise).
+        """
         saga_id, step = parse_token(token)
+        if not self.store.joins_transactions:
+            raise IdempotencyStoreError(
+                f"{type(self.store).__name__} cannot join a completion's transaction;"
+                " use SqlIdempotencyStore"
+            )
+        async with self.store.completion_transaction(self._key(token)) as stored:
+            record = stored.record
+            if record is None:
+                raise self._unknown(token, saga_id, step)
+            if record.state not in (RecordState.ACCEPTED, RecordState.IN_PROGRESS):
+                raise self._refusal(token, record, saga_id, step, "complete")
+            tx = CompletingTransaction(self, token, stored)
+            yield tx
+        if tx.finished:
+            await self._announce(token)
+
+    async def _finish(self, token: str, reply: Reply, *, retry: bool) -> None:
         reply = normalised(reply)
-        key = self._key(token)
-        found = await self.store.finish(key, reply=reply, retry=retry, now_ms=self._clock.now_ms())
+        found = await self.store.finish(
+            self._key(token), reply=reply, retry=retry, now_ms=self._clock.now_ms()
+        )
+        self._judge(token, found, reply, retry=retry)
+        await self._announce(token)
+
+    def _judge(self, token: str, found: Claim | None, reply: Reply, *, retry: bool) -> None:
+        """Raise CompletionRefused unless ``found`` says ``reply`` is recorded (now or before)."""
+        saga_id, step = parse_token(token)
         if found is None:
             raise self._unknown(token, saga_id, step)
         record = found.record
@@ -173,8 +224,7 @@ class Completions:
             wanted = RecordState.ATTEMPTED if retry else RecordState.DONE
             if record.state is not wanted or record.reply != reply:
                 raise self._refusal(token, record, saga_id, step, "complete")
-            logger.debug("%s was completed already with the same outcome", key)
-        await self._announce(token)
+            logger.debug("%s was completed already with the same outcome", token)
 
     async def _announce(self, token: str) -> None:
         if self.announce is None:
@@ -221,3 +271,47 @@ class Completions:
             saga_id=saga_id,
             step=step,
         )
+
+
+class CompletingTransaction:
+    """The completion of one command inside a database transaction (``completing(token)``)."""
+
+    def __init__(self, completions: Completions, token: str, stored: CompletionTransaction) -> None:
+        self.token = token
+        """The command's completion token."""
+        self.finished = False
+        """Whether a completion was recorded in this transaction (committed with it)."""
+        self._completions = completions
+        self._stored = stored
+
+    @property
+    def connection(self) -> Any:
+        """The transaction to write the completion's effect on (``SqlIdempotencyStore``: an
+        SQLAlchemy ``AsyncConnection``). It commits when the block ends; do not commit it."""
+        return self._stored.connection
+
+    async def complete(self, result: JsonObject | None = None) -> None:
+        """As ``Completions.complete``, committed with the effect."""
+        await self._finish(Reply.succeeded(result or {}), retry=False)
+
+    async def reject(self, code: str, message: str, details: JsonObject | None = None) -> None:
+        """As ``Completions.reject``, committed with the effect."""
+        await self._finish(Reply.rejected(code, message, details), retry=False)
+
+    async def fail(
+        self,
+        code: str,
+        message: str,
+        *,
+        details: JsonObject | None = None,
+        final: bool = False,
+    ) -> None:
+        """As ``Completions.fail``, committed with the effect."""
+        await self._finish(Reply.failed(code, message, details, final=final), retry=not final)
+
+    async def _finish(self, reply: Reply, *, retry: bool) -> None:
+        reply = normalised(reply)
+        now_ms = self._completions._clock.now_ms()
+        found = await self._stored.finish(reply, retry=retry, now_ms=now_ms)
+        self._completions._judge(self.token, found, reply, retry=retry)
+        self.finished = True

@@ -17,6 +17,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from saga.participant.completions import (
     COMPENSATED_FORWARD,
     MAX_RECORDED_RESULT_BYTES,
     Announce,
+    CompletingTransaction,
     Completions,
 )
 from saga.participant.context import Accepted, CommandContext, Handler, JsonObject
@@ -179,6 +181,13 @@ class ParticipantCore:
     async def heartbeat(self, token: str) -> int:
         """Extend the accepted command's completion deadline; returns the count so far."""
         return await self.completions.heartbeat(token)
+
+    def completing(self, token: str) -> AbstractAsyncContextManager[CompletingTransaction]:
+        """``async with participant.completing(token) as tx:`` write the completion's effect
+        on ``tx.connection`` and ``await tx.complete(result)`` in one transaction (SQL store);
+        refused (CompletionRefused) once the compensation has closed the command. See
+        ``Completions.completing``."""
+        return self.completions.completing(token)
 
     def announce_with(self, announce: Announce) -> Callable[[], None]:
         """Use ``announce`` for completion announcements (a server calls this while it

@@ -39,6 +39,7 @@ from saga.errors import IdempotencyStoreError
 from saga.participant.migrate import upgrade
 from saga.participant.store import (
     Claim,
+    CompletionTransaction,
     EffectTransaction,
     IdempotencyRecord,
     IdempotencyStore,
@@ -388,6 +389,29 @@ class SqlIdempotencyStore(IdempotencyStore):
         finally:
             await conn.close()
 
+    @asynccontextmanager
+    async def completion_transaction(self, key: str) -> AsyncIterator[CompletionTransaction]:
+        engine = await self._ready()
+        with _store_errors("could not begin a transaction"):
+            conn = await engine.connect()
+        try:
+            with _store_errors("could not begin a transaction"):
+                await conn.begin()
+                # PostgreSQL: lock the row, so a compensation's cancel waits for this
+                # transaction to end (the store's SQLite engine holds the write lock from
+                # BEGIN). On any engine the conditional UPDATE in ``finish`` decides.
+                record = await _select(conn, key, for_update=True)
+            tx = _SqlCompletionTransaction(conn, key, record)
+            try:
+                yield tx
+            except BaseException:
+                await conn.rollback()
+                raise
+            with _store_errors("could not commit the effect and its completion"):
+                await conn.commit()
+        finally:
+            await conn.close()
+
 
 @contextmanager
 def _store_errors(what: str) -> Iterator[None]:
@@ -419,6 +443,29 @@ class _SqlEffectTransaction(EffectTransaction):
         self.discarded = True
 
 
+class _SqlCompletionTransaction(CompletionTransaction):
+    def __init__(self, conn: AsyncConnection, key: str, record: IdempotencyRecord | None) -> None:
+        self._conn = conn
+        self._key = key
+        self._record = record
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
+
+    @property
+    def record(self) -> IdempotencyRecord | None:
+        return self._record
+
+    async def finish(self, reply: Reply, *, retry: bool, now_ms: int) -> Claim | None:
+        state = RecordState.ATTEMPTED if retry else RecordState.DONE
+        pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
+        found = await _conclude_on(self._conn, self._key, pending, state, reply, now_ms)
+        if found is not None:
+            self._record = found.record
+        return found
+
+
 async def _accept(conn: AsyncConnection, key: str, owner: str, attempt: int, now_ms: int) -> bool:
     t = idempotency_table
     result = await conn.execute(
@@ -440,16 +487,27 @@ async def _conclude(
 ) -> Claim | None:
     """One conditional UPDATE: ``key`` moves to ``state`` with ``reply`` only if it is still
     in one of the ``pending`` states, so of several racing writers exactly one wins."""
-    t = idempotency_table
     async with engine.begin() as conn:
-        changed = await conn.execute(
-            sa.update(t)
-            .where(t.c.key == key, t.c.state.in_([p.value for p in pending]))
-            .values(state=state.value, reply=_reply_text(reply), updated_ms=now_ms)
-            .returning(t.c.key)
-        )
-        won = changed.first() is not None
-        record = await _select(conn, key)
+        return await _conclude_on(conn, key, pending, state, reply, now_ms)
+
+
+async def _conclude_on(
+    conn: AsyncConnection,
+    key: str,
+    pending: tuple[RecordState, ...],
+    state: RecordState,
+    reply: Reply,
+    now_ms: int,
+) -> Claim | None:
+    t = idempotency_table
+    changed = await conn.execute(
+        sa.update(t)
+        .where(t.c.key == key, t.c.state.in_([p.value for p in pending]))
+        .values(state=state.value, reply=_reply_text(reply), updated_ms=now_ms)
+        .returning(t.c.key)
+    )
+    won = changed.first() is not None
+    record = await _select(conn, key)
     return None if record is None else Claim(won=won, record=record)
 
 
@@ -511,9 +569,14 @@ def _insert_if_absent(engine: AsyncEngine, values: dict[str, Any]) -> sa.Executa
     return lite.on_conflict_do_nothing(index_elements=[t.c.key]).returning(t.c.key)
 
 
-async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
+async def _select(
+    conn: AsyncConnection, key: str, *, for_update: bool = False
+) -> IdempotencyRecord | None:
     t = idempotency_table
-    row = (await conn.execute(sa.select(t).where(t.c.key == key))).first()
+    query = sa.select(t).where(t.c.key == key)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         return None
     reply_text: str | None = row.reply

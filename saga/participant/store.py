@@ -209,6 +209,17 @@ class IdempotencyStore(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot join a handler's transaction")
 
+    def completion_transaction(
+        self, key: str
+    ) -> AbstractAsyncContextManager[CompletionTransaction]:
+        """An open database transaction with ``key``'s record read (and locked where the
+        database can), for a completion's effect and the completion itself (the inbox).
+
+        On leaving the block it commits, unless the block raised: then it rolls back, effect
+        and completion together. Supported when ``joins_transactions`` is.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot join a completion's transaction")
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self
@@ -244,3 +255,22 @@ class EffectTransaction(ABC):
     @abstractmethod
     def discard(self) -> None:
         """Roll back at the end of the block instead of committing."""
+
+
+class CompletionTransaction(ABC):
+    """A transaction shared by a completion's effect and the completion of a pending command."""
+
+    @property
+    @abstractmethod
+    def connection(self) -> Any:
+        """The completer's handle on the transaction (``SqlIdempotencyStore``: an SQLAlchemy
+        ``AsyncConnection``). The completer must not commit or roll it back."""
+
+    @property
+    @abstractmethod
+    def record(self) -> IdempotencyRecord | None:
+        """The key's record as read at the start of the transaction (None: no record)."""
+
+    @abstractmethod
+    async def finish(self, reply: Reply, *, retry: bool, now_ms: int) -> Claim | None:
+        """As ``IdempotencyStore.finish``, inside this transaction."""
