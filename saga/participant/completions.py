@@ -221,7 +221,7 @@ class Completions:
             raise self._unknown(token, saga_id, step)
         record = found.record
         if not found.won:
-            wanted = RecordState.ATTEMPTED if retry else RecordState.DONE
+            wanted = RecordState.RETRYABLE if retry else RecordState.DONE
             if record.state is not wanted or record.reply != reply:
                 raise self._refusal(token, record, saga_id, step, "complete")
             logger.debug("%s was completed already with the same outcome", token)

@@ -33,17 +33,9 @@ class InMemoryIdempotencyStore(IdempotencyStore):
     async def get(self, key: str) -> IdempotencyRecord | None:
         return self._records.get(key)
 
-    async def claim(
-        self,
-        key: str,
-        *,
-        owner: str,
-        now_ms: int,
-        stale_before_ms: int,
-        attempt: int | None = None,
-    ) -> Claim:
+    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         existing = self._records.get(key)
-        if existing is not None and not existing.claimable(stale_before_ms, attempt):
+        if existing is not None and not existing.claimable(stale_before_ms):
             return Claim(won=False, record=existing)
         return self._put(key, RecordState.IN_PROGRESS, owner, now_ms, replaced=existing)
 
@@ -97,7 +89,7 @@ class InMemoryIdempotencyStore(IdempotencyStore):
 
     async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
         pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
-        state = RecordState.ATTEMPTED if retry else RecordState.DONE
+        state = RecordState.RETRYABLE if retry else RecordState.DONE
         return self._conclude(key, pending, state, reply, now_ms)
 
     async def cancel(self, key: str, *, reply: Reply, now_ms: int) -> Claim | None:
@@ -119,6 +111,16 @@ class InMemoryIdempotencyStore(IdempotencyStore):
         record = replace(existing, state=state, reply=reply, updated_ms=now_ms)
         self._records[key] = record
         return Claim(won=True, record=record)
+
+    async def retake(
+        self, key: str, *, owner: str, now_ms: int, attempt: int | None
+    ) -> Claim | None:
+        existing = self._records.get(key)
+        if existing is None:
+            return None
+        if not existing.retakable(attempt):
+            return Claim(won=False, record=existing)
+        return self._put(key, RecordState.IN_PROGRESS, owner, now_ms, replaced=existing)
 
     async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
         existing = self._records.get(key)

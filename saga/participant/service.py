@@ -35,7 +35,7 @@ from saga.participant.completions import (
 from saga.participant.context import Accepted, CommandContext, Handler, JsonObject
 from saga.participant.locks import KeyedLocks
 from saga.participant.memory import InMemoryIdempotencyStore
-from saga.participant.store import IdempotencyRecord, IdempotencyStore, RecordState
+from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
 from saga.protocol import (
     MAX_PAYLOAD_BYTES,
     RESULT_TOO_LARGE,
@@ -309,13 +309,16 @@ class ParticipantCore:
         now_ms = self._clock.now_ms()
         stale_before_ms = now_ms - int(self.stale_claim_after.total_seconds() * 1000)
         owner = f"{self._owner_prefix}{uuid.uuid4().hex}"
-        claim = await self.store.claim(
-            key,
-            owner=owner,
-            now_ms=now_ms,
-            stale_before_ms=stale_before_ms,
-            attempt=command.attempt,
+        claim: Claim | None = await self.store.claim(
+            key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
         )
+        if claim is not None and not claim.won and claim.record.retakable(command.attempt):
+            # A retry of a long-running command its completer failed for a retry.
+            claim = await self.store.retake(
+                key, owner=owner, now_ms=now_ms, attempt=command.attempt
+            )
+        if claim is None:
+            return Reply.failed("in_progress", "the command's record changed; retry later")
         if not claim.won:
             return self._replay(claim.record, command)
         replaced = claim.replaced
@@ -410,6 +413,13 @@ class ParticipantCore:
                 logger.info("closed %s, accepted and not completed: compensating", forward_key)
                 return _Verdict()
             record = closed.record
+        if record.state is RecordState.RETRYABLE:
+            # An accepted attempt its completer failed for a retry: it may have taken
+            # effect, so compensate it; no retry runs after this.
+            retaken = await self.store.retake(forward_key, owner=owner, now_ms=now_ms, attempt=None)
+            if retaken is not None and retaken.won:
+                return await self._abandon_forward(forward_key, owner, now_ms, retaken.replaced)
+            record = retaken.record if retaken is not None else record
         if record.state in (RecordState.IN_PROGRESS, RecordState.ATTEMPTED):
             # A forward attempt reached this service: it may have taken effect, so the
             # compensation handler runs. A forward still running is waited for.
@@ -449,7 +459,7 @@ class ParticipantCore:
             logger.warning(
                 "forward %s was %s; compensating anyway",
                 forward_key,
-                "abandoned mid-way" if replaced.state is RecordState.IN_PROGRESS else "attempted",
+                "abandoned mid-way" if replaced.state is RecordState.IN_PROGRESS else "failed",
             )
         await self.store.complete(forward_key, owner=owner, reply=ABANDONED_FORWARD, now_ms=now_ms)
         return _Verdict()
@@ -564,8 +574,8 @@ def _is_async_function(value: object) -> bool:
 def _existing_answer(record: IdempotencyRecord, token: str) -> Reply:
     if record.state is RecordState.ACCEPTED:
         return Reply.accepted(token, record.heartbeats)
-    if record.state in (RecordState.DONE, RecordState.ATTEMPTED) and record.reply is not None:
-        # ATTEMPTED with a reply: a completer's failure, answered to re-sends of its attempt.
+    if record.state in (RecordState.DONE, RecordState.RETRYABLE) and record.reply is not None:
+        # RETRYABLE: a completer's failure, answered to re-sends of the failed attempt.
         return record.reply
     if record.state is RecordState.FENCED:
         return Reply.rejected(

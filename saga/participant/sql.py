@@ -197,28 +197,12 @@ class SqlIdempotencyStore(IdempotencyStore):
     # the connection is lost. A first try may have committed before its connection dropped,
     # so each recognises its own earlier write (same owner) as success: repeating is safe.
 
-    async def claim(
-        self,
-        key: str,
-        *,
-        owner: str,
-        now_ms: int,
-        stale_before_ms: int,
-        attempt: int | None = None,
-    ) -> Claim:
+    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         engine = await self._ready()
-        return await self._retry(
-            lambda: self._claim(engine, key, owner, now_ms, stale_before_ms, attempt)
-        )
+        return await self._retry(lambda: self._claim(engine, key, owner, now_ms, stale_before_ms))
 
     async def _claim(
-        self,
-        engine: AsyncEngine,
-        key: str,
-        owner: str,
-        now_ms: int,
-        stale_before_ms: int,
-        attempt: int | None,
+        self, engine: AsyncEngine, key: str, owner: str, now_ms: int, stale_before_ms: int
     ) -> Claim:
         t = idempotency_table
         mine, values = _new_record(key, RecordState.IN_PROGRESS, owner, now_ms)
@@ -233,7 +217,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                     continue  # deleted between our insert and select: try again
                 if existing.owner == owner and existing.state is RecordState.IN_PROGRESS:
                     return Claim(won=True, record=existing)  # our own earlier try committed
-                if not existing.claimable(stale_before_ms, attempt):
+                if not existing.claimable(stale_before_ms):
                     return Claim(won=False, record=existing)
                 # Compare-and-set on the record we saw: of several takers, one matches.
                 taken = await conn.execute(
@@ -250,7 +234,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                 if taken.first() is not None:
                     return Claim(won=True, record=mine, replaced=existing)
                 current = await _select(conn, key)
-                if current is not None and not current.claimable(stale_before_ms, attempt):
+                if current is not None and not current.claimable(stale_before_ms):
                     return Claim(won=False, record=current)
         raise IdempotencyStoreError(f"could not claim idempotency key {key!r}: it keeps changing")
 
@@ -318,7 +302,7 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
         engine = await self._ready()
-        state = RecordState.ATTEMPTED if retry else RecordState.DONE
+        state = RecordState.RETRYABLE if retry else RecordState.DONE
         pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
         return await self._retry(lambda: _conclude(engine, key, pending, state, reply, now_ms))
 
@@ -328,6 +312,41 @@ class SqlIdempotencyStore(IdempotencyStore):
         return await self._retry(
             lambda: _conclude(engine, key, pending, RecordState.DONE, reply, now_ms)
         )
+
+    async def retake(
+        self, key: str, *, owner: str, now_ms: int, attempt: int | None
+    ) -> Claim | None:
+        engine = await self._ready()
+        t = idempotency_table
+        mine, values = _new_record(key, RecordState.IN_PROGRESS, owner, now_ms)
+
+        async def retake_once() -> Claim | None:
+            async with engine.begin() as conn:
+                existing = await _select(conn, key)
+                if existing is None:
+                    return None
+                if existing.owner == owner and existing.state is RecordState.IN_PROGRESS:
+                    return Claim(won=True, record=existing)  # our own earlier try committed
+                if not existing.retakable(attempt):
+                    return Claim(won=False, record=existing)
+                # Compare-and-set on the record we saw: of several takers, one matches.
+                taken = await conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.key == key,
+                        t.c.state == RecordState.RETRYABLE.value,
+                        t.c.updated_ms == existing.updated_ms,
+                        t.c.owner == existing.owner,
+                    )
+                    .values(values)
+                    .returning(t.c.key)
+                )
+                if taken.first() is not None:
+                    return Claim(won=True, record=mine, replaced=existing)
+                current = await _select(conn, key)
+                return None if current is None else Claim(won=False, record=current)
+
+        return await self._retry(retake_once)
 
     async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
         engine = await self._ready()
@@ -458,7 +477,7 @@ class _SqlCompletionTransaction(CompletionTransaction):
         return self._record
 
     async def finish(self, reply: Reply, *, retry: bool, now_ms: int) -> Claim | None:
-        state = RecordState.ATTEMPTED if retry else RecordState.DONE
+        state = RecordState.RETRYABLE if retry else RecordState.DONE
         pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
         found = await _conclude_on(self._conn, self._key, pending, state, reply, now_ms)
         if found is not None:

@@ -10,9 +10,10 @@ caller wins a key.
 
 A long-running command (its handler answered ``ctx.accept()``) moves ``in_progress ->
 accepted``; a completion then moves ``accepted -> done`` (completed, rejected or failed for
-good) or ``accepted -> attempted`` (a failure that a retry of the command may try again), and
-a heartbeat counts up on ``accepted``. The compensation of an accepted command closes it
-first (``cancel``: ``accepted -> done``), so a completion racing it has exactly one winner.
+good) or ``accepted -> retryable`` (a failure that a retry of the command may try again:
+``retryable -> in_progress`` by ``retake``), and a heartbeat counts up on ``accepted``. The
+compensation of an accepted command closes it first (``cancel``: ``accepted -> done``), so a
+completion racing it has exactly one winner.
 
 A store that can put a handler's effect and its idempotency record in one database transaction
 (the transactional inbox) implements ``transaction``; ``SqlIdempotencyStore`` does.
@@ -45,6 +46,10 @@ class RecordState(StrEnum):
     ACCEPTED = "accepted"
     """A long-running command: its handler accepted it, and it is completed later (``finish``)
     or closed by its compensation (``cancel``). Repeats answer ``accepted``; never stale."""
+    RETRYABLE = "retryable"
+    """A long-running command whose completer failed it for a retry: re-sends of the accepted
+    ``attempt`` answer the recorded failure; a later attempt (or the compensation) takes the
+    key with ``retake``. Not ``claim``-able, so its failure is not lost to a plain re-send."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,25 +62,26 @@ class IdempotencyRecord:
     claimed_at_ms: int
     updated_ms: int
     reply: Reply | None = None
-    """``done``: the final answer. ``attempted``: the failure a completion recorded (``fail``
-    with ``final=False``), or None when the attempt's handler failed or died."""
+    """``done``: the final answer; ``retryable``: the failure its completer recorded."""
     heartbeats: int = 0
     """``accepted``: how many heartbeats the command's completer has sent."""
     attempt: int | None = None
-    """``accepted`` (and a completion after it): the command's attempt that was accepted."""
+    """``accepted`` and ``retryable``: the command's attempt that was accepted (None: its job
+    failed it before the acceptance was recorded)."""
 
-    def claimable(self, stale_before_ms: int, attempt: int | None = None) -> bool:
+    def claimable(self, stale_before_ms: int) -> bool:
         """Whether a new claim may take this record over: an attempt that did not answer for
-        good, or a claim in progress since before ``stale_before_ms`` (its owner is dead).
-
-        A failure a completion recorded for attempt N answers repeats of attempts up to N (a
-        coordinator re-sending the accepted command learns of it); only a later ``attempt``
-        (a retry) runs the handler again. ``attempt`` None claims regardless.
-        """
+        good, or a claim in progress since before ``stale_before_ms`` (its owner is dead)."""
         if self.state is RecordState.ATTEMPTED:
-            recorded = self.reply is not None and self.attempt is not None
-            return attempt is None or not recorded or attempt > (self.attempt or 0)
+            return True
         return self.state is RecordState.IN_PROGRESS and self.claimed_at_ms < stale_before_ms
+
+    def retakable(self, attempt: int | None) -> bool:
+        """Whether ``retake`` may take this record: ``retryable``, and ``attempt`` is later
+        than the one that failed (None: regardless, as for a compensation)."""
+        if self.state is not RecordState.RETRYABLE:
+            return False
+        return attempt is None or attempt > (self.attempt or 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,21 +114,12 @@ class IdempotencyStore(ABC):
         """The record for ``key``, or None."""
 
     @abstractmethod
-    async def claim(
-        self,
-        key: str,
-        *,
-        owner: str,
-        now_ms: int,
-        stale_before_ms: int,
-        attempt: int | None = None,
-    ) -> Claim:
+    async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
         """Atomically take ``key`` as in progress for ``owner``.
 
-        Wins when the record is absent or ``claimable(stale_before_ms, attempt)`` (an
-        ``attempted`` record, or an in-progress one claimed before ``stale_before_ms``: its
-        owner is presumed dead); ``replaced`` is then the record taken over. Otherwise
-        returns the existing record.
+        Wins when there is no record, an ``attempted`` record, or an in-progress record
+        claimed before ``stale_before_ms`` (its owner is presumed dead); ``replaced`` is then
+        the record taken over. Otherwise returns the existing record.
         """
 
     @abstractmethod
@@ -164,7 +161,7 @@ class IdempotencyStore(ABC):
     async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
         """Complete a pending command, atomically: an ``accepted`` record (or an
         ``in_progress`` one: its handler has not answered yet, and its job finished first)
-        becomes ``done`` with ``reply``, or ``attempted`` with it when ``retry``.
+        becomes ``done`` with ``reply``, or ``retryable`` with it when ``retry``.
 
         ``won`` says whether this call changed the record; otherwise ``record`` is the
         current one (already completed, or cancelled by the compensation). None: no record.
@@ -176,6 +173,14 @@ class IdempotencyStore(ABC):
         its compensation runs: a later ``finish`` loses. ``won`` False: it was not accepted
         any more (a completion came first), and ``record`` is the current one. None: no record.
         """
+        raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
+
+    async def retake(
+        self, key: str, *, owner: str, now_ms: int, attempt: int | None
+    ) -> Claim | None:
+        """Atomically take a ``retryable`` record as in progress for ``owner``, when
+        ``record.retakable(attempt)``; ``replaced`` is the record taken. ``won`` False: the
+        record is not retakable (``record`` is the current one). None: no record."""
         raise NotImplementedError(f"{type(self).__name__} does not support long-running steps")
 
     async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:

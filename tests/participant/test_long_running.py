@@ -294,6 +294,9 @@ async def test_a_failure_for_a_retry_answers_its_attempt_and_a_retry_runs_again(
     await participant.fail(token, "carrier_busy", "try later", details={"wait_s": 60})
     busy = Reply.failed("carrier_busy", "try later", {"wait_s": 60})
     assert await ask(nc, command("saga-t")) == busy, "a re-send of attempt 1 learns of it"
+    record = await participant.store.get(f"shipping:{token}")
+    assert record is not None
+    assert (record.state, record.attempt) == (RecordState.RETRYABLE, 1)
     await participant.fail(token, "carrier_busy", "try later", details={"wait_s": 60})  # no-op
     assert served.shipped == ["saga-t"]
 

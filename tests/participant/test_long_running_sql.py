@@ -242,6 +242,29 @@ async def test_the_stores_conditional_writes(url: str, engine: AsyncEngine) -> N
             assert not again.won
             assert await store.heartbeat("k", now_ms=T0 + 7) == again
 
+            failing = Reply.failed("busy", "try later")
+            await store.claim("r", owner="a", now_ms=T0, stale_before_ms=NEVER_STALE)
+            assert await store.accept("r", owner="a", attempt=2, now_ms=T0)
+            failed = await store.finish("r", reply=failing, retry=True, now_ms=T0 + 1)
+            assert failed is not None
+            assert failed.won
+            assert (failed.record.state, failed.record.attempt) == (RecordState.RETRYABLE, 2)
+            plain = await store.claim("r", owner="b", now_ms=T0 + 2, stale_before_ms=T0 + 9)
+            assert not plain.won, "a plain claim never takes a completer's failure"
+            same = await store.retake("r", owner="b", now_ms=T0 + 2, attempt=2)
+            assert same is not None
+            assert not same.won, "a re-send of the failed attempt does not run again"
+            assert await store.retake("z", owner="b", now_ms=T0 + 2, attempt=3) is None
+            retry = await store.retake("r", owner="b", now_ms=T0 + 2, attempt=3)
+            assert retry is not None
+            assert retry.won
+            assert retry.replaced == failed.record
+            assert (retry.record.state, retry.record.owner) == (RecordState.IN_PROGRESS, "b")
+            assert (retry.record.reply, retry.record.attempt) == (None, None)
+            again_retry = await store.retake("r", owner="c", now_ms=T0 + 3, attempt=4)
+            assert again_retry is not None
+            assert not again_retry.won, "one taker only"
+
 
 async def test_a_store_at_revision_0002_is_upgraded_keeping_its_records(
     url: str, engine: AsyncEngine
