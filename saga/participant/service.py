@@ -337,15 +337,12 @@ class ParticipantCore:
                 )
                 if recorded:
                     return reply
+                if reply.outcome is Outcome.ACCEPTED:
+                    return await self._accept_lost(key, command)
             else:
                 reply = await self._run(handler, command, forward_result)
-                recorded = False
-            if reply.outcome is Outcome.ACCEPTED:
-                if not recorded and not await self.store.accept(
-                    key, owner=owner, attempt=command.attempt, now_ms=self._clock.now_ms()
-                ):
-                    return await self._accept_lost(key, command, reply)
-                return reply
+                if reply.outcome is Outcome.ACCEPTED:
+                    return await self._record_acceptance(key, owner, command, reply)
         except BaseException:
             # Cancelled or the store failed: the outcome is unknown, so let a retry run again.
             await asyncio.shield(self._release_quietly(key, owner))
@@ -358,7 +355,15 @@ class ParticipantCore:
             self.replayed += 1
         return reply
 
-    async def _accept_lost(self, key: str, command: Command, reply: Reply) -> Reply:
+    async def _record_acceptance(
+        self, key: str, owner: str, command: Command, reply: Reply
+    ) -> Reply:
+        now_ms = self._clock.now_ms()
+        if await self.store.accept(key, owner=owner, attempt=command.attempt, now_ms=now_ms):
+            return reply
+        return await self._accept_lost(key, command)
+
+    async def _accept_lost(self, key: str, command: Command) -> Reply:
         # The job finished (completed, or failed for a retry) before the acceptance was
         # recorded, or another replica took a stale claim over: the record says what holds.
         record = await self.store.get(key)
