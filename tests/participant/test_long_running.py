@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from saga.errors import CompletionRefused
+from saga.errors import CompletionRefused, ProtocolError
 from saga.participant import (
     Accepted,
     CommandContext,
@@ -335,6 +335,17 @@ async def test_a_malformed_token_is_refused(served: Shipping, token: str) -> Non
     with pytest.raises(CompletionRefused, match="not a completion token") as refused:
         await served.participant.complete(token, {})
     assert refused.value.token == token
+
+
+async def test_a_result_that_is_not_json_is_refused_and_changes_nothing(
+    served: Shipping, nc: Client
+) -> None:
+    assert (await ask(nc, command("saga-j"))).outcome is Outcome.ACCEPTED
+    with pytest.raises(ProtocolError):
+        await served.participant.complete(token_of("saga-j"), {"when": object()})
+    assert await ask(nc, command("saga-j")) == Reply.accepted(token_of("saga-j"))
+    await served.participant.complete(token_of("saga-j"), {"when": "now"})
+    assert await ask(nc, command("saga-j")) == Reply.succeeded({"when": "now"})
 
 
 async def test_an_unknown_token_is_refused(served: Shipping, nc: Client) -> None:
