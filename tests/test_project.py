@@ -55,6 +55,7 @@ def test_public_api_is_pinned() -> None:
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",
             "UnknownSagaError", "__version__", "redact_url", "FencedError", "StartReply",
             "start_saga", "Wait", "SignalResult", "SignalReply", "send_event",
+            "CompletionRefused",
         ]
     )  # fmt: skip
     for name in saga.__all__:
