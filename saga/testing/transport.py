@@ -12,7 +12,7 @@ from typing import Any
 
 from saga.errors import TransportError
 from saga.participant import CommandContext, Participant
-from saga.participant.context import JsonObject
+from saga.participant.context import Accepted, JsonObject
 from saga.protocol import Command, Direction, Reply
 from saga.transport.base import CompletionHandler, ReplyHandler, Transport
 
@@ -205,7 +205,9 @@ async def _handle_then_fail(participant: Participant, delivery: Delivery) -> Rep
     # handler meanwhile (branches in flight at once): they run the original.
     original = participant._handlers[name]
 
-    async def effect_then_fail(ctx: CommandContext, request: JsonObject) -> JsonObject | None:
+    async def effect_then_fail(
+        ctx: CommandContext, request: JsonObject
+    ) -> JsonObject | Accepted | None:
         if current_delivery() is not delivery:
             return await original(ctx, request)
         await original(ctx, request)
