@@ -71,7 +71,22 @@ APPROVAL = Saga(
 )  # fmt: skip
 """A step, then a wait for the outside event ``approved``, then a step that uses its payload."""
 
-SAGAS = (ORDER, BRANCHES, APPROVAL)
+LONG = Saga(
+    name="crash_long",
+    steps=(
+        Step(name="create", service="orders", command="do", compensation="undo", retry=FAST,
+             compensation_retry=FAST, timeout=timedelta(seconds=3)),
+        Step(name="credit", service="payments", command="do", compensation="undo", retry=FAST,
+             compensation_retry=FAST, timeout=timedelta(seconds=3),
+             completion_timeout=timedelta(minutes=10), poll_every=timedelta(hours=1)),
+        Step(name="stock", service="inventory", command="do", compensation="undo", retry=FAST,
+             compensation_retry=FAST, timeout=timedelta(seconds=3)),
+    ),
+)  # fmt: skip
+"""``credit`` is long-running: accepted, completed later. It is polled only hourly, so within
+a test its outcome arrives by the completion announcement or a coordinator's recovery."""
+
+SAGAS = (ORDER, BRANCHES, APPROVAL, LONG)
 
 
 class Point(StrEnum):
@@ -80,12 +95,13 @@ class Point(StrEnum):
     ON_REPLY = "on_reply"
     """A reply arrived and is not recorded yet."""
     AFTER_RECORD = "after_record"
-    """The step's outcome (succeeded or rejected) is in the log; nothing after it is sent."""
+    """The step's outcome (succeeded, rejected, or accepted for a long-running step) is in the
+    log; nothing after it is sent."""
     AFTER_SEND = "after_send"
     """The step's command was recorded and sent."""
 
 
-_OUTCOMES = (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED)
+_OUTCOMES = (EventType.STEP_SUCCEEDED, EventType.STEP_REJECTED, EventType.STEP_ACCEPTED)
 
 
 @dataclass(frozen=True, kw_only=True)

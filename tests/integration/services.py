@@ -17,8 +17,19 @@ class CountingServices:
     services whose ``do`` says no; ``hold`` names services whose handler waits for ``release``.
     """
 
-    def __init__(self, *, reject: set[str] | None = None, hold: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reject: set[str] | None = None,
+        hold: set[str] | None = None,
+        accept: set[str] | None = None,
+    ) -> None:
         self.runs: Counter[tuple[str, str, str]] = Counter()
+        self.accept = accept or set()
+        """Services whose ``do`` accepts the command (long-running): ``tokens`` keeps each
+        command's completion token, by saga id, for the test to complete it later."""
+        self.tokens: dict[str, str] = {}
+        self.accepted = asyncio.Event()
         self.order: list[tuple[str, str]] = []
         self.reject = reject or set()
         self.hold = hold or set()
@@ -39,6 +50,10 @@ class CountingServices:
                 raise Rejected(f"{service} says no", code="no")
             self.runs[(service, direction, ctx.saga_id)] += 1
             self.order.append((service, direction))
+            if direction == "forward" and service in self.accept:
+                self.tokens[ctx.saga_id] = ctx.token
+                self.accepted.set()
+                return ctx.accept()
             return {"service": service, "attempt": ctx.attempt}
 
         return handle
@@ -51,3 +66,6 @@ class CountingServices:
         for server in self._servers:
             await server.stop()
         self._servers = []
+
+    def participant(self, name: str) -> Participant:
+        return next(p for p in self.participants if p.name == name)
