@@ -28,7 +28,7 @@ NATS_HELP = "NATS server URL(s), comma-separated."
 DB_HELP = "Saga log: a SQLite or PostgreSQL URL."
 
 HTTP_PARAMS = (
-    "http", "token_viewer", "token_operator", "token_file", "insecure", "redact",
+    "http", "token_viewer", "token_operator", "token_signal", "token_file", "insecure", "redact",
     "stall_after", "allowed_host", "access_log",
 )  # fmt: skip
 """The keyword arguments ``http_options`` adds to a command (pop them for ``http_settings``)."""
@@ -73,10 +73,15 @@ def http_options(func: F) -> F:
             help="A bearer token that may also start sagas and act on them.",
         ),
         click.option(
+            "--token-signal", "--signal-token", "token_signal", multiple=True,
+            metavar="NAME:SECRET", envvar="SAGA_TOKEN_SIGNAL", show_envvar=True,
+            help="A bearer token that may only send outside events to sagas (a webhook's).",
+        ),
+        click.option(
             "--token-file", "token_file", metavar="PATH", envvar="SAGA_TOKEN_FILE",
             show_envvar=True,
-            help="Read tokens from this file, one ROLE:NAME:SECRET a line (ROLE viewer or "
-            "operator; # comments). Unlike --token-*, not visible in ps.",
+            help="Read tokens from this file, one ROLE:NAME:SECRET a line (ROLE viewer, "
+            "operator or signal; # comments). Unlike --token-*, not visible in ps.",
         ),
         click.option(
             "--insecure", is_flag=True,

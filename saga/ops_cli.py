@@ -1,4 +1,5 @@
-"""Operator commands against the HTTP API: list, show, compensations, and the audited actions."""
+"""Operator commands against the HTTP API: list, show, compensations, the audited actions, and
+sending a saga an outside event."""
 
 from __future__ import annotations
 
@@ -119,8 +120,9 @@ URL_OPTION = click.option(
     help="The saga HTTP API (saga coordinator --http, or saga dev).",
 )  # fmt: skip
 TOKEN_OPTION = click.option(
-    "--token", envvar="SAGA_API_TOKEN", show_envvar=True, help="Bearer token (viewer or operator)."
-)
+    "--token", envvar="SAGA_API_TOKEN", show_envvar=True,
+    help="Bearer token (viewer, operator, or signal for events).",
+)  # fmt: skip
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
 
@@ -183,19 +185,39 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
         lines.append(f"compensating because: {saga['compensation']['reason']}")
     rows = []
     timeline = saga["timeline"]
-    for entry in timeline["steps"] + timeline["compensations"]:
+    entries = timeline["steps"] + timeline["compensations"]
+    # Branches: a lane column, so steps in flight together read as side by side.
+    branched = any((entry.get("lane") or 0) > 0 for entry in entries)
+    for entry in entries:
+        lane = [entry["lane"] if entry.get("lane") is not None else "-"] if branched else []
         if not entry["attempts"]:
-            rows.append([entry["step"], entry["direction"], "-", entry["state"], "-", ""])
+            rows.append([*lane, entry["step"], entry["direction"], "-", _outcome(entry, None),
+                         "-", ""])  # fmt: skip
         for attempt in entry["attempts"]:
             rows.append([
-                entry["step"], entry["direction"], attempt["attempt"], attempt["outcome"],
-                _time(attempt["sent_ms"]), _error(attempt["error"]),
+                *lane, entry["step"], entry["direction"], attempt["attempt"],
+                _outcome(entry, attempt), _time(attempt["sent_ms"]), _error(attempt["error"]),
             ])  # fmt: skip
         if entry.get("by_hand"):
             by_hand = entry["by_hand"]
-            rows.append([entry["step"], entry["direction"], "-", f"{by_hand['action']} by hand",
-                         _time(by_hand["at_ms"]), by_hand["reason"]])  # fmt: skip
-    lines += ["", table(["step", "direction", "attempt", "outcome", "at (utc)", "error"], rows)]
+            rows.append([*lane, entry["step"], entry["direction"], "-",
+                         f"{by_hand['action']} by hand", _time(by_hand["at_ms"]),
+                         by_hand["reason"]])  # fmt: skip
+    headers = ["step", "direction", "attempt", "outcome", "at (utc)", "error"]
+    lines += ["", table(["lane", *headers] if branched else headers, rows)]
+    active = saga.get("active") or []
+    if len(active) > 1 or any(a.get("phase") in ("accepted", "awaiting") for a in active):
+        lines += ["", "in progress:", table(
+            ["step", "direction", "phase", "attempt", "until (utc)"],
+            [[a["step"], a["direction"], a["phase"], a.get("attempt"), _until(a)] for a in active],
+        )]  # fmt: skip
+    signals = saga.get("signals") or []
+    if signals:
+        lines += ["", "outside events:", table(
+            ["at (utc)", "event", "id", "sender", "taken by"],
+            [[_time(s["at_ms"]), s["event"], s["id"], s["sender"] or "-",
+              s["step"] or "(kept)"] for s in signals],
+        )]  # fmt: skip
     audit = [
         [_time(a["at_ms"]), a["action"], a["actor"], a["step"], a["reason"]]
         for a in timeline["operator_actions"]
@@ -209,6 +231,27 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
     allowed = [name for name, fit in saga["actions"].items() if fit["allowed"]]
     lines += ["", f"actions now: {', '.join(allowed) or 'none'}"]
     click.echo("\n".join(lines))
+
+
+def _outcome(entry: dict[str, Any], attempt: dict[str, Any] | None) -> str:
+    """An attempt's outcome, with what an accepted step or a wait is waiting for."""
+    if attempt is None:
+        state = str(entry["state"])
+        return f"{state}: {entry['event']}" if entry.get("event") and state == "pending" else state
+    outcome = str(attempt["outcome"])
+    if outcome == "accepted":
+        return f"accepted until {_time(attempt.get('deadline_ms'))}"
+    if outcome == "awaiting":
+        return f"awaiting {entry.get('event')} until {_time(attempt.get('deadline_ms'))}"
+    return outcome
+
+
+def _until(active: dict[str, Any]) -> str:
+    if active.get("phase") == "accepted":
+        return _time(active.get("deadline_ms"))
+    if active.get("phase") == "awaiting":
+        return f"{active.get('waiting_for')} by {_time(active.get('timeout_at_ms'))}"
+    return _time(active.get("retry_at_ms") or active.get("timeout_at_ms"))
 
 
 @click.command("compensations")
@@ -279,5 +322,52 @@ ACTIONS = [
         "force_forward", "At or past the pivot: take the pivot as done, or retry without limit."
     ),
 ]
-COMMANDS: list[click.Command] = [list_sagas, show, compensations, *ACTIONS]
+
+
+@click.command("event")
+@click.argument("saga_id")
+@click.argument("event")
+@click.option(
+    "--id",
+    "event_id",
+    required=True,
+    help="Your id for this event: repeating it with the same id changes nothing.",
+)
+@click.option(
+    "--payload",
+    default="{}",
+    show_default=True,
+    help="The event's data, a JSON object (the wait step's result).",
+)
+@URL_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def event(
+    saga_id: str, event: str, event_id: str, payload: str, url: str, token: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Send the outside event EVENT (a wait step's event name) to the saga SAGA_ID.
+
+    An event that comes before the saga reaches its wait step is kept for it. Needs a token
+    of the signal or operator role.
+    """
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    where, what = (urllib.parse.quote(part, safe="") for part in (saga_id, event))
+    path = f"/api/sagas/{where}/events/{what}"
+    answer = Api(url, token).call("POST", path, {"id": event_id, "payload": data})
+    if not answer["recorded"]:
+        text = f"event {event!r} id {event_id!r} was already received by {saga_id}: nothing changed"
+    elif answer["step"] is None:
+        text = f"event {event!r} recorded; {saga_id} keeps it until it reaches its wait step"
+    else:
+        text = f"event {event!r} recorded; it completed the step {answer['step']} of {saga_id}"
+    _emit(answer, as_json, f"{text} (saga {answer['status']})")
+
+
+COMMANDS: list[click.Command] = [list_sagas, show, compensations, *ACTIONS, event]
 """Every operator command, for ``saga.cli`` to register."""

@@ -64,8 +64,9 @@ def test_public_api_is_pinned() -> None:
 def test_load_sagas_from_module_or_attribute() -> None:
     from tests.integration import crash_sagas
 
-    assert load_sagas("tests.integration.crash_sagas") == [crash_sagas.ORDER]
+    assert load_sagas("tests.integration.crash_sagas") == [crash_sagas.ORDER, crash_sagas.BRANCHES]
     assert load_sagas("tests.integration.crash_sagas:ORDER") == [crash_sagas.ORDER]
+    assert load_sagas("tests.integration.crash_sagas:SAGAS") == list(crash_sagas.SAGAS)
     with pytest.raises(click.BadParameter, match="cannot import"):
         load_sagas("no_such_module_here")
     with pytest.raises(click.BadParameter, match="no attribute"):

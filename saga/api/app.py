@@ -8,7 +8,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from saga.api import coordinators, ops, sagas, services
+from saga.api import coordinators, ops, sagas, services, signals
 from saga.api.auth import authenticate
 from saga.api.config import ApiConfig, Role
 from saga.api.context import CONTEXT, ApiContext, context
@@ -61,6 +61,7 @@ ROUTES: list[tuple[str, str, Handler, Role | None]] = [
     ("GET", "/api/sagas/{saga}", sagas.get_saga, Role.VIEWER),
     ("POST", "/api/sagas/{saga}", sagas.start_saga, Role.OPERATOR),
     ("POST", "/api/sagas/{saga}/actions/{action}", sagas.act, Role.OPERATOR),
+    ("POST", "/api/sagas/{saga}/events/{event}", signals.send_event, Role.SIGNAL),
     ("GET", "/api/compensations", ops.compensations, Role.VIEWER),
     ("GET", "/api/definitions", ops.definitions, Role.VIEWER),
     ("GET", "/api/services", services.list_services, Role.VIEWER),

@@ -17,13 +17,17 @@ ANY_HOST = "*"
 
 
 class Role(StrEnum):
-    """What a token may do: a viewer reads; an operator also starts sagas and acts on them."""
+    """What a token may do: a viewer reads; an operator also starts sagas, acts on them and
+    sends them outside events; a signal token only sends outside events (a webhook's, say),
+    and reads nothing."""
 
     VIEWER = "viewer"
     OPERATOR = "operator"
+    SIGNAL = "signal"
 
     def allows(self, needed: Role) -> bool:
-        return self is Role.OPERATOR or needed is Role.VIEWER
+        """Whether a token of this role may use a route that needs ``needed``."""
+        return self is Role.OPERATOR or self is needed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,16 +129,18 @@ class ApiConfig:
 
 
 def tokens_from_specs(
-    *, viewers: Iterable[str] = (), operators: Iterable[str] = ()
+    *, viewers: Iterable[str] = (), operators: Iterable[str] = (), signals: Iterable[str] = ()
 ) -> tuple[Token, ...]:
     """Tokens from ``NAME:SECRET`` (or bare ``SECRET``) specs, as the command line gives them."""
     tokens = [Token.parse(s, Role.VIEWER) for s in viewers if s.strip()]
     tokens += [Token.parse(s, Role.OPERATOR) for s in operators if s.strip()]
+    tokens += [Token.parse(s, Role.SIGNAL) for s in signals if s.strip()]
     return tuple(tokens)
 
 
 def tokens_from_file(path: Path) -> tuple[Token, ...]:
-    """Tokens from a file of ``ROLE:NAME:SECRET`` lines (role ``viewer`` or ``operator``).
+    """Tokens from a file of ``ROLE:NAME:SECRET`` lines (role ``viewer``, ``operator`` or
+    ``signal``).
 
     Blank lines and lines starting with ``#`` are skipped. Errors name the file and line,
     never the line's text (it holds a secret). Raises ConfigError.
@@ -155,7 +161,8 @@ def tokens_from_file(path: Path) -> tuple[Token, ...]:
         # Raised "from None": a mistyped line may be a bare secret, and a chained cause
         # (Role's "'...' is not a valid Role") would print it.
         if not sep or role_text.strip().lower() not in {r.value for r in Role}:
-            raise ConfigError(f"{where}: expected ROLE:NAME:SECRET, ROLE viewer or operator")
+            roles = ", ".join(r.value for r in Role)
+            raise ConfigError(f"{where}: expected ROLE:NAME:SECRET, ROLE one of {roles}")
         role = Role(role_text.strip().lower())
         try:
             token = Token(secret=secret.strip(), role=role, name=name.strip())

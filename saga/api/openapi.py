@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from saga.definition import StepKind
 from saga.engine import Action
 from saga.events import Health, SagaStatus
+from saga.protocol import Direction
 
 JSON = "application/json"
 
@@ -62,6 +64,149 @@ PAGING = [
     _query("cursor", {"type": "string"}, "next_cursor from the previous page."),
 ]
 
+MOMENT = {**NULLABLE_INT, "description": "epoch milliseconds"}
+GRAPH_SCHEMAS: dict[str, Any] = {
+    "Definition": {
+        "type": "object",
+        "required": ["name", "version", "steps"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "integer"},
+            "sequence": {
+                "type": "boolean",
+                "description": "No branches: each step follows the one before.",
+            },
+            "events": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Outside events its waits take.",
+            },
+            "steps": {"type": "array", "items": _ref("DefinitionStep")},
+        },
+    },
+    "DefinitionStep": {
+        "type": "object",
+        "required": ["name", "kind", "after", "depth"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": [*(k.value for k in StepKind), "wait"]},
+            "after": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Steps that must succeed first (resolved).",
+            },
+            "depth": {
+                "type": "integer",
+                "description": "Longest chain of steps before it: its layer when drawn.",
+            },
+            "service": {**NULLABLE_STR, "description": "null for a wait."},
+            "command": NULLABLE_STR,
+            "compensation": NULLABLE_STR,
+            "event": {**NULLABLE_STR, "description": "A wait: the outside event it waits for."},
+            "timeout_ms": {
+                "type": "integer",
+                "description": "A step: its reply timeout; a wait: how long it waits.",
+            },
+            "long_running": {
+                "type": "boolean",
+                "description": "The participant may answer accepted and complete later.",
+            },
+            "completion_timeout_ms": NULLABLE_INT,
+            "poll_every_ms": NULLABLE_INT,
+        },
+    },
+    "TimelineEntry": {
+        "type": "object",
+        "required": ["step", "direction", "state", "attempts", "after", "lane"],
+        "properties": {
+            "step": {"type": "string"},
+            "direction": {"type": "string", "enum": [d.value for d in Direction]},
+            "state": {
+                "type": "string",
+                "enum": [
+                    "pending",
+                    "in_flight",
+                    "accepted",
+                    "awaiting",
+                    "succeeded",
+                    "rejected",
+                    "failed",
+                    "waiting",
+                    "stuck",
+                    "done_by_hand",
+                ],
+            },
+            "kind": {**NULLABLE_STR, "description": "The step kind, or wait."},
+            "service": NULLABLE_STR,
+            "command": NULLABLE_STR,
+            "event": {**NULLABLE_STR, "description": "A wait: the event it waits for."},
+            "signal": {
+                **NULLABLE_STR,
+                "description": "A wait that succeeded: the event id it took.",
+            },
+            "after": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Entries of the same direction it came after.",
+            },
+            "lane": {
+                **NULLABLE_INT,
+                "description": "Its row: entries in flight together have different lanes;"
+                " null while pending.",
+            },
+            "started_ms": MOMENT,
+            "ended_ms": {**MOMENT, "description": "null while in progress"},
+            "attempts": {
+                "type": "array",
+                "items": OBJECT,
+                "description": "attempt, sent_ms, outcome, finished_ms, error, retry_at_ms,"
+                " accepted_ms, deadline_ms, heartbeats",
+            },
+            "by_hand": {"type": "object", "nullable": True, "additionalProperties": True},
+            "stuck": {"type": "boolean"},
+        },
+    },
+    "ActiveStep": {
+        "type": "object",
+        "required": ["step", "direction", "phase", "attempt"],
+        "properties": {
+            "step": {"type": "string"},
+            "direction": {"type": "string", "enum": [d.value for d in Direction]},
+            "phase": {
+                "type": "string",
+                "description": "in_flight, accepted, awaiting, failed, waiting (a retry), ...",
+            },
+            "attempt": {"type": "integer"},
+            "deadline_ms": {
+                **MOMENT,
+                "description": "Accepted: when its outcome counts as unknown.",
+            },
+            "heartbeats": {"type": "integer"},
+            "waiting_for": {**NULLABLE_STR, "description": "Awaiting: the outside event."},
+            "timeout_at_ms": {
+                **MOMENT,
+                "description": "Awaiting: when the wait gives up; in flight: the reply timeout.",
+            },
+            "retry_at_ms": MOMENT,
+        },
+    },
+    "Signal": {
+        "type": "object",
+        "required": ["event", "id", "sender", "at_ms", "step"],
+        "properties": {
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "sender": {"type": "string"},
+            "at_ms": {"type": "integer"},
+            "step": {
+                **NULLABLE_STR,
+                "description": "The wait step that took it; null: kept for a step not reached yet.",
+            },
+            "payload": OBJECT,
+        },
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -117,14 +262,28 @@ SCHEMAS: dict[str, Any] = {
             "stuck": {"type": "object", "nullable": True, "additionalProperties": True},
             "timeline": {
                 "type": "object",
-                "required": ["steps", "compensations", "operator_actions", "marks"],
+                "required": ["steps", "compensations", "operator_actions", "marks", "signals"],
                 "properties": {
-                    k: {"type": "array", "items": OBJECT}
-                    for k in ("steps", "compensations", "operator_actions", "marks")
+                    "steps": {"type": "array", "items": _ref("TimelineEntry")},
+                    "compensations": {"type": "array", "items": _ref("TimelineEntry")},
+                    "operator_actions": {"type": "array", "items": OBJECT},
+                    "marks": {"type": "array", "items": OBJECT},
+                    "signals": {"type": "array", "items": _ref("Signal")},
                 },
             },
+            "active": {
+                "type": "array",
+                "items": _ref("ActiveStep"),
+                "description": "Every step or compensation in progress, in the order started:"
+                " several are branches in flight together.",
+            },
+            "signals": {
+                "type": "array",
+                "items": _ref("Signal"),
+                "description": "Outside events received, payloads redacted like the input.",
+            },
             "actions": OBJECT,
-            "definition": {"type": "object", "nullable": True, "additionalProperties": True},
+            "definition": {"allOf": [_ref("Definition")], "nullable": True},
             **OWNER,
         },
     },
@@ -141,6 +300,43 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["saga_id", "created"],
         "properties": {"saga_id": {"type": "string"}, "created": {"type": "boolean"}},
+    },
+    "EventRequest": {
+        "type": "object",
+        "required": ["id"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "The sender's id for this event (the saga id grammar): a repeat"
+                " of an id is the same event, answered 200 with nothing changed.",
+            },
+            "payload": {
+                **OBJECT,
+                "description": "The event's data ({} when absent): the wait step's result.",
+            },
+        },
+    },
+    "EventTaken": {
+        "type": "object",
+        "required": ["saga_id", "event", "id", "recorded", "step", "status"],
+        "properties": {
+            "saga_id": {"type": "string"},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "recorded": {
+                "type": "boolean",
+                "description": "false: a repeat of an id the saga had received; nothing changed.",
+            },
+            "step": {
+                **NULLABLE_STR,
+                "description": "The wait step the event completed now; null: kept for a wait"
+                " step the saga has not reached yet (or a repeat).",
+            },
+            "status": {"type": "string", "enum": [s.value for s in SagaStatus]},
+        },
     },
     "ActionRequest": {
         "type": "object",
@@ -176,8 +372,9 @@ SCHEMAS: dict[str, Any] = {
     },
     "Definitions": {
         "type": "object",
-        "properties": {"sagas": {"type": "array", "items": OBJECT}},
+        "properties": {"sagas": {"type": "array", "items": _ref("Definition")}},
     },
+    **GRAPH_SCHEMAS,
     "Services": {
         "type": "object",
         "required": ["services"],
@@ -377,6 +574,40 @@ def document() -> dict[str, Any]:
                 requestBody={
                     "required": True,
                     "content": {JSON: {"schema": _ref("ActionRequest")}},
+                },
+            )
+        },
+        "/api/sagas/{saga}/events/{event}": {
+            "post": _op(
+                "Deliver an outside event to the saga's wait step (idempotent by the event's"
+                " id); an event that comes before the saga reaches its step is kept for it."
+                " Needs the signal or the operator role.",
+                {
+                    "201": _reply("Recorded: it completed a wait step, or is kept.", "EventTaken"),
+                    "200": _reply("A repeat of an event id; nothing changed.", "EventTaken"),
+                    "400": _reply(
+                        "A bad body, event id or event name, or a payload that is"
+                        " not a JSON object.",
+                        "Error",
+                    ),
+                    "404": _reply("No saga with that id.", "Error"),
+                    "409": _reply(
+                        "The saga is finished, or the step that waits for this event"
+                        " took another one.",
+                        "Error",
+                    ),
+                    "413": _reply("The body or the payload is too large.", "Error"),
+                    "422": _reply("No step of the saga waits for an event of that name.", "Error"),
+                    **_errors(503),
+                    **WRITE_ERRORS,
+                },
+                parameters=[
+                    _path("saga", "A saga id."),
+                    _path("event", "The event's name, as the saga's Wait step names it."),
+                ],
+                requestBody={
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("EventRequest")}},
                 },
             )
         },

@@ -83,6 +83,7 @@ def http_settings(
     *,
     token_viewer: tuple[str, ...] = (),
     token_operator: tuple[str, ...] = (),
+    token_signal: tuple[str, ...] = (),
     token_file: str | None = None,
     insecure: bool = False,
     redact: tuple[str, ...] = (),
@@ -93,7 +94,9 @@ def http_settings(
     """Settings from the options below; click.UsageError for unsafe or invalid ones."""
     host, port = parse_address(http)
     try:
-        tokens = tokens_from_specs(viewers=token_viewer, operators=token_operator)
+        tokens = tokens_from_specs(
+            viewers=token_viewer, operators=token_operator, signals=token_signal
+        )
         if token_file:
             tokens += tokens_from_file(Path(token_file))
         config = ApiConfig(

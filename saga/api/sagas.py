@@ -45,7 +45,8 @@ async def load(request: web.Request, saga_id: str) -> tuple[SagaRecord, list[Eve
 
 
 async def get_saga(request: web.Request) -> web.Response:
-    """GET /api/sagas/{saga}: status, health, input, results and the full timeline."""
+    """GET /api/sagas/{saga}: status, health, input, results, the full timeline, the steps in
+    progress (several where the graph branches) and the outside events received."""
     ctx = context(request)
     record, events, state = await load(request, request.match_info["saga"])
     defn = ctx.coordinator.registry.get(state.name, state.version)
@@ -67,7 +68,9 @@ async def get_saga(request: web.Request) -> web.Response:
             "remaining": [n for n in state.plan if n not in compensated],
         },
         "stuck": views.redact(state.stuck, fields),
-        "timeline": views.redact(views.timeline_json(timeline(events), state, defn), fields),
+        "active": views.redact(views.active_json(state), fields),
+        "signals": views.redact(views.signals_json(state), fields),
+        "timeline": views.redact(views.timeline_json(timeline(events, defn), state, defn), fields),
         "actions": views.actions(defn, state),
         "definition": None if defn is None else views.definition_json(defn),
     }

@@ -817,6 +817,25 @@ class Coordinator:
         await self._advance(saga_id, make, resend=True)
         return True
 
+    async def _known(self, saga_id: str) -> tuple[Saga, SagaState]:
+        """The saga's definition and state, finished or not: in memory if driven here, else
+        from the log. SagaNotFoundError, or StateError if its definition is unknown."""
+        active = self._active.get(saga_id)
+        if active is not None:
+            async with active.lock:
+                return active.defn, active.state.copy()
+        events = await self.log.events(saga_id)
+        if not events:
+            raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
+        state = engine.replay(events)
+        defn = self.registry.get(state.name, state.version)
+        if defn is None:
+            raise StateError(
+                f"definition {state.name!r} version {state.version} is not registered",
+                saga_id=saga_id,
+            )
+        return defn, state
+
     async def _current(self, saga_id: str) -> tuple[Saga, SagaState]:
         """The saga's definition and state: in memory if driven here, else from the log.
         SagaNotFoundError, or StateError if it is finished or its definition unknown."""
@@ -1122,15 +1141,17 @@ class Coordinator:
         if not isinstance(body, dict):
             raise ProtocolError("an event's payload must be a JSON object")
         encode_json(body, self.max_input_bytes)
-        defn, state = await self._current(saga_id)
+        defn, state = await self._known(saga_id)
+        if any(s.event == event and s.id == event_id for s in state.signals):
+            return _signal_result(state, event, event_id, recorded=False)  # a repeat: answered
+        if state.is_final:
+            raise StateError(f"saga is already {state.status.value}", saga_id=saga_id)
         if not defn.waits_for(event):
             raise StateError(
                 f"no step of saga {defn.name!r} v{defn.version} waits for event {event!r}",
                 saga_id=saga_id,
             )
         now = self.clock.now_ms()
-        if any(s.event == event and s.id == event_id for s in state.signals):
-            return _signal_result(state, event, event_id, recorded=False)
         await self._activate(saga_id)
         outcome: list[SignalResult] = []
 

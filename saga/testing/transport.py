@@ -14,7 +14,7 @@ from saga.errors import TransportError
 from saga.participant import CommandContext, Participant
 from saga.participant.context import JsonObject
 from saga.protocol import Command, Direction, Reply
-from saga.transport.base import ReplyHandler, Transport
+from saga.transport.base import CompletionHandler, ReplyHandler, Transport
 
 INJECTED_REJECTION = "injected_rejection"
 """The error code of a rejection made by ``Fault.REJECT``."""
@@ -93,7 +93,10 @@ class InMemoryTransport(Transport):
         self.sent: list[Command] = []
         self.deliveries: list[Delivery] = []
         self._on_reply: ReplyHandler | None = None
+        self._on_completion: CompletionHandler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.announced: list[tuple[str, str, Direction]] = []
+        """Every completion announced (saga id, step, direction), heard or not."""
 
     @property
     def pending(self) -> int:
@@ -156,6 +159,29 @@ class InMemoryTransport(Transport):
         finally:
             _current.reset(token)
 
+    async def serve_completions(self, handler: CompletionHandler) -> None:
+        """Hand completion announcements (``announce_completion``) to ``handler``."""
+        if self._on_reply is None:
+            raise TransportError("in-memory transport is not open")
+        self._on_completion = handler
+
+    async def announce_completion(
+        self, saga_id: str, step: str, direction: Direction = Direction.FORWARD
+    ) -> bool:
+        """What a participant publishes on ``saga.completions`` after it completed (or
+        heartbeated) an accepted command: the coordinator serving completions hears it now.
+
+        Returns whether a coordinator heard it (False while closed or not serving, as an
+        announcement over NATS with no coordinator up is lost: accepted commands are polled).
+        Exceptions from the coordinator's handler propagate, so a test sees its bugs.
+        """
+        self.announced.append((saga_id, step, direction))
+        handler = self._on_completion
+        if handler is None:
+            return False
+        await handler(saga_id, step, direction)
+        return True
+
     async def settle(self) -> None:
         """Wait until every delivery in progress has finished."""
         while self._tasks:
@@ -163,6 +189,7 @@ class InMemoryTransport(Transport):
 
     async def close(self) -> None:
         self._on_reply = None
+        self._on_completion = None
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
-from saga.protocol import Command, Reply
+from saga.protocol import Command, Direction, Reply
+from saga.transport.signals import SignalAnswer, SignalRequest
 from saga.transport.starts import StartAnswer, StartRequest
 
 ReplyHandler = Callable[[Command, Reply], Awaitable[None]]
@@ -17,6 +18,17 @@ StartHandler = Callable[[StartRequest], Awaitable[StartAnswer]]
 """Answers one saga start that arrived over the transport (the coordinator's calls its
 ``start``). It must not raise: every refusal is a StartRefusal. Transports may await several
 at once."""
+
+SignalHandler = Callable[[SignalRequest], Awaitable[SignalAnswer]]
+"""Answers one outside event that arrived over the transport (the coordinator's calls its
+``signal``). It must not raise: every refusal is a SignalRefusal. Transports may await several
+at once."""
+
+CompletionHandler = Callable[[str, str, Direction], Awaitable[None]]
+"""Called with (saga id, step, direction) when a participant announces that it completed (or
+heartbeated) an accepted command (``saga.protocol.COMPLETIONS_SUBJECT``). Transports await it
+for one announcement at a time: it should return promptly. An announcement may be lost,
+repeated or forged: it only says "ask again", never what the outcome was."""
 
 
 class Transport(ABC):
@@ -48,3 +60,21 @@ class Transport(ABC):
         """Stop taking starts and wait for those being answered. Idempotent; ``close`` does
         it too. The default has none to stop."""
         return None
+
+    async def serve_signals(self, handler: SignalHandler) -> None:
+        """Start answering outside events that arrive over this transport with ``handler``;
+        after ``open``. This default takes none. Raises TransportError if the transport
+        cannot begin to serve them."""
+        del handler
+
+    async def stop_signals(self) -> None:
+        """Stop taking outside events and wait for those being answered. Idempotent;
+        ``close`` does it too. The default has none to stop."""
+        return None
+
+    async def serve_completions(self, handler: CompletionHandler) -> None:
+        """Start handing participants' completion announcements to ``handler``; after
+        ``open``. Every coordinator hears every announcement (no queue group). This default
+        hears none: accepted commands are then only polled. Raises TransportError if the
+        transport cannot subscribe."""
+        del handler

@@ -15,7 +15,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from tenacity import (
 
 from saga.errors import ProtocolError, TransportError
 from saga.protocol import (
+    COMPLETIONS_SUBJECT,
     HEADER_MAX_REPLY,
     MAX_PAYLOAD_BYTES,
     STORE_METADATA_KEY,
@@ -41,9 +42,17 @@ from saga.protocol import (
     Reply,
 )
 from saga.redact import redact_url
-from saga.transport.base import ReplyHandler, StartHandler, Transport
+from saga.transport.base import (
+    CompletionHandler,
+    ReplyHandler,
+    SignalHandler,
+    StartHandler,
+    Transport,
+)
+from saga.transport.nats_signal import NatsCompletions, NatsSignalServer
 from saga.transport.nats_start import NatsStartServer
 from saga.transport.security import NatsSecurity
+from saga.transport.signals import EVENT_SUBJECT
 from saga.transport.starts import START_SUBJECT
 
 logger = logging.getLogger(__name__)
@@ -332,6 +341,8 @@ class NatsTransport(Transport):
         self._store_check: asyncio.Task[None] | None = None
         self._errors = NatsErrorWatch()
         self._starts: NatsStartServer | None = None
+        self._signals: NatsSignalServer | None = None
+        self._completions: NatsCompletions | None = None
 
     @property
     def permission_violations(self) -> int:
@@ -490,6 +501,69 @@ class NatsTransport(Transport):
         if starts is not None:
             await starts.stop()
 
+    async def serve_signals(self, handler: SignalHandler) -> None:
+        """Answer ``saga.event`` requests with ``handler``, in the queue group
+        ``saga-coordinators`` (see ``saga.transport.nats_signal``); served again after a
+        reconnect. A server that refuses the subscription is logged, not fatal: events still
+        reach this coordinator over HTTP."""
+        nc = self._open_client("serve events")
+        if self._signals is not None:
+            raise TransportError("this NatsTransport serves events already")
+        signals = NatsSignalServer(nc, handler, max_payload_bytes=self.max_payload_bytes)
+        await self._subscribed(signals.start, EVENT_SUBJECT, f"{EVENT_SUBJECT} saga-coordinators")
+        self._signals = signals
+
+    async def stop_signals(self) -> None:
+        """Stop answering ``saga.event`` (requests already received are answered). Idempotent."""
+        signals, self._signals = self._signals, None
+        if signals is not None:
+            await signals.stop()
+
+    async def serve_completions(self, handler: CompletionHandler) -> None:
+        """Hand ``saga.completions`` announcements to ``handler`` (a plain subscription: every
+        coordinator hears each one; see ``saga.transport.nats_signal``). Malformed ones are
+        dropped with a debug line. A server that refuses the subscription is logged, not
+        fatal: accepted commands are still polled (``Step.poll_every``)."""
+        nc = self._open_client("hear completions")
+        if self._completions is not None:
+            raise TransportError("this NatsTransport hears completions already")
+        completions = NatsCompletions(nc, handler)
+        await self._subscribed(completions.start, COMPLETIONS_SUBJECT, COMPLETIONS_SUBJECT)
+        self._completions = completions
+
+    @property
+    def completions(self) -> NatsCompletions | None:
+        """The completions subscription and its counters, while served."""
+        return self._completions
+
+    @property
+    def signals(self) -> NatsSignalServer | None:
+        """The ``saga.event`` server and its counters, while served."""
+        return self._signals
+
+    def _open_client(self, what: str) -> Client:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise TransportError(f"cannot {what}: the NATS transport is closed")
+        return nc
+
+    async def _subscribed(self, subscribe: Callable[[], Awaitable[None]], subject: str,
+                          allow: str) -> None:  # fmt: skip
+        """Subscribe, wait until the server has it, and log (not raise) a refusal."""
+        nc = self._open_client(f"subscribe to {subject}")
+        refused_before = len(self._errors.refused_subscriptions)
+        await subscribe()
+        try:
+            await flush_pending(nc)
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise TransportError(f"cannot subscribe to {subject}: {exc}") from exc
+        if len(self._errors.refused_subscriptions) > refused_before:
+            logger.error(
+                "NATS does not let this user subscribe to %s: its messages do not reach this"
+                " coordinator (allow subscribe on \"%s\")",
+                subject, allow,
+            )  # fmt: skip
+
     async def send(self, command: Command) -> None:
         """Publish one command; raises TransportError when closed, ProtocolError when oversize.
 
@@ -539,6 +613,10 @@ class NatsTransport(Transport):
         if nc is None:
             return
         await self.stop_starts()
+        await self.stop_signals()
+        completions, self._completions = self._completions, None
+        if completions is not None:
+            await completions.stop()
         check, self._store_check = self._store_check, None
         if check is not None:
             check.cancel()

@@ -40,6 +40,26 @@ ORDER = Saga(
     ),
 )
 
+BRANCHES = Saga(
+    name="crash_branches",
+    steps=tuple(
+        Step(
+            name=name,
+            service=service,
+            command="do",
+            compensation="undo",
+            retry=FAST,
+            compensation_retry=FAST,
+            timeout=timedelta(seconds=3),
+            after=(),
+        )
+        for name, service in (("create", "orders"), ("credit", "payments"), ("stock", "inventory"))
+    ),
+)
+"""The three steps of ORDER as parallel branches: all three go out at once."""
+
+SAGAS = (ORDER, BRANCHES)
+
 
 class Point(StrEnum):
     """Where a failpoint kills the coordinator."""
@@ -101,11 +121,11 @@ class Failpoint(CoordinatorHooks):
 
 
 async def run(nats_url: str, db_url: str, failpoint: Failpoint | None) -> None:
-    """Run a coordinator for ORDER until SIGTERM (or until the failpoint kills it)."""
+    """Run a coordinator for SAGAS until SIGTERM (or until the failpoint kills it)."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     coordinator = Coordinator(
-        SqlSagaLog(db_url), NatsTransport(nats_url), sagas=[ORDER], hooks=failpoint
+        SqlSagaLog(db_url), NatsTransport(nats_url), sagas=list(SAGAS), hooks=failpoint
     )
     async with coordinator:
         await stop.wait()

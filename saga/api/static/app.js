@@ -216,65 +216,255 @@ async function renderCoordinators() {
 // -- one saga ----------------------------------------------------------------------------------
 
 const COLORS = { succeeded: "#2e7d32", rejected: "#e65100", failed: "#c62828", stuck: "#c62828",
-  in_flight: "#1565c0", waiting: "#b26a00", pending: "#c3c8d0", done_by_hand: "#6a1b9a" };
+  in_flight: "#1565c0", accepted: "#00838f", awaiting: "#8e24aa", waiting: "#b26a00", pending: "#c3c8d0",
+  done_by_hand: "#6a1b9a", compensated: "#5d6b7a", compensating: "#b26a00" };
+const short = (ms) => (ms ? new Date(ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "—");
+const words = (value) => String(value).replace(/_/g, " ");
+
+// What an entry is doing, in two short lines: its state (a wait's with its event), and an
+// accepted step's deadline, a wait's timeout or the event it took.
+function entryLines(entry) {
+  const last = entry.attempts[entry.attempts.length - 1];
+  if (entry.state === "accepted" && last) {
+    return ["accepted", `until ${short(last.deadline_ms)}` + (last.heartbeats ? ` · ${last.heartbeats} heartbeats` : "")];
+  }
+  if (entry.state === "awaiting") return [`awaiting ${entry.event}`, `until ${short(last && last.deadline_ms)}`];
+  if (entry.event && entry.state === "pending") return ["pending", `will wait for ${entry.event}`];
+  if (entry.event && entry.signal) return [words(entry.state), `took event ${entry.signal}`];
+  return [words(entry.state), ""];
+}
+
+function entryTip(entry) {
+  const tip = [`${entry.step} (${entry.direction}): ${words(entry.state)}`];
+  const [, detail] = entryLines(entry);
+  if (entry.event) tip.push(`waits for ${entry.event}`);
+  if (detail) tip.push(detail);
+  if (entry.after && entry.after.length) tip.push(`after ${entry.after.join(", ")}`);
+  if (entry.by_hand) tip.push(`${entry.by_hand.action} by ${entry.by_hand.actor}: ${entry.by_hand.reason}`);
+  return tip.join("\n");
+}
+
+// Columns by dependency depth (from `after`), so parallel entries share a column.
+function depths(entries, fallbackSequential) {
+  const byName = new Map(entries.map((e) => [e.step, e]));
+  const depth = new Map();
+  const visit = (entry, path) => {
+    if (depth.has(entry.step)) return depth.get(entry.step);
+    if (path.has(entry.step)) return 0;
+    path.add(entry.step);
+    const before = (entry.after || []).filter((n) => byName.has(n)).map((n) => visit(byName.get(n), path));
+    const d = before.length ? Math.max(...before) + 1 : 0;
+    depth.set(entry.step, d);
+    return d;
+  };
+  if (fallbackSequential) entries.forEach((e, i) => depth.set(e.step, i));
+  else entries.forEach((e) => visit(e, new Set()));
+  return depth;
+}
+
+// Rows: an entry's lane (entries in flight together have different lanes), else the row of
+// the entry it came after; a taken cell moves it down.
+function placeRows(entries, column, rowOf = new Map()) {
+  const taken = new Set();
+  const place = (entry, wanted) => {
+    let row = Math.max(0, wanted);
+    while (taken.has(`${column(entry)}/${row}`)) row += 1;
+    taken.add(`${column(entry)}/${row}`);
+    rowOf.set(entry.step, row);
+  };
+  for (const entry of entries) if (entry.lane !== null && entry.lane !== undefined) place(entry, entry.lane);
+  for (const entry of entries) {
+    if (rowOf.has(entry.step)) continue;
+    const from = (entry.after || []).find((n) => rowOf.has(n));
+    place(entry, from === undefined ? 0 : rowOf.get(from));
+  }
+  return rowOf;
+}
+
+function arrowDefs() {
+  return svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
+    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#7a8290" })));
+}
+
+function edge(x1, y1, x2, y2, dashed = false) {
+  const mid = (x1 + x2) / 2;
+  return svg("path", { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, fill: "none", stroke: "#7a8290",
+    "stroke-width": 1.5, "marker-end": "url(#arrow)", "stroke-dasharray": dashed ? "4 3" : "none", class: "edge" });
+}
 
 function drawTimeline(timeline) {
   const steps = timeline.steps;
   const comps = timeline.compensations;
-  const boxW = 150, boxH = 44, gap = 46, left = 110, forwardY = 36, compY = 168;
-  const column = new Map(steps.map((s, i) => [s.step, i]));
-  const width = left + Math.max(steps.length, 1) * (boxW + gap) + 20;
-  const height = comps.length ? 270 : 130;
-  const x = (i) => left + i * (boxW + gap);
+  const boxW = 180, boxH = 52, gapX = 46, gapY = 26, left = 110, top = 16;
+  const linked = steps.some((s) => s.after && s.after.length);
+  const column = depths(steps, !linked);
+  const rowOf = placeRows(steps, (e) => column.get(e.step));
+  const forwardRows = Math.max(1, ...[...rowOf.values()].map((r) => r + 1));
+  const rowH = boxH + gapY + 8;
+  const compTop = top + forwardRows * rowH + 30;
+  // A compensation sits under its step's column; one for a step not run stays at the left.
+  const compColumn = (e) => (column.has(e.step) ? column.get(e.step) : 0);
+  const compRow = placeRows(comps, compColumn);
+  const compRows = comps.length ? Math.max(1, ...[...compRow.values()].map((r) => r + 1)) : 0;
+  const columns = Math.max(1, ...[...column.values()].map((c) => c + 1));
+  const width = left + columns * (boxW + gapX) + 20;
+  const height = (comps.length ? compTop + compRows * rowH : top + forwardRows * rowH) + 10;
+  const x = (c) => left + c * (boxW + gapX);
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": "saga timeline: steps forward, compensations back" });
-  root.append(svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
-    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#7a8290" }))));
-  root.append(svg("text", { x: 8, y: forwardY + 27, "font-size": 12, fill: "#6b7280" }, "forward →"));
-  if (comps.length) root.append(svg("text", { x: 8, y: compY + 27, "font-size": 12, fill: "#6b7280" }, "← compensate"));
+    "aria-label": "saga timeline: steps forward, branches side by side, compensations back" });
+  root.append(arrowDefs());
+  root.append(svg("text", { x: 8, y: top + 30, "font-size": 12, fill: "#6b7280" }, "forward →"));
+  if (comps.length) root.append(svg("text", { x: 8, y: compTop + 30, "font-size": 12, fill: "#6b7280" }, "← compensate"));
 
-  const box = (entry, i, y, lane) => {
+  const box = (entry, cx, y, lane) => {
     const color = COLORS[entry.state] || "#9aa1ad";
-    const g = svg("g", { class: `step ${lane}`, "data-step": entry.step, "data-state": entry.state });
-    const tip = [`${entry.step} (${entry.direction}): ${entry.state.replace(/_/g, " ")}`];
-    if (entry.by_hand) tip.push(`${entry.by_hand.action} by ${entry.by_hand.actor}: ${entry.by_hand.reason}`);
-    g.append(svg("title", {}, tip.join("\n")));
-    g.append(svg("rect", { x: x(i), y, width: boxW, height: boxH, rx: 7, fill: entry.state === "pending" ? "#f3f4f6" : "#fff",
+    const g = svg("g", { class: `step ${lane}`, "data-step": entry.step, "data-state": entry.state,
+      "data-lane": entry.lane ?? "", "data-column": cx });
+    g.append(svg("title", {}, entryTip(entry)));
+    g.append(svg("rect", { x: x(cx), y, width: boxW, height: boxH, rx: 7, fill: entry.state === "pending" ? "#f3f4f6" : "#fff",
       stroke: color, "stroke-width": 2.5, "stroke-dasharray": entry.state === "pending" ? "5 4" : "none" }));
-    g.append(svg("text", { x: x(i) + 10, y: y + 18, "font-size": 13, "font-weight": 600, fill: "#1d2330" }, entry.step));
-    g.append(svg("text", { x: x(i) + 10, y: y + 35, "font-size": 11, fill: color }, entry.state.replace(/_/g, " ")));
+    const [label, detail] = entryLines(entry);
+    g.append(svg("text", { x: x(cx) + 10, y: y + 17, "font-size": 13, "font-weight": 600, fill: "#1d2330" }, entry.step));
+    g.append(svg("text", { x: x(cx) + 10, y: y + 32, "font-size": 11, fill: color, class: "state" }, label));
+    if (detail) g.append(svg("text", { x: x(cx) + 10, y: y + 46, "font-size": 10.5, fill: "#4b5563", class: "detail" }, detail));
     entry.attempts.forEach((a, k) => {
-      const cx = x(i) + 12 + k * 14, cy = y + boxH + 12;
       if (k > 9) return;
-      const dot = svg("circle", { cx, cy, r: 5, fill: COLORS[a.outcome] || "#9aa1ad", class: `attempt ${a.outcome}` });
-      dot.append(svg("title", {}, `attempt ${a.attempt}: ${a.outcome.replace(/_/g, " ")} at ${when(a.sent_ms)}` + (a.error ? `\n${errorText(a.error)}` : "")));
+      const dot = svg("circle", { cx: x(cx) + 12 + k * 14, cy: y + boxH + 10, r: 5, fill: COLORS[a.outcome] || "#9aa1ad", class: `attempt ${a.outcome}` });
+      dot.append(svg("title", {}, `attempt ${a.attempt}: ${words(a.outcome)} at ${when(a.sent_ms)}` + (a.error ? `\n${errorText(a.error)}` : "")));
       g.append(dot);
     });
     if (entry.attempts.length > 1) {
-      g.append(svg("text", { x: x(i) + boxW - 6, y: y + boxH + 16, "font-size": 11, "text-anchor": "end", fill: "#6b7280" },
+      g.append(svg("text", { x: x(cx) + boxW - 6, y: y + boxH + 14, "font-size": 11, "text-anchor": "end", fill: "#6b7280" },
         `${entry.attempts.length} attempts`));
     }
     return g;
   };
+  const fy = (entry) => top + rowOf.get(entry.step) * rowH;
+  const cy = (entry) => compTop + compRow.get(entry.step) * rowH;
+  const forwardByName = new Map(steps.map((e) => [e.step, e]));
   steps.forEach((entry, i) => {
-    if (i > 0) root.append(svg("line", { x1: x(i - 1) + boxW, y1: forwardY + boxH / 2, x2: x(i) - 3, y2: forwardY + boxH / 2,
-      stroke: "#7a8290", "stroke-width": 1.5, "marker-end": "url(#arrow)" }));
-    root.append(box(entry, i, forwardY, "forward"));
+    const c = column.get(entry.step);
+    const sources = linked ? (entry.after || []).filter((n) => forwardByName.has(n)).map((n) => forwardByName.get(n))
+      : (i > 0 ? [steps[i - 1]] : []);
+    for (const from of sources) {
+      root.append(edge(x(column.get(from.step)) + boxW, fy(from) + boxH / 2, x(c) - 3, fy(entry) + boxH / 2));
+    }
   });
-  let previous = null;
-  comps.forEach((entry) => {
-    const i = column.has(entry.step) ? column.get(entry.step) : 0;
-    if (previous !== null) root.append(svg("line", { x1: x(previous), y1: compY + boxH / 2, x2: x(i) + boxW + 3, y2: compY + boxH / 2,
-      stroke: "#7a8290", "stroke-width": 1.5, "marker-end": "url(#arrow)" }));
-    else if (column.has(entry.step)) root.append(svg("line", { x1: x(i) + boxW / 2, y1: forwardY + boxH + 22, x2: x(i) + boxW / 2, y2: compY - 3,
-      stroke: "#7a8290", "stroke-width": 1.5, "stroke-dasharray": "4 3", "marker-end": "url(#arrow)" }));
-    root.append(box(entry, i, compY, "compensation"));
-    previous = i;
+  steps.forEach((entry) => root.append(box(entry, column.get(entry.step), fy(entry), "forward")));
+  const compByName = new Map(comps.map((e) => [e.step, e]));
+  comps.forEach((entry, i) => {
+    const c = compColumn(entry);
+    let sources = (entry.after || []).filter((n) => compByName.has(n)).map((n) => compByName.get(n));
+    if (!linked && i > 0) sources = [comps[i - 1]];
+    for (const from of sources) {
+      root.append(edge(x(compColumn(from)), cy(from) + boxH / 2, x(c) + boxW + 3, cy(entry) + boxH / 2));
+    }
+    if (i === 0 && !sources.length && forwardByName.has(entry.step)) {
+      // The turn back: from below the forward lanes down to the first compensation.
+      root.append(svg("line", { x1: x(c) + boxW / 2, y1: top + forwardRows * rowH - 6, x2: x(c) + boxW / 2, y2: cy(entry) - 3,
+        stroke: "#7a8290", "stroke-width": 1.5, "stroke-dasharray": "4 3", "marker-end": "url(#arrow)" }));
+    }
   });
-  return el("div", { class: "timeline" }, root,
-    el("div", { class: "legend" }, Object.entries(COLORS).map(([k, c]) => {
-      const dot = el("i"); dot.style.background = c; return el("span", {}, dot, k.replace(/_/g, " "));
-    })));
+  comps.forEach((entry) => root.append(box(entry, compColumn(entry), cy(entry), "compensation")));
+  return el("div", { class: "timeline" }, root, legend());
+}
+
+function legend() {
+  return el("div", { class: "legend" }, Object.entries(COLORS).map(([k, c]) => {
+    const dot = el("i"); dot.style.background = c; return el("span", {}, dot, words(k));
+  }));
+}
+
+// -- the definition as a graph, with the saga's progress on it ---------------------------------
+
+// One state per step of the definition: its compensation's when it has one, else its own.
+function progressOf(definition, timeline) {
+  const forward = new Map(timeline.steps.map((e) => [e.step, e]));
+  const back = new Map(timeline.compensations.map((e) => [e.step, e]));
+  const found = new Map();
+  for (const step of definition.steps) {
+    const entry = forward.get(step.name);
+    const comp = back.get(step.name);
+    let status = entry ? entry.state : "pending";
+    let detail = entry ? entryLines(entry)[1] : "";
+    if (comp && comp.state !== "pending") {
+      const undone = comp.state === "succeeded" || comp.state === "done_by_hand";
+      status = undone ? "compensated"
+        : (["failed", "stuck", "rejected"].includes(comp.state) ? comp.state : "compensating");
+      detail = comp.state === "done_by_hand" ? "by hand" : (undone ? "" : `compensation ${words(comp.state)}`);
+    } else if (comp) {
+      detail = "to compensate";
+    }
+    found.set(step.name, { status, detail, entry, comp });
+  }
+  return found;
+}
+
+function drawGraph(definition, timeline) {
+  const boxW = 200, boxH = 70, gapX = 54, gapY = 18, pad = 12;
+  const layers = new Map();
+  for (const step of definition.steps) {
+    if (!layers.has(step.depth)) layers.set(step.depth, []);
+    layers.get(step.depth).push(step);
+  }
+  const pos = new Map();
+  for (const [depth, steps] of layers) steps.forEach((s, row) => pos.set(s.name, { c: depth, r: row }));
+  const columns = Math.max(...layers.keys()) + 1;
+  const rows = Math.max(...[...layers.values()].map((l) => l.length));
+  const width = pad * 2 + columns * boxW + (columns - 1) * gapX;
+  const height = pad * 2 + rows * boxH + (rows - 1) * gapY;
+  // Center each layer vertically, so a fan-out and its join line up.
+  const y = (name) => {
+    const { c, r } = pos.get(name);
+    const count = layers.get(c).length;
+    return pad + ((rows - count) * (boxH + gapY)) / 2 + r * (boxH + gapY);
+  };
+  const x = (name) => pad + pos.get(name).c * (boxW + gapX);
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", id: "graph",
+    "aria-label": `saga definition ${definition.name} v${definition.version} as a graph, with this saga's progress` });
+  root.append(arrowDefs());
+  for (const step of definition.steps) {
+    for (const from of step.after) root.append(edge(x(from) + boxW, y(from) + boxH / 2, x(step.name) - 3, y(step.name) + boxH / 2));
+  }
+  const progress = progressOf(definition, timeline);
+  for (const step of definition.steps) {
+    const { status, detail } = progress.get(step.name);
+    const color = COLORS[status] || "#9aa1ad";
+    const g = svg("g", { class: `node ${step.kind}`, "data-step": step.name, "data-state": status });
+    const kind = step.kind === "wait" ? `wait for ${step.event}` : `${step.service}.${step.command}` +
+      (step.long_running ? " · long" : "") + (step.kind === "compensatable" ? "" : ` · ${step.kind}`);
+    g.append(svg("title", {}, [`${step.name}: ${words(status)}`, kind, detail,
+      step.after.length ? `after ${step.after.join(", ")}` : "starts with the saga"].filter(Boolean).join("\n")));
+    g.append(svg("rect", { x: x(step.name), y: y(step.name), width: boxW, height: boxH, rx: step.kind === "wait" ? 18 : 7,
+      fill: status === "pending" ? "#f3f4f6" : "#fff", stroke: color, "stroke-width": step.kind === "pivot" ? 4 : 2.5,
+      "stroke-dasharray": status === "pending" ? "5 4" : "none" }));
+    g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 17, "font-size": 13, "font-weight": 600, fill: "#1d2330" }, step.name));
+    g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 31, "font-size": 10.5, fill: "#6b7280" }, kind));
+    g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 47, "font-size": 11, fill: color, class: "status" }, words(status)));
+    if (detail) g.append(svg("text", { x: x(step.name) + 10, y: y(step.name) + 61, "font-size": 10.5, fill: "#4b5563", class: "detail" }, detail));
+    root.append(g);
+  }
+  return el("div", { class: "graph" }, root);
+}
+
+function activeTable(active) {
+  const rows = active.map((a) => el("tr", { "data-step": a.step },
+    el("td", {}, a.step), el("td", {}, a.direction), el("td", {}, badge(a.phase)), el("td", {}, a.attempt ?? "—"),
+    el("td", {}, a.phase === "accepted" ? `completes by ${when(a.deadline_ms)}` + (a.heartbeats ? ` (${a.heartbeats} heartbeats)` : "")
+      : a.phase === "awaiting" ? `waits for ${a.waiting_for} until ${when(a.timeout_at_ms)}`
+        : a.retry_at_ms ? `next try ${when(a.retry_at_ms)}` : "")));
+  return el("table", { id: "active" },
+    el("thead", {}, el("tr", {}, ["Step", "Direction", "Phase", "Attempt", "Until"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 5, class: "muted" }, "Nothing in progress."))));
+}
+
+function signalsTable(signals) {
+  const rows = signals.map((s) => el("tr", { "data-signal": s.id },
+    el("td", {}, when(s.at_ms)), el("td", { class: "mono" }, s.event), el("td", { class: "mono" }, s.id),
+    el("td", {}, s.sender || "—"), el("td", {}, s.step || el("span", { class: "muted" }, "kept for later"))));
+  return el("table", { id: "signals" },
+    el("thead", {}, el("tr", {}, ["When", "Event", "Id", "Sender", "Taken by"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows));
 }
 
 function attemptsTable(timeline) {
@@ -285,11 +475,12 @@ function attemptsTable(timeline) {
         el("td", {}, entry.step), el("td", {}, entry.direction), el("td", {}, a.attempt),
         el("td", {}, badge(a.outcome)), el("td", {}, when(a.sent_ms)),
         el("td", { class: "error" }, errorText(a.error)),
-        el("td", {}, a.retry_at_ms ? when(a.retry_at_ms) : "")));
+        el("td", {}, a.retry_at_ms ? when(a.retry_at_ms) : ""),
+        el("td", {}, a.deadline_ms ? (a.outcome === "awaiting" ? `${entry.event} by ` : "") + when(a.deadline_ms) : "")));
     }
   }
   return el("table", { id: "attempts" },
-    el("thead", {}, el("tr", {}, ["Step", "Direction", "Attempt", "Outcome", "Sent", "Error", "Retry at"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["Step", "Direction", "Attempt", "Outcome", "Sent", "Error", "Retry at", "Deadline"].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows));
 }
 
@@ -324,7 +515,10 @@ async function renderSaga(sagaId) {
     el("div", { class: "card" },
       el("dl", { class: "facts" }, facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
       el("div", { class: "actions" }, buttons)),
+    saga.definition ? el("div", { class: "card" }, el("h3", {}, "Graph"), drawGraph(saga.definition, saga.timeline)) : "",
     el("div", { class: "card" }, el("h3", {}, "Timeline"), drawTimeline(saga.timeline)),
+    el("h3", {}, "In progress"), activeTable(saga.active || []),
+    (saga.signals || []).length ? el("div", {}, el("h3", {}, "Outside events"), signalsTable(saga.signals)) : "",
     el("h3", {}, "Attempts"), attemptsTable(saga.timeline),
     el("h3", {}, "Operator actions"),
     el("table", { id: "audit" },
