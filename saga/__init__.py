@@ -4,9 +4,9 @@ The public API. Adapters (``SqlSagaLog``, ``NatsTransport``) and the test kit
 (``saga.testing``) are imported from here or from their modules.
 """
 
-from saga.client import start_saga
-from saga.coordinator import Coordinator, SagaHandle, SagaResult
-from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind
+from saga.client import send_event, start_saga
+from saga.coordinator import Coordinator, SagaHandle, SagaResult, SignalResult
+from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind, Wait
 from saga.errors import (
     ConcurrencyError,
     ConfigError,
@@ -35,6 +35,7 @@ from saga.sqlpool import PoolOptions
 from saga.transport.base import Transport
 from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
+from saga.transport.signals import SignalReply
 from saga.transport.starts import StartReply
 
 __version__ = "0.1.0"
@@ -68,6 +69,8 @@ __all__ = [
     "SagaQuery",
     "SagaResult",
     "SagaStatus",
+    "SignalReply",
+    "SignalResult",
     "SqlIdempotencyStore",
     "SqlSagaLog",
     "StartReply",
@@ -78,7 +81,9 @@ __all__ = [
     "Transport",
     "TransportError",
     "UnknownSagaError",
+    "Wait",
     "__version__",
     "redact_url",
+    "send_event",
     "start_saga",
 ]

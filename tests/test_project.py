@@ -54,7 +54,7 @@ def test_public_api_is_pinned() -> None:
             "SqlIdempotencyStore", "SqlSagaLog",
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",
             "UnknownSagaError", "__version__", "redact_url", "FencedError", "StartReply",
-            "start_saga",
+            "start_saga", "Wait", "SignalResult", "SignalReply", "send_event",
         ]
     )  # fmt: skip
     for name in saga.__all__:

@@ -3,7 +3,7 @@
 from saga.coordinator.coordinator import Coordinator, SagaHandle, saga_start
 from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
-from saga.coordinator.result import SagaChange, SagaResult
+from saga.coordinator.result import SagaChange, SagaResult, SignalResult
 
 __all__ = [
     "Coordinator",
@@ -12,5 +12,6 @@ __all__ = [
     "SagaChange",
     "SagaHandle",
     "SagaResult",
+    "SignalResult",
     "saga_start",
 ]

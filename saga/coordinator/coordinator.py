@@ -33,6 +33,7 @@ from saga.coordinator.dispatch import (
 from saga.coordinator.hooks import CoordinatorHooks
 from saga.coordinator.registry import Registry
 from saga.coordinator.result import SagaChange, SagaResult, SignalResult, result_of
+from saga.coordinator.signals import signal_handler
 from saga.coordinator.starts import start_handler
 from saga.coordinator.timers import TimerWheel
 from saga.coordinator.writer import GroupWriter, WriteHealth
@@ -312,6 +313,8 @@ class Coordinator:
         self._balance_task = asyncio.create_task(self._keep_balance(), name="saga-balance")
         try:  # starts over the transport (NATS saga.start), once recovered
             await self.transport.serve_starts(start_handler(self))
+            await self.transport.serve_signals(signal_handler(self))
+            await self.transport.serve_completions(self._on_completion)
         except BaseException:
             await self.close()
             raise

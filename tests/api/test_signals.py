@@ -311,8 +311,12 @@ async def test_an_event_completes_the_wait_step_and_its_payload_is_the_result(
     assert state.results()["approval"] == {"by": "dana"}
     [signal] = state.signals
     assert (signal.id, signal.sender, signal.step) == ("mail-1", "webhook", "approval")
-    late = await client.post(f"/api/sagas/r-1/events/{APPROVAL}", json=body, headers=SIGNAL)
-    assert late.status == 409  # the saga is finished
+    repeat = await client.post(f"/api/sagas/r-1/events/{APPROVAL}", json=body, headers=SIGNAL)
+    assert repeat.status == 200  # a sender retrying after the saga finished hears "taken"
+    assert (await repeat.json())["recorded"] is False
+    late = {"id": "mail-2", "payload": {"by": "eve"}}
+    refused = await client.post(f"/api/sagas/r-1/events/{APPROVAL}", json=late, headers=SIGNAL)
+    assert refused.status == 409  # the saga is finished
 
 
 async def test_an_early_event_is_kept_and_a_repeat_changes_nothing(

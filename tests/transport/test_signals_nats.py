@@ -22,7 +22,6 @@ from nats.aio.msg import Msg
 
 from saga import Coordinator, NatsTransport, SqlSagaLog
 from saga.client import send_event
-from saga.coordinator.signals import signal_handler
 from saga.engine import replay
 from saga.errors import (
     ProtocolError,
@@ -73,9 +72,7 @@ async def coordinator(nats_server: NatsServer, client: Client) -> AsyncIterator[
         InMemorySagaLog(), transport, sagas=[approval_saga()], max_input_bytes=2048
     )
     async with coordinator:
-        await coordinator.start("approve", {}, saga_id="a-1")
-        # What the lead's Coordinator.open will do (one line).
-        await transport.serve_signals(signal_handler(coordinator))
+        await coordinator.start("approve", {}, saga_id="a-1")  # open() serves saga.event
         yield coordinator
 
 
@@ -323,11 +320,11 @@ async def test_the_documented_permissions_allow_events_and_completions(
         orders = await nats.connect(server.url, user="orders", password="pw-orders")
         await orders.subscribe("orders.>", cb=_swallow)
         await orders.flush()
+        # Hear what open() subscribes the coordinator to on saga.completions.
+        coordinator._on_completion = on_completion  # type: ignore[method-assign]
         async with coordinator:
             fake = FakeSignals(coordinator)
             await coordinator.start("approve", {}, saga_id="a-1")
-            await transport.serve_signals(signal_handler(coordinator))
-            await transport.serve_completions(on_completion)
             reply = await send_event(server.url, "a-1", APPROVAL, event_id="ok", security=login)
             assert reply.recorded
             assert [call.sender for call in fake.calls] == ["nats"]
@@ -351,7 +348,6 @@ async def test_the_real_coordinator_keeps_an_early_event_from_nats(
     transport = NatsTransport(nats_server.url)
     coordinator = Coordinator(SqlSagaLog(sql_url), transport, sagas=[approval_saga()])
     async with coordinator:
-        await transport.serve_signals(signal_handler(coordinator))
         await coordinator.start("approve", {}, saga_id="r-1")
         reply = await send_event(client, "r-1", APPROVAL, event_id="early", payload={"n": 1})
         assert (reply.recorded, reply.step, reply.status) == (True, None, "running")
