@@ -8,6 +8,7 @@ from saga.client import send_event, start_saga
 from saga.coordinator import Coordinator, SagaHandle, SagaResult, SignalResult
 from saga.definition import FOREVER, RetryPolicy, Saga, Step, StepKind, Wait
 from saga.errors import (
+    CompletionRefused,
     ConcurrencyError,
     ConfigError,
     DefinitionError,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FOREVER",
     "CommandContext",
+    "CompletionRefused",
     "ConcurrencyError",
     "ConfigError",
     "Coordinator",

@@ -15,6 +15,8 @@
     │       └── FencedError        the saga was taken over: this coordinator's epoch is stale
     ├── TransportError             the transport could not send (broker down, closed)
     ├── IdempotencyStoreError      a participant's idempotency store failed or is misconfigured
+    ├── CompletionRefused          a long-running command's completion: compensated, unknown
+    │                              token, or already completed with another outcome
     └── StepError                  raised by participant handlers
         ├── Rejected               a business "no": the step had no effect; never retried
         └── (any other exception)  transient: the outcome is unknown and the step is retried
@@ -139,6 +141,32 @@ class IdempotencyStoreError(SagaError):
     """A participant's idempotency store failed (its driver's error is the ``__cause__``), or
     was given an unsupported database URL. The participant answers ``store_error`` and the
     command is retried: no effect is recorded as done without its record."""
+
+
+class CompletionRefused(SagaError):  # noqa: N818 - a refusal, as Rejected is a "no"
+    """A participant refused to complete (or heartbeat) a long-running command; nothing changed.
+
+    ``token`` is the completion token. ``compensated`` is True when the step's compensation
+    closed the command first: the saga is undoing the step, so stop the work (the
+    compensation handler ran, or runs, with ``forward_result`` None). Otherwise the token is
+    unknown to the service's store (``recorded`` None), or the command was completed already
+    with another outcome (``recorded``: that reply, as its JSON).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        token: str,
+        compensated: bool = False,
+        recorded: dict[str, Any] | None = None,
+        saga_id: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, saga_id=saga_id, step=step)
+        self.token = token
+        self.compensated = compensated
+        self.recorded = recorded
 
 
 class StepError(SagaError):

@@ -55,6 +55,7 @@ def test_public_api_is_pinned() -> None:
             "StateError", "Step", "StepError", "StepKind", "Transport", "TransportError",
             "UnknownSagaError", "__version__", "redact_url", "FencedError", "StartReply",
             "start_saga", "Wait", "SignalResult", "SignalReply", "send_event",
+            "CompletionRefused",
         ]
     )  # fmt: skip
     for name in saga.__all__:
@@ -64,7 +65,7 @@ def test_public_api_is_pinned() -> None:
 def test_load_sagas_from_module_or_attribute() -> None:
     from tests.integration import crash_sagas
 
-    assert load_sagas("tests.integration.crash_sagas") == [crash_sagas.ORDER, crash_sagas.BRANCHES]
+    assert load_sagas("tests.integration.crash_sagas") == list(crash_sagas.SAGAS)
     assert load_sagas("tests.integration.crash_sagas:ORDER") == [crash_sagas.ORDER]
     assert load_sagas("tests.integration.crash_sagas:SAGAS") == list(crash_sagas.SAGAS)
     with pytest.raises(click.BadParameter, match="cannot import"):

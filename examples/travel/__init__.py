@@ -1,11 +1,14 @@
-"""The travel booking example: a flight, a hotel and a car, booked as one saga.
+"""The travel booking example: a flight, a hotel and a car, booked at once as one saga.
 
-``python -m examples.travel`` books two trips in this process: one is booked end to end; the
-other's card is declined when the tickets are issued, so the car, the hotel and the flight are
-cancelled, in that order (a compensation chain of three).
+``python -m examples.travel`` books two trips in this process. Each trip's three bookings are
+sent together while its manager approves it (the wait step ``approval``, given the event
+``approved`` with ``Coordinator.signal``); then the tickets are issued (the pivot) and the
+itinerary is mailed. One trip is booked end to end; the other's card is declined when the
+tickets are issued, so the car, the hotel and the flight are cancelled: three independent
+compensations, run at the same time.
 """
 
-from examples.travel.saga import TRIP_SAGA, trip_input
+from examples.travel.saga import APPROVED, BOOKINGS, TRIP_SAGA, trip_input
 from examples.travel.services import TravelServices
 
-__all__ = ["TRIP_SAGA", "TravelServices", "trip_input"]
+__all__ = ["APPROVED", "BOOKINGS", "TRIP_SAGA", "TravelServices", "trip_input"]

@@ -1,4 +1,16 @@
-"""TRIP_SAGA: hold a flight seat, a hotel room and a car, then issue the tickets (the pivot)."""
+"""TRIP_SAGA: hold a flight seat, book a hotel room and rent a car at the same time, wait for
+the manager's approval, issue the tickets (the pivot), then send the itinerary.
+
+The graph::
+
+    hold_flight ─┐
+    book_hotel  ─┤
+    rent_car    ─┼─> issue_tickets (pivot) ─> send_itinerary (retriable)
+    approval    ─┘   (waits for the outside event "approved")
+
+If a booking fails, or the card is declined at ticketing, the bookings that were made are
+cancelled, independently and at the same time (none depends on another).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +18,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from saga import RetryPolicy, Saga, Step, StepKind
+from saga import RetryPolicy, Saga, Step, StepKind, Wait
+
+APPROVED = "approved"
+"""The outside event a manager sends (``Coordinator.signal``) to approve a trip; its payload,
+e.g. ``{"approver": "Cleo"}``, is the ``approval`` step's result."""
+
+BOOKINGS = ("hold_flight", "book_hotel", "rent_car")
+"""The three steps sent together when a trip starts."""
 
 _RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), max_attempts=4)
 _TIMEOUT = timedelta(seconds=5)
@@ -18,28 +37,50 @@ def _booking(trip: Mapping[str, Any], *fields: str) -> dict[str, Any]:
     }
 
 
+def _tickets(trip: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    # The approval's payload travels with the charge: who approved it, on which budget.
+    approval = results["approval"]
+    return _booking(trip, "flight", "card") | {
+        "approved_by": approval["approver"],
+        "budget": approval.get("budget", "travel"),
+    }
+
+
+def _itinerary(trip: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return _booking(trip, "flight", "hotel", "car") | {"ticket": results["issue_tickets"]["ticket"]}
+
+
 TRIP_SAGA = Saga(
     name="trip",
-    version=1,
+    version=2,
     steps=(
         Step(
             name="hold_flight", service="flight", command="hold", compensation="cancel",
             request=lambda trip, _: _booking(trip, "flight"), retry=_RETRY, timeout=_TIMEOUT,
+            after=(),
         ),
         Step(
             name="book_hotel", service="hotel", command="book", compensation="cancel",
             request=lambda trip, _: _booking(trip, "hotel", "nights"), retry=_RETRY,
-            timeout=_TIMEOUT,
+            timeout=_TIMEOUT, after=(),
         ),
         Step(
             name="rent_car", service="car", command="rent", compensation="cancel",
             request=lambda trip, _: _booking(trip, "car"), retry=_RETRY, timeout=_TIMEOUT,
+            after=(),
         ),
+        # Asked when the trip is requested, while the bookings are made; a trip nobody
+        # approves within two days is cancelled.
+        Wait(name="approval", event=APPROVED, timeout=timedelta(days=2), after=()),
         Step(
             # Charging the card and issuing the tickets cannot be undone: the point of no return.
             name="issue_tickets", service="flight", command="ticket", kind=StepKind.PIVOT,
-            request=lambda trip, _: _booking(trip, "flight", "card"), retry=_RETRY,
-            timeout=_TIMEOUT,
+            request=_tickets, retry=_RETRY, timeout=_TIMEOUT, after=(*BOOKINGS, "approval"),
+        ),
+        Step(
+            name="send_itinerary", service="mail", command="itinerary",
+            kind=StepKind.RETRIABLE, request=_itinerary, timeout=_TIMEOUT,
+            after=("issue_tickets",),
         ),
     ),
 )  # fmt: skip

@@ -18,6 +18,7 @@ from saga.engine.payloads import (
     RetryScheduled,
     SagaCompensated,
     SagaCompleted,
+    SagaResumed,
     SagaStuck,
     SignalReceived,
     StepAccepted,
@@ -649,4 +650,11 @@ def on_signal(
         )
     received = SignalReceived(event=event, id=event_id, payload=payload, sender=sender)
     record(state, received, now_ms)
-    return [new_event(received, now_ms)]
+    events = [new_event(received, now_ms)]
+    stuck_on = None if state.stuck is None else state.pointers.get(str(state.stuck.get("step")))
+    if stuck_on is not None and stuck_on.event == event:
+        # Stuck because this event did not come in time: now it has, so the wait resumes.
+        resumed = SagaResumed(reason=f"event {event!r} arrived (id {event_id!r})")
+        record(state, resumed, now_ms)
+        events.append(new_event(resumed, now_ms))
+    return events

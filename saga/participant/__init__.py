@@ -14,17 +14,21 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from saga.participant.context import CommandContext, Handler
+from saga.participant.completions import CompletingTransaction, Completions
+from saga.participant.context import Accepted, CommandContext, Handler
 from saga.participant.memory import InMemoryIdempotencyStore
-from saga.participant.nats import ParticipantServer
+from saga.participant.nats import ParticipantServer, completion_announcer
 from saga.participant.service import ParticipantCore
 from saga.participant.sql import SqlIdempotencyStore
 from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
 from saga.transport.security import NatsSecurity
 
 __all__ = [
+    "Accepted",
     "Claim",
     "CommandContext",
+    "CompletingTransaction",
+    "Completions",
     "Handler",
     "IdempotencyRecord",
     "IdempotencyStore",
@@ -56,6 +60,18 @@ class Participant(ParticipantCore):
         return await ParticipantServer.start(
             self, nats, connect_options=connect_options, security=security
         )
+
+    def completer(self, nats: NatsClient | None = None) -> Completions:
+        """Completions for a process that does not serve (a worker sharing the SQL store):
+        ``await participant.completer(nc).complete(token, result)``.
+
+        ``nats`` is a connected nats-py client (left open) to announce each completion on;
+        without one, completions are only recorded, and coordinators find them when they
+        next re-send the command. A serving participant announces by itself:
+        ``await participant.complete(token, result)``.
+        """
+        announce = completion_announcer(nats) if nats is not None else None
+        return Completions(self.name, self.store, announce=announce, clock=self._clock)
 
     @asynccontextmanager
     async def serving(

@@ -77,6 +77,61 @@ class InMemoryIdempotencyStore(IdempotencyStore):
         self._records[key] = replace(existing, state=RecordState.ATTEMPTED)
         return True
 
+    async def accept(self, key: str, *, owner: str, attempt: int, now_ms: int) -> bool:
+        existing = self._records.get(key)
+        if not _held(existing, owner):
+            return False
+        assert existing is not None
+        self._records[key] = replace(
+            existing, state=RecordState.ACCEPTED, heartbeats=0, attempt=attempt, updated_ms=now_ms
+        )
+        return True
+
+    async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
+        pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
+        state = RecordState.RETRYABLE if retry else RecordState.DONE
+        return self._conclude(key, pending, state, reply, now_ms)
+
+    async def cancel(self, key: str, *, reply: Reply, now_ms: int) -> Claim | None:
+        return self._conclude(key, (RecordState.ACCEPTED,), RecordState.DONE, reply, now_ms)
+
+    def _conclude(
+        self,
+        key: str,
+        pending: tuple[RecordState, ...],
+        state: RecordState,
+        reply: Reply,
+        now_ms: int,
+    ) -> Claim | None:
+        existing = self._records.get(key)
+        if existing is None:
+            return None
+        if existing.state not in pending:
+            return Claim(won=False, record=existing)
+        record = replace(existing, state=state, reply=reply, updated_ms=now_ms)
+        self._records[key] = record
+        return Claim(won=True, record=record)
+
+    async def retake(
+        self, key: str, *, owner: str, now_ms: int, attempt: int | None
+    ) -> Claim | None:
+        existing = self._records.get(key)
+        if existing is None:
+            return None
+        if not existing.retakable(attempt):
+            return Claim(won=False, record=existing)
+        return self._put(key, RecordState.IN_PROGRESS, owner, now_ms, replaced=existing)
+
+    async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
+        existing = self._records.get(key)
+        if existing is None:
+            return None
+        if existing.state is not RecordState.ACCEPTED:
+            return Claim(won=False, record=existing)
+        record = replace(existing, heartbeats=existing.heartbeats + 1, updated_ms=now_ms)
+        self._records[key] = record
+        return Claim(won=True, record=record)
+
     async def abandon(self, *, owner_prefix: str) -> int:
         dead = [
             record

@@ -7,6 +7,9 @@ One micro endpoint per command on ``<service>.<command>``, all in the queue grou
 the participant so replicas share load; ``nats micro ls/info/stats`` discover it. Each request
 runs in its own task (a micro endpoint's callback is sequential), bounded by the participant's
 ``max_concurrency``, and in-flight requests finish before ``stop()`` returns.
+
+While it serves, the participant announces its completions (``participant.complete`` and
+friends) on ``saga.completions`` over the server's connection (``completion_announcer``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import nats.errors
@@ -24,8 +27,10 @@ from nats.micro.request import Handler, Request
 from nats.micro.service import EndpointStats, Service
 
 from saga.errors import DefinitionError, ProtocolError, TransportError
+from saga.participant.completions import Announce
 from saga.participant.service import ParticipantCore
 from saga.protocol import (
+    COMPLETIONS_SUBJECT,
     STORE_METADATA_KEY,
     Command,
     Outcome,
@@ -42,6 +47,18 @@ _MAX_HEADER_CHARS = 256
 _HEADER_ROOM_BYTES = 4096
 _STOP_TIMEOUT_S = 30.0
 _UNSUBSCRIBE_TIMEOUT_S = 10.0
+_ANNOUNCE_FLUSH_S = 5
+
+
+def completion_announcer(client: Client) -> Announce:
+    """Announces completions on ``COMPLETIONS_SUBJECT`` with ``client`` (core NATS publish,
+    flushed so that a worker about to exit has sent it)."""
+
+    async def announce(headers: Mapping[str, str]) -> None:
+        await client.publish(COMPLETIONS_SUBJECT, b"", headers=dict(headers))
+        await client.flush(timeout=_ANNOUNCE_FLUSH_S)
+
+    return announce
 
 
 def _micro_code(reply: Reply) -> str:
@@ -71,6 +88,7 @@ class ParticipantServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         self._errors: NatsErrorWatch | None = None
+        self._detach_announcer: Callable[[], None] | None = None
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in participant.commands}
         """Replies sent per command, by outcome (plus ``bad_request``); also in micro stats."""
         self.bad_requests = 0
@@ -143,6 +161,7 @@ class ParticipantServer:
                 f"NATS does not let service {participant.name!r} subscribe: {refused[0]};"
                 f" allow subscribe on {participant.name}.> and the $SRV subjects"
             )
+        self._detach_announcer = participant.announce_with(completion_announcer(self._client))
 
     @property
     def service_id(self) -> str:
@@ -237,6 +256,8 @@ class ParticipantServer:
         if self._stopped:
             return
         self._stopped = True
+        if self._detach_announcer is not None:
+            self._detach_announcer()
         if self._service is not None:
             try:
                 await asyncio.wait_for(self._service.stop(), _UNSUBSCRIBE_TIMEOUT_S)

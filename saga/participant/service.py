@@ -1,6 +1,7 @@
 """ParticipantCore: a service's saga commands, made idempotent and fenced, independent of transport.
 
-``ParticipantCore.handle`` holds every semantic (dedup, rejection, transient failure, fencing);
+``ParticipantCore.handle`` holds every semantic (dedup, rejection, transient failure, fencing,
+long-running commands and their compensation);
 the NATS server in ``saga.participant.nats`` and the in-memory transport only carry bytes to it.
 This module never imports a transport: the public ``saga.participant.Participant`` adds
 ``serve()`` on top of it, so the core does not know its server (an import-linter contract
@@ -15,7 +16,8 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -23,10 +25,17 @@ from typing import Any, TypeVar
 from saga.clock import Clock, SystemClock
 from saga.errors import DefinitionError, ProtocolError, Rejected
 from saga.names import NAME_RULE, is_name
-from saga.participant.context import CommandContext, Handler, JsonObject
+from saga.participant.completions import (
+    COMPENSATED_FORWARD,
+    MAX_RECORDED_RESULT_BYTES,
+    Announce,
+    CompletingTransaction,
+    Completions,
+)
+from saga.participant.context import Accepted, CommandContext, Handler, JsonObject
 from saga.participant.locks import KeyedLocks
 from saga.participant.memory import InMemoryIdempotencyStore
-from saga.participant.store import IdempotencyRecord, IdempotencyStore, RecordState
+from saga.participant.store import Claim, IdempotencyRecord, IdempotencyStore, RecordState
 from saga.protocol import (
     MAX_PAYLOAD_BYTES,
     RESULT_TOO_LARGE,
@@ -49,8 +58,6 @@ _SEMVER = re.compile(
 _MAX_ERROR_MESSAGE = 2000
 FENCED_RESULT: JsonObject = {"fenced": True}
 """The result of a compensation whose forward command never ran here."""
-MAX_RECORDED_RESULT_BYTES = 64 * 1024 * 1024
-"""The largest handler result recorded (and handed to the compensation handler)."""
 ABANDONED_FORWARD = Reply.failed(
     "forward_abandoned",
     "the forward command's handler died mid-way and its compensation has started;"
@@ -119,6 +126,9 @@ class ParticipantCore:
         self._handlers: dict[str, Handler] = {}
         self._transactional: set[str] = set()
         self._locks = KeyedLocks()
+        self._announcers: list[Announce] = []
+        self.completions = Completions(name, self.store, announce=self._announce, clock=self._clock)
+        """Completes this service's accepted commands, announcing on the serving connection."""
 
     @property
     def _owner_prefix(self) -> str:
@@ -137,6 +147,62 @@ class ParticipantCore:
                 "%s: released %d claims left in progress by a previous run", self.instance, released
             )
         return released
+
+    async def complete(self, token: str, result: JsonObject | None = None) -> None:
+        """Complete the accepted command ``token`` (``ctx.token``) with ``result``.
+
+        Records it in the store (the outbox), then announces it on ``saga.completions`` if
+        this participant is serving. A repeat with the same result is a no-op. Raises
+        ``saga.errors.CompletionRefused`` when the step's compensation closed the command
+        first (``compensated``), the token is unknown, or it was completed differently. See
+        ``saga.participant.Completions``, which this delegates to.
+        """
+        await self.completions.complete(token, result)
+
+    async def reject(
+        self, token: str, code: str, message: str, details: JsonObject | None = None
+    ) -> None:
+        """Answer the accepted command ``token`` with a business "no" (no effect taken)."""
+        await self.completions.reject(token, code, message, details)
+
+    async def fail(
+        self,
+        token: str,
+        code: str,
+        message: str,
+        *,
+        details: JsonObject | None = None,
+        final: bool = False,
+    ) -> None:
+        """Fail the accepted command ``token``: for good (``final``, the step is compensated),
+        or so that a retry of the command runs the handler again."""
+        await self.completions.fail(token, code, message, details=details, final=final)
+
+    async def heartbeat(self, token: str) -> int:
+        """Extend the accepted command's completion deadline; returns the count so far."""
+        return await self.completions.heartbeat(token)
+
+    def completing(self, token: str) -> AbstractAsyncContextManager[CompletingTransaction]:
+        """``async with participant.completing(token) as tx:`` write the completion's effect
+        on ``tx.connection`` and ``await tx.complete(result)`` in one transaction (SQL store);
+        refused (CompletionRefused) once the compensation has closed the command. See
+        ``Completions.completing``."""
+        return self.completions.completing(token)
+
+    def announce_with(self, announce: Announce) -> Callable[[], None]:
+        """Use ``announce`` for completion announcements (a server calls this while it
+        serves); returns the function that stops using it."""
+        self._announcers.append(announce)
+
+        def detach() -> None:
+            if announce in self._announcers:
+                self._announcers.remove(announce)
+
+        return detach
+
+    async def _announce(self, headers: Mapping[str, str]) -> None:
+        if self._announcers:
+            await self._announcers[-1](headers)
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -243,13 +309,18 @@ class ParticipantCore:
         now_ms = self._clock.now_ms()
         stale_before_ms = now_ms - int(self.stale_claim_after.total_seconds() * 1000)
         owner = f"{self._owner_prefix}{uuid.uuid4().hex}"
-        claim = await self.store.claim(
+        claim: Claim | None = await self.store.claim(
             key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
         )
+        if claim is not None and not claim.won and claim.record.retakable(command.attempt):
+            # A retry of a long-running command its completer failed for a retry.
+            claim = await self.store.retake(
+                key, owner=owner, now_ms=now_ms, attempt=command.attempt
+            )
+        if claim is None:
+            return Reply.failed("in_progress", "the command's record changed; retry later")
         if not claim.won:
-            if claim.record.state is RecordState.DONE and claim.record.reply is not None:
-                self.replayed += 1
-            return _existing_answer(claim.record)
+            return self._replay(claim.record, command)
         replaced = claim.replaced
         if replaced is not None and replaced.state is RecordState.IN_PROGRESS:
             logger.warning("re-claiming %s: its claim by %s went stale", key, replaced.owner)
@@ -266,13 +337,40 @@ class ParticipantCore:
                 )
                 if recorded:
                     return reply
+                if reply.outcome is Outcome.ACCEPTED:
+                    return await self._accept_lost(key, command)
             else:
                 reply = await self._run(handler, command, forward_result)
+                if reply.outcome is Outcome.ACCEPTED:
+                    return await self._record_acceptance(key, owner, command, reply)
         except BaseException:
             # Cancelled or the store failed: the outcome is unknown, so let a retry run again.
             await asyncio.shield(self._release_quietly(key, owner))
             raise
         return await self._settle(key, owner, reply, final=_is_final(reply))
+
+    def _replay(self, record: IdempotencyRecord, command: Command) -> Reply:
+        reply = _existing_answer(record, command.idempotency_key)
+        if record.state is RecordState.ACCEPTED or record.reply is not None:
+            self.replayed += 1
+        return reply
+
+    async def _record_acceptance(
+        self, key: str, owner: str, command: Command, reply: Reply
+    ) -> Reply:
+        now_ms = self._clock.now_ms()
+        if await self.store.accept(key, owner=owner, attempt=command.attempt, now_ms=now_ms):
+            return reply
+        return await self._accept_lost(key, command)
+
+    async def _accept_lost(self, key: str, command: Command) -> Reply:
+        # The job finished (completed, or failed for a retry) before the acceptance was
+        # recorded, or another replica took a stale claim over: the record says what holds.
+        record = await self.store.get(key)
+        if record is None or record.state is RecordState.IN_PROGRESS:
+            logger.warning("the claim on %s was taken over before its acceptance", key)
+            return Reply.failed("claim_lost", "another replica took this command over")
+        return _existing_answer(record, command.idempotency_key)
 
     async def _run_in_transaction(
         self,
@@ -285,6 +383,12 @@ class ParticipantCore:
         """Run the handler inside the store's transaction; True when its record committed."""
         async with self.store.transaction(key, owner=owner) as tx:
             reply = await self._run(handler, command, forward_result, tx.connection)
+            if reply.outcome is Outcome.ACCEPTED:
+                # The effect (a job queued, say) commits with the acceptance, or not at all.
+                if await tx.accept(attempt=command.attempt, now_ms=self._clock.now_ms()):
+                    return reply, True
+                tx.discard()
+                return reply, False
             if reply.outcome is Outcome.REJECTED or not _is_final(reply):
                 tx.discard()  # a "no" or a failure: no effect is kept
                 return reply, False
@@ -305,6 +409,22 @@ class ParticipantCore:
             logger.info("fenced %s: its compensation arrived first", forward_key)
             return _Verdict(reply=Reply.succeeded(dict(FENCED_RESULT)))
         record = fence.record
+        if record.state is RecordState.ACCEPTED:
+            # A long-running forward command not completed yet: close it first, so a
+            # completion racing this compensation is refused, and compensate without a
+            # result. A completion that committed first wins instead: judge what it recorded.
+            closed = await self.store.cancel(forward_key, reply=COMPENSATED_FORWARD, now_ms=now_ms)
+            if closed is None or closed.won:
+                logger.info("closed %s, accepted and not completed: compensating", forward_key)
+                return _Verdict()
+            record = closed.record
+        if record.state is RecordState.RETRYABLE:
+            # An accepted attempt its completer failed for a retry: it may have taken
+            # effect, so compensate it; no retry runs after this.
+            retaken = await self.store.retake(forward_key, owner=owner, now_ms=now_ms, attempt=None)
+            if retaken is not None and retaken.won:
+                return await self._abandon_forward(forward_key, owner, now_ms, retaken.replaced)
+            record = retaken.record if retaken is not None else record
         if record.state in (RecordState.IN_PROGRESS, RecordState.ATTEMPTED):
             # A forward attempt reached this service: it may have taken effect, so the
             # compensation handler runs. A forward still running is waited for.
@@ -344,7 +464,7 @@ class ParticipantCore:
             logger.warning(
                 "forward %s was %s; compensating anyway",
                 forward_key,
-                "abandoned mid-way" if replaced.state is RecordState.IN_PROGRESS else "attempted",
+                "abandoned mid-way" if replaced.state is RecordState.IN_PROGRESS else "failed",
             )
         await self.store.complete(forward_key, owner=owner, reply=ABANDONED_FORWARD, now_ms=now_ms)
         return _Verdict()
@@ -379,6 +499,11 @@ class ParticipantCore:
             return Reply.failed("handler_error", _message(exc))
         # The handler returned, so its effect was taken: from here on the answer is final,
         # whatever is wrong with the result, and a retry never runs the handler again.
+        if isinstance(result, Accepted):
+            if command.direction is not Direction.FORWARD or result.token != ctx.token:
+                logger.error("handler %s returned an acceptance not made by its ctx", where)
+                return _bad_result("handler returned an Accepted not made by ctx.accept()")
+            return Reply.accepted(result.token)
         if result is None:
             result = {}
         if not isinstance(result, dict):
@@ -451,8 +576,11 @@ def _is_async_function(value: object) -> bool:
     return inspect.iscoroutinefunction(value)
 
 
-def _existing_answer(record: IdempotencyRecord) -> Reply:
-    if record.state is RecordState.DONE and record.reply is not None:
+def _existing_answer(record: IdempotencyRecord, token: str) -> Reply:
+    if record.state is RecordState.ACCEPTED:
+        return Reply.accepted(token, record.heartbeats)
+    if record.state in (RecordState.DONE, RecordState.RETRYABLE) and record.reply is not None:
+        # RETRYABLE: a completer's failure, answered to re-sends of the failed attempt.
         return record.reply
     if record.state is RecordState.FENCED:
         return Reply.rejected(

@@ -2,6 +2,12 @@
 
 One table, ``saga_idempotency``, and a one-row ``saga_idempotency_store`` holding the store's
 identity, made and upgraded at ``open()`` by Alembic migrations (``saga.participant.migrate``).
+A long-running command's record is ``accepted``; its completion (``finish``), its
+compensation's ``cancel`` and a ``heartbeat`` are each one conditional ``UPDATE ... WHERE
+state = 'accepted'``, so of a completion and a compensation racing (from any processes) exactly
+one changes the record: PostgreSQL re-checks the condition once the row lock is free, and
+SQLite takes its write lock first.
+
 A claim is a primary-key insert (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so exactly
 one of several processes wins a key; an attempted or stale claim is taken over with a
 compare-and-set ``UPDATE`` on its owner, state and claim time.
@@ -33,6 +39,7 @@ from saga.errors import IdempotencyStoreError
 from saga.participant.migrate import upgrade
 from saga.participant.store import (
     Claim,
+    CompletionTransaction,
     EffectTransaction,
     IdempotencyRecord,
     IdempotencyStore,
@@ -56,6 +63,8 @@ idempotency_table = sa.Table(
     sa.Column("reply", sa.Text, nullable=True),
     sa.Column("claimed_at_ms", sa.BigInteger, nullable=False),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("heartbeats", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("attempt", sa.Integer, nullable=True),
 )
 
 identity_table = sa.Table(
@@ -275,6 +284,88 @@ class SqlIdempotencyStore(IdempotencyStore):
 
         return await self._retry(release_once)
 
+    async def accept(self, key: str, *, owner: str, attempt: int, now_ms: int) -> bool:
+        engine = await self._ready()
+
+        async def accept_once() -> bool:
+            async with engine.begin() as conn:
+                if await _accept(conn, key, owner, attempt, now_ms):
+                    return True
+                return await _was(conn, key, owner, RecordState.ACCEPTED)
+
+        return await self._retry(accept_once)
+
+    # A first try of finish, cancel or heartbeat may have committed before its connection
+    # dropped: a repeat then reports ``won=False`` with the record it wrote (the caller
+    # recognises its own reply), and a repeated heartbeat counts twice (it only extends a
+    # deadline).
+
+    async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
+        engine = await self._ready()
+        state = RecordState.RETRYABLE if retry else RecordState.DONE
+        pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
+        return await self._retry(lambda: _conclude(engine, key, pending, state, reply, now_ms))
+
+    async def cancel(self, key: str, *, reply: Reply, now_ms: int) -> Claim | None:
+        engine = await self._ready()
+        pending = (RecordState.ACCEPTED,)
+        return await self._retry(
+            lambda: _conclude(engine, key, pending, RecordState.DONE, reply, now_ms)
+        )
+
+    async def retake(
+        self, key: str, *, owner: str, now_ms: int, attempt: int | None
+    ) -> Claim | None:
+        engine = await self._ready()
+        t = idempotency_table
+        mine, values = _new_record(key, RecordState.IN_PROGRESS, owner, now_ms)
+
+        async def retake_once() -> Claim | None:
+            async with engine.begin() as conn:
+                existing = await _select(conn, key)
+                if existing is None:
+                    return None
+                if existing.owner == owner and existing.state is RecordState.IN_PROGRESS:
+                    return Claim(won=True, record=existing)  # our own earlier try committed
+                if not existing.retakable(attempt):
+                    return Claim(won=False, record=existing)
+                # Compare-and-set on the record we saw: of several takers, one matches.
+                taken = await conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.key == key,
+                        t.c.state == RecordState.RETRYABLE.value,
+                        t.c.updated_ms == existing.updated_ms,
+                        t.c.owner == existing.owner,
+                    )
+                    .values(values)
+                    .returning(t.c.key)
+                )
+                if taken.first() is not None:
+                    return Claim(won=True, record=mine, replaced=existing)
+                current = await _select(conn, key)
+                return None if current is None else Claim(won=False, record=current)
+
+        return await self._retry(retake_once)
+
+    async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
+        engine = await self._ready()
+        t = idempotency_table
+
+        async def beat_once() -> Claim | None:
+            async with engine.begin() as conn:
+                counted = await conn.execute(
+                    sa.update(t)
+                    .where(t.c.key == key, t.c.state == RecordState.ACCEPTED.value)
+                    .values(heartbeats=t.c.heartbeats + 1, updated_ms=now_ms)
+                    .returning(t.c.key)
+                )
+                won = counted.first() is not None
+                record = await _select(conn, key)
+            return None if record is None else Claim(won=won, record=record)
+
+        return await self._retry(beat_once)
+
     async def abandon(self, *, owner_prefix: str) -> int:
         engine = await self._ready()
         t = idempotency_table
@@ -317,6 +408,29 @@ class SqlIdempotencyStore(IdempotencyStore):
         finally:
             await conn.close()
 
+    @asynccontextmanager
+    async def completion_transaction(self, key: str) -> AsyncIterator[CompletionTransaction]:
+        engine = await self._ready()
+        with _store_errors("could not begin a transaction"):
+            conn = await engine.connect()
+        try:
+            with _store_errors("could not begin a transaction"):
+                await conn.begin()
+                # PostgreSQL: lock the row, so a compensation's cancel waits for this
+                # transaction to end (the store's SQLite engine holds the write lock from
+                # BEGIN). On any engine the conditional UPDATE in ``finish`` decides.
+                record = await _select(conn, key, for_update=True)
+            tx = _SqlCompletionTransaction(conn, key, record)
+            try:
+                yield tx
+            except BaseException:
+                await conn.rollback()
+                raise
+            with _store_errors("could not commit the effect and its completion"):
+                await conn.commit()
+        finally:
+            await conn.close()
+
 
 @contextmanager
 def _store_errors(what: str) -> Iterator[None]:
@@ -341,8 +455,83 @@ class _SqlEffectTransaction(EffectTransaction):
     async def complete(self, reply: Reply, *, now_ms: int) -> bool:
         return await _complete(self._conn, self._key, self._owner, reply, now_ms)
 
+    async def accept(self, *, attempt: int, now_ms: int) -> bool:
+        return await _accept(self._conn, self._key, self._owner, attempt, now_ms)
+
     def discard(self) -> None:
         self.discarded = True
+
+
+class _SqlCompletionTransaction(CompletionTransaction):
+    def __init__(self, conn: AsyncConnection, key: str, record: IdempotencyRecord | None) -> None:
+        self._conn = conn
+        self._key = key
+        self._record = record
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
+
+    @property
+    def record(self) -> IdempotencyRecord | None:
+        return self._record
+
+    async def finish(self, reply: Reply, *, retry: bool, now_ms: int) -> Claim | None:
+        state = RecordState.RETRYABLE if retry else RecordState.DONE
+        pending = (RecordState.ACCEPTED, RecordState.IN_PROGRESS)
+        found = await _conclude_on(self._conn, self._key, pending, state, reply, now_ms)
+        if found is not None:
+            self._record = found.record
+        return found
+
+
+async def _accept(conn: AsyncConnection, key: str, owner: str, attempt: int, now_ms: int) -> bool:
+    t = idempotency_table
+    result = await conn.execute(
+        sa.update(t)
+        .where(*_held_by(key, owner))
+        .values(state=RecordState.ACCEPTED.value, heartbeats=0, attempt=attempt, updated_ms=now_ms)
+        .returning(t.c.key)
+    )
+    return result.first() is not None
+
+
+async def _conclude(
+    engine: AsyncEngine,
+    key: str,
+    pending: tuple[RecordState, ...],
+    state: RecordState,
+    reply: Reply,
+    now_ms: int,
+) -> Claim | None:
+    """One conditional UPDATE: ``key`` moves to ``state`` with ``reply`` only if it is still
+    in one of the ``pending`` states, so of several racing writers exactly one wins."""
+    async with engine.begin() as conn:
+        return await _conclude_on(conn, key, pending, state, reply, now_ms)
+
+
+async def _conclude_on(
+    conn: AsyncConnection,
+    key: str,
+    pending: tuple[RecordState, ...],
+    state: RecordState,
+    reply: Reply,
+    now_ms: int,
+) -> Claim | None:
+    t = idempotency_table
+    changed = await conn.execute(
+        sa.update(t)
+        .where(t.c.key == key, t.c.state.in_([p.value for p in pending]))
+        .values(state=state.value, reply=_reply_text(reply), updated_ms=now_ms)
+        .returning(t.c.key)
+    )
+    won = changed.first() is not None
+    record = await _select(conn, key)
+    return None if record is None else Claim(won=won, record=record)
+
+
+def _reply_text(reply: Reply) -> str:
+    return json.dumps(reply.to_json(), separators=(",", ":"))
 
 
 async def _was(conn: AsyncConnection, key: str, owner: str, state: RecordState) -> bool:
@@ -358,7 +547,7 @@ async def _complete(conn: AsyncConnection, key: str, owner: str, reply: Reply, n
         .where(*_held_by(key, owner))
         .values(
             state=RecordState.DONE.value,
-            reply=json.dumps(reply.to_json(), separators=(",", ":")),
+            reply=_reply_text(reply),
             updated_ms=now_ms,
         )
         .returning(t.c.key)
@@ -379,6 +568,8 @@ def _new_record(
         "reply": None,
         "claimed_at_ms": now_ms,
         "updated_ms": now_ms,
+        "heartbeats": 0,
+        "attempt": None,
     }
     return record, values
 
@@ -397,9 +588,14 @@ def _insert_if_absent(engine: AsyncEngine, values: dict[str, Any]) -> sa.Executa
     return lite.on_conflict_do_nothing(index_elements=[t.c.key]).returning(t.c.key)
 
 
-async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
+async def _select(
+    conn: AsyncConnection, key: str, *, for_update: bool = False
+) -> IdempotencyRecord | None:
     t = idempotency_table
-    row = (await conn.execute(sa.select(t).where(t.c.key == key))).first()
+    query = sa.select(t).where(t.c.key == key)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         return None
     reply_text: str | None = row.reply
@@ -410,6 +606,8 @@ async def _select(conn: AsyncConnection, key: str) -> IdempotencyRecord | None:
         claimed_at_ms=row.claimed_at_ms,
         updated_ms=row.updated_ms,
         reply=Reply.from_json(json.loads(reply_text)) if reply_text is not None else None,
+        heartbeats=row.heartbeats,
+        attempt=row.attempt,
     )
 
 

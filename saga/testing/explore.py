@@ -5,6 +5,11 @@ sends). Every later schedule adds one fault at a point after the last fault of a
 that already ran, so faults meet the points that earlier faults created (a retry, a
 compensation, a re-send after a restart). Schedules run breadth first: all single faults,
 then pairs, up to ``max_faults``; the first failure found has the fewest faults.
+
+Sagas that are graphs have several commands in flight at once. Each of them is a point of
+its own (faults meet each branch), and at a command that was in flight together with others
+the explorer also tries ``DELAY_REPLY``: its reply arrives after all the others were
+answered and acted on, so the orders in which branches finish are explored too.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import contextlib
 import inspect
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 from saga.coordinator import SagaResult
@@ -45,6 +50,7 @@ async def explore(
     max_advances: int = 200,
     stop_at_first: bool = True,
     schedules: Iterable[Schedule] | None = None,
+    signals: Mapping[str, JsonObject] | None = None,
 ) -> ExplorationReport:
     """Run ``saga`` under every schedule of up to ``max_faults`` faults; return the report.
 
@@ -57,7 +63,9 @@ async def explore(
     ``check(world, result)``. ``report.raise_on_failure()`` raises an AssertionError telling
     the first failing schedule. At most ``max_schedules`` run; ``report.not_run`` says how
     many the bound left out. ``schedules=[failure.schedule]`` runs just those schedules, to
-    look at one failure again.
+    look at one failure again. ``signals`` maps outside events to their payloads: each is
+    delivered once (``Coordinator.signal``) as soon as the saga starts, for its wait steps;
+    without them a wait step waits out its timeout (in fake time).
     """
     if max_faults < 0 or max_schedules < 1 or max_advances < 1:
         raise ValueError("max_faults must be >= 0, max_schedules and max_advances >= 1")
@@ -73,7 +81,7 @@ async def explore(
         schedule = queue.popleft()
         number += 1
         run, problem = await _run_and_check(
-            saga, make_world, schedule, saga_input, check, number, max_advances
+            saga, make_world, schedule, saga_input, check, number, max_advances, signals
         )
         endings[run.result.status.value if run.result and not run.unsettled else "unsettled"] += 1
         if problem is not None:
@@ -115,6 +123,7 @@ async def _run_and_check(
     check: Check[W] | None,
     number: int,
     max_advances: int,
+    signals: Mapping[str, JsonObject] | None,
 ) -> tuple[Run, str | None]:
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -126,6 +135,7 @@ async def _run_and_check(
                 input=saga_input,
                 saga_id=f"{saga.name}-explored",
                 max_advances=max_advances,
+                signals=signals,
             )
             problem = _unreached(run) or check_invariants(saga, run)
             if problem is None and check is not None and run.result is not None:
@@ -186,4 +196,6 @@ def _extensions(run: Run, kinds: tuple[FaultKind, ...]) -> Iterable[Schedule]:
                 item.point.direction is not Direction.FORWARD or not item.fresh
             ):
                 continue  # a participant that saw a command never says no to it later
+            if kind is FaultKind.DELAY_REPLY and not item.overlapped:
+                continue  # alone in flight, a late reply is just a reply
             yield (*run.schedule, Injection(item.point, kind))

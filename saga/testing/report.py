@@ -134,6 +134,9 @@ def _what(item: Sent) -> str:
     text = mark + "; again ".join(answers)
     if item.injected is FaultKind.RESTART:
         return f"{text}; reply lost, the coordinator crashes"
+    if item.held:
+        held = "; reply held back, arrives after the others"
+        return text + (held if delivery.passed_on else f"{held}: never (lost in a restart)")
     if delivery.passed_on == 0:
         return f"{text}; reply lost"
     if delivery.passed_on > 1:

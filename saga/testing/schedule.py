@@ -1,15 +1,23 @@
 """One fault schedule run against a user's saga: points, fault kinds, and the run's trace.
 
 A run builds a fresh world (participants with their business state), a fresh in-memory log,
-an in-memory transport and a fake clock, starts the saga through a real Coordinator, and
-injects each scheduled fault at its point. It then moves the fake clock from one wake-up to
-the next until the saga settles (completed, compensated or stuck) or a bound is reached.
+an in-memory transport and a fake clock, starts the saga through a real Coordinator, delivers
+the outside events it was given, and injects each scheduled fault at its point. It then moves
+the fake clock from one wake-up to the next until the saga settles (completed, compensated or
+stuck) or a bound is reached.
+
+A saga that is a graph has several commands in flight at once (a decision sends every step
+whose dependencies succeeded, or every compensation whose dependents were compensated).
+Their replies come back in the order the participants answer; ``DELAY_REPLY`` holds one of
+them back until everything else has been answered and acted on, so the explorer also tries
+the orders in which a sibling's outcome is known first.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -19,10 +27,12 @@ from saga.definition import Saga
 from saga.engine.payloads import CompensationStarted, StepFailed, StepSent, payload_of
 from saga.events import Event, JsonObject
 from saga.log.memory import InMemorySagaLog
+from saga.participant import Participant
 from saga.protocol import Command, Direction, Reply
 from saga.testing.clock import FakeClock
-from saga.testing.transport import Delivery, Fault, InMemoryTransport
+from saga.testing.transport import Delivery, Fault, InMemoryTransport, Interceptor
 from saga.testing.world import WitnessStore, participants_of
+from saga.transport.base import ReplyHandler
 
 _CALM_SPINS = 30
 """Loop turns with nothing new before the world counts as quiet. The coordinator and log are
@@ -50,6 +60,10 @@ class FaultKind(StrEnum):
     EFFECT_THEN_FAIL = "effect_then_fail"
     """The handler takes its effect, then the attempt fails (it raised after its commit); the
     step is retried, and a compensation must still undo that effect."""
+    DELAY_REPLY = "delay_reply"
+    """The reply arrives last: after every other command in flight was answered and the
+    coordinator acted on those answers. Tried only at a command that was in flight together
+    with others (the branches of a graph), where it changes the order replies arrive in."""
 
     @property
     def label(self) -> str:
@@ -67,6 +81,7 @@ _TRANSPORT_FAULT = {
     FaultKind.FAIL: Fault.FAIL,
     FaultKind.RESTART: Fault.LOSE_REPLY,
     FaultKind.EFFECT_THEN_FAIL: Fault.EFFECT_THEN_FAIL,
+    FaultKind.DELAY_REPLY: Fault.DELIVER,
 }
 
 
@@ -116,6 +131,10 @@ class Sent:
     """What the transport did with it (attached when the run ends)."""
     recorded: list[Reply] = field(default_factory=list)
     """Replies the participant newly recorded for this command's key (its effect)."""
+    overlapped: bool = False
+    """Another command was in flight while this one was (sent together, or while it was)."""
+    held: bool = False
+    """Its reply was held back (``DELAY_REPLY``) and passed on once all else was quiet."""
 
 
 @dataclass
@@ -152,6 +171,51 @@ class Run:
         }
 
 
+class _ReorderingTransport(InMemoryTransport):
+    """The in-memory transport, holding back the replies to chosen commands until released."""
+
+    def __init__(self, participants: list[Participant], intercept: Interceptor) -> None:
+        super().__init__(participants, intercept=intercept)
+        self.delayed: set[int] = set()
+        """Delivery indexes whose reply is to be held back."""
+        self.held: list[tuple[Delivery, Reply]] = []
+        self._receive: ReplyHandler | None = None
+
+    async def open(self, on_reply: ReplyHandler) -> None:
+        self._receive = on_reply
+        await super().open(self._maybe_hold)
+
+    async def _maybe_hold(self, command: Command, reply: Reply) -> None:
+        delivery = next(d for d in reversed(self.deliveries) if d.command is command)
+        if delivery.index in self.delayed:
+            delivery.passed_on -= 1  # not yet: counted again when released
+            self.held.append((delivery, reply))
+            return
+        if self._receive is not None:
+            await self._receive(command, reply)
+
+    def in_flight(self) -> list[int]:
+        """Indexes of deliveries not yet answered (running, or their reply held back)."""
+        running = [d.index for d in self.deliveries if not d.done]
+        return running + [d.index for d, _ in self.held]
+
+    async def release(self) -> bool:
+        """Pass on the oldest held reply; False if none was held."""
+        if not self.held:
+            return False
+        delivery, reply = self.held.pop(0)
+        if self._receive is not None:
+            delivery.passed_on += 1
+            await self._receive(delivery.command, reply)
+        return True
+
+    async def close(self) -> None:
+        # A held reply dies with the coordinator it was meant for, as on a real network.
+        self.held.clear()
+        self._receive = None
+        await super().close()
+
+
 def _duration(ms: int) -> str:
     return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms}ms"
 
@@ -164,8 +228,13 @@ async def run_schedule(
     input: JsonObject,
     saga_id: str,
     max_advances: int,
+    signals: Mapping[str, JsonObject] | None = None,
 ) -> Run:
-    """Run ``saga`` once in ``world`` with ``schedule``'s faults; the Run says what happened."""
+    """Run ``saga`` once in ``world`` with ``schedule``'s faults; the Run says what happened.
+
+    ``signals`` (event name -> payload) are delivered once each, with the id
+    ``explored-<event>``, right after the saga starts (kept by it until a wait step takes
+    them)."""
     run = Run(schedule=schedule, world=world)
     participants = participants_of(world)
 
@@ -200,12 +269,17 @@ async def run_schedule(
             handed.add(key)
         restart = restart or kind is FaultKind.RESTART
         item = Sent(point=point, command=command, injected=kind, fresh=fresh)
+        # This command is about to become delivery number len(run.commands).
+        for index in transport.in_flight():
+            run.commands[index].overlapped = item.overlapped = True
+        if kind is FaultKind.DELAY_REPLY:
+            transport.delayed.add(len(run.commands))
         run.trace.append(item)
         run.commands.append(item)
         return fault
 
     log, clock = InMemorySagaLog(), FakeClock()
-    transport = InMemoryTransport(participants, intercept=intercept)
+    transport = _ReorderingTransport(participants, intercept)
 
     def open_coordinator() -> Coordinator:
         return Coordinator(log, transport, sagas=[saga], clock=clock)
@@ -214,6 +288,11 @@ async def run_schedule(
     await coordinator.open()
     try:
         await coordinator.start(saga, input, saga_id=saga_id)
+        for event, payload in (signals or {}).items():
+            run.trace.append(Note(f"the outside event {event!r} arrives"))
+            await coordinator.signal(
+                saga_id, event, event_id=f"explored-{event}", payload=payload, sender="explore"
+            )
         advances = 0
         waited: tuple[Note, int] | None = None
         while True:
@@ -264,6 +343,7 @@ async def run_schedule(
         await coordinator.close()
         for item, delivery in zip(run.commands, transport.deliveries, strict=True):
             item.delivery = delivery
+            item.held = delivery.index in transport.delayed
     return run
 
 
@@ -281,8 +361,11 @@ def _why(events: list[Event]) -> str:
     return ""
 
 
-async def _quiesce(transport: InMemoryTransport, log: InMemorySagaLog, saga_id: str) -> bool:
-    """Let the coordinator and participants run until nothing new happens (False: never)."""
+async def _quiesce(transport: _ReorderingTransport, log: InMemorySagaLog, saga_id: str) -> bool:
+    """Let the coordinator and participants run until nothing new happens (False: never).
+
+    A reply held back is passed on when all else is quiet, one at a time, before any time
+    passes (so its step does not time out: it is late, not lost)."""
     last: tuple[int, int] | None = None
     calm = 0
     for _ in range(_MAX_SPINS):
@@ -295,7 +378,9 @@ async def _quiesce(transport: InMemoryTransport, log: InMemorySagaLog, saga_id: 
         if mark == last:
             calm += 1
             if calm >= _CALM_SPINS:
-                return True
+                if not await transport.release():
+                    return True
+                last, calm = None, 0
         else:
             last, calm = mark, 0
         await asyncio.sleep(0)

@@ -12,7 +12,7 @@ from typing import Any
 
 from saga.errors import TransportError
 from saga.participant import CommandContext, Participant
-from saga.participant.context import JsonObject
+from saga.participant.context import Accepted, JsonObject
 from saga.protocol import Command, Direction, Reply
 from saga.transport.base import CompletionHandler, ReplyHandler, Transport
 
@@ -200,11 +200,16 @@ class InMemoryTransport(Transport):
 async def _handle_then_fail(participant: Participant, delivery: Delivery) -> Reply:
     """``participant.handle`` with this command's handler raising right after it returns."""
     name = delivery.command.command
-    # The participant's own handler table: swapped for this one delivery (the explorer sends
-    # one command at a time), so the SDK's real handling of a raise is what is tested.
+    # The participant's own handler table: swapped for this one delivery, so the SDK's real
+    # handling of a raise is what is tested. Other commands of a graph may reach the same
+    # handler meanwhile (branches in flight at once): they run the original.
     original = participant._handlers[name]
 
-    async def effect_then_fail(ctx: CommandContext, request: JsonObject) -> JsonObject | None:
+    async def effect_then_fail(
+        ctx: CommandContext, request: JsonObject
+    ) -> JsonObject | Accepted | None:
+        if current_delivery() is not delivery:
+            return await original(ctx, request)
         await original(ctx, request)
         delivery.handler_returned = True
         raise RuntimeError(INJECTED_FAILURE_AFTER_EFFECT)

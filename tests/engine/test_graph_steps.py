@@ -263,3 +263,27 @@ def test_a_wait_that_times_out_compensates_before_the_pivot_and_is_stuck_after()
     assert run.state.status is SagaStatus.STUCK
     assert run.state.stuck is not None
     assert run.state.stuck["code"] == "event_timeout"
+
+
+def test_the_event_a_stuck_wait_missed_resumes_it_when_it_comes() -> None:
+    saga = Saga(
+        name="late",
+        steps=(
+            Step(name="p", service="p", command="p", kind=StepKind.PIVOT),
+            Wait(name="confirm", event="delivered", timeout=timedelta(days=1)),
+        ),
+    )
+    run = Run(saga)
+    (p,) = run.decide(T0)
+    run.reply(p, Reply.succeeded(), T0)
+    run.decide(T0 + 86_400_000)
+    assert run.state.status is SagaStatus.STUCK
+    later = T0 + 86_500_000
+    events = engine.on_signal(saga, run.state, "delivered", event_id="d-1",
+                              payload={"at": "door"}, sender="x", now_ms=later)  # fmt: skip
+    run.log.extend(events)
+    assert run.types()[-2:] == [EventType.SIGNAL_RECEIVED, EventType.SAGA_RESUMED]
+    run.decide(later)
+    assert run.state.status is SagaStatus.COMPLETED
+    assert run.state.results()["confirm"] == {"at": "door"}
+    assert run.replayed().status is SagaStatus.COMPLETED

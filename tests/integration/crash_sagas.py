@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from saga import Coordinator, NatsTransport, RetryPolicy, Saga, SqlSagaLog, Step
+from saga import Coordinator, NatsTransport, RetryPolicy, Saga, SqlSagaLog, Step, Wait
 from saga.coordinator import CoordinatorHooks
 from saga.events import EventType, NewEvent
 from saga.protocol import Command, Direction
@@ -58,7 +58,20 @@ BRANCHES = Saga(
 )
 """The three steps of ORDER as parallel branches: all three go out at once."""
 
-SAGAS = (ORDER, BRANCHES)
+APPROVAL = Saga(
+    name="crash_approval",
+    steps=(
+        Step(name="create", service="orders", command="do", compensation="undo", retry=FAST,
+             compensation_retry=FAST, timeout=timedelta(seconds=3)),
+        Wait(name="approval", event="approved", timeout=timedelta(minutes=5)),
+        Step(name="stock", service="inventory", command="do", compensation="undo", retry=FAST,
+             compensation_retry=FAST, timeout=timedelta(seconds=3),
+             request=lambda saga_input, results: {"approved_by": results["approval"]["by"]}),
+    ),
+)  # fmt: skip
+"""A step, then a wait for the outside event ``approved``, then a step that uses its payload."""
+
+SAGAS = (ORDER, BRANCHES, APPROVAL)
 
 
 class Point(StrEnum):
@@ -112,6 +125,8 @@ class Failpoint(CoordinatorHooks):
 
     def after_record(self, events: Sequence[NewEvent]) -> None:
         for event in events:
+            if event.type is EventType.SIGNAL_RECEIVED:  # after_record@<event name>
+                self._kill_at(Point.AFTER_RECORD, event.data["event"], None)
             if event.type in _OUTCOMES:
                 direction = Direction(event.data["direction"])
                 self._kill_at(Point.AFTER_RECORD, event.data["step"], direction)
