@@ -82,6 +82,7 @@ def saga_query(query: MultiMapping[str], stalled_before_ms: int | None) -> SagaQ
             name=text(query, "name"),
             healths=enum_list(query, "health", Health),
             current_step=text(query, "step"),
+            waiting_for=text(query, "waiting_for"),
             created=TimeRange(
                 since_ms=time_ms(query, "created_after"),
                 before_ms=time_ms(query, "created_before"),

@@ -122,17 +122,28 @@ class _Row(TypedDict):
     current_step: str | None
     health: Health | None
     attempt: int | None
+    waiting_for: str | None
+    due_ms: int | None
 
 
 def _row_of(state: SagaState) -> _Row:
     """What the saga table keeps of ``state`` beside its events (``Append`` and ``NewSaga``
-    take these fields): status, current step, health and attempt."""
+    take these fields): status, current step, health, attempt, what the saga waits for (its
+    first waiting wait step's event) and its earliest accepted-step or wait deadline."""
     pointer = state.pointer
+    pointers = state.pointers.values()  # in the order started: the first wait is first
+    waiting_for = next((p.event for p in pointers if p.phase is engine.Phase.AWAITING), None)
+    due = (engine.Phase.ACCEPTED, engine.Phase.AWAITING)
+    deadlines = [
+        p.timeout_at_ms for p in pointers if p.phase in due and p.timeout_at_ms is not None
+    ]
     return {
         "status": state.status,
         "current_step": pointer.step if pointer else None,
         "health": engine.health(state),
         "attempt": pointer.attempts if pointer else None,
+        "waiting_for": waiting_for,
+        "due_ms": min(deadlines, default=None),
     }
 
 

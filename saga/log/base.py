@@ -12,6 +12,7 @@ from saga.errors import QueryError
 from saga.events import Event, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.ownership import Ownership
 from saga.log.paging import MAX_PAGE_SIZE, check_limit, decode_cursor, encode_cursor
+from saga.names import NAME_RULE, is_name
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -38,6 +39,12 @@ class SagaRecord:
     while an unfinished saga waits to be claimed."""
     epoch: int = 0
     """How many times the saga was claimed: every write by its owner checks it."""
+    waiting_for: str | None = None
+    """The outside event a wait step of the saga waits for now (the first, if several do);
+    None when none waits (and for sagas stored before the column existed)."""
+    due_ms: int | None = None
+    """The earliest deadline among the saga's accepted long-running steps (their completion
+    deadline) and waiting wait steps (their timeout); None when it has neither."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,8 +54,8 @@ class NewSaga:
 
     Recording the first decision with the start saves a commit per saga: the coordinator
     decides on the new saga before writing it, and sends its first command once both are
-    stored. The row's ``status``, ``current_step``, ``health`` and ``attempt`` describe the
-    saga after those events (as ``Append`` does).
+    stored. The row's ``status``, ``current_step``, ``health``, ``attempt``, ``waiting_for``
+    and ``due_ms`` describe the saga after those events (as ``Append`` does).
     """
 
     saga_id: str
@@ -63,6 +70,10 @@ class NewSaga:
     attempt: int | None = None
     owner: str | None = None
     """The coordinator creating it, which owns it at epoch 1 (None: unowned, epoch 0)."""
+    waiting_for: str | None = None
+    """The outside event it waits for after those events (``SagaRecord.waiting_for``)."""
+    due_ms: int | None = None
+    """Its earliest accepted-step or wait deadline after those events (``SagaRecord.due_ms``)."""
 
     @property
     def epoch(self) -> int:
@@ -97,6 +108,8 @@ class NewSaga:
             attempt=self.attempt,
             owner=self.owner,
             epoch=self.epoch,
+            waiting_for=self.waiting_for,
+            due_ms=self.due_ms,
         )
 
 
@@ -105,8 +118,8 @@ class Append:
     """Events for one saga, appended after ``expected_seq`` (the last seq the writer saw).
 
     The events get seq ``expected_seq + 1, + 2, ...``; the saga row takes ``status``,
-    ``current_step``, ``health`` and ``attempt``. If another writer already appended past
-    ``expected_seq`` the whole batch fails with ConcurrencyError.
+    ``current_step``, ``health``, ``attempt``, ``waiting_for`` and ``due_ms``. If another
+    writer already appended past ``expected_seq`` the whole batch fails with ConcurrencyError.
 
     With an ``epoch`` the write is fenced: it is refused (FencedError, nothing written) unless
     the saga's row is still at that epoch, in the same statement that moves the row. A
@@ -122,6 +135,10 @@ class Append:
     health: Health | None = None
     attempt: int | None = None
     epoch: int | None = None
+    waiting_for: str | None = None
+    """The outside event the saga waits for after these events (``SagaRecord.waiting_for``)."""
+    due_ms: int | None = None
+    """Its earliest accepted-step or wait deadline after them (``SagaRecord.due_ms``)."""
 
 
 def _check_ms(value: object, what: str) -> None:
@@ -191,6 +208,8 @@ class SagaQuery:
     collection matches none, and finished sagas (no health) never match. Kept as a frozenset."""
     current_step: str | None = None
     """Sagas whose current step (or compensation) is this step."""
+    waiting_for: str | None = None
+    """Sagas waiting for this outside event now (``SagaRecord.waiting_for``)."""
     created: TimeRange | None = None
     """Sagas created in this range."""
     updated: TimeRange | None = None
@@ -211,6 +230,12 @@ class SagaQuery:
             if span is not None and not isinstance(span, TimeRange):
                 raise QueryError(f"created and updated must be TimeRange, got {span!r}")
         _check_ms(self.stalled_before_ms, "stalled_before_ms")
+        if self.waiting_for is not None and not is_name(self.waiting_for):
+            # Event names follow the name grammar (``Wait.event``): anything else waits for
+            # nothing, and is a mistake worth saying so.
+            shown = repr(self.waiting_for)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise QueryError(f"waiting_for {shown} is not an event name: it must be {NAME_RULE}")
         check_limit(self.limit)
         if self.cursor is not None:
             decode_cursor(self.cursor)
@@ -230,6 +255,7 @@ class SagaQuery:
                 or effective_health(record, self.stalled_before_ms) in self.healths
             )
             and (self.current_step is None or record.current_step == self.current_step)
+            and (self.waiting_for is None or record.waiting_for == self.waiting_for)
             and (self.created is None or record.created_ms in self.created)
             and (self.updated is None or record.updated_ms in self.updated)
         )

@@ -137,6 +137,8 @@ class InMemorySagaLog(SagaLog):
                 current_step=item.current_step,
                 health=None if item.health is None else Health(item.health),
                 attempt=item.attempt,
+                waiting_for=item.waiting_for,
+                due_ms=item.due_ms,
                 last_seq=item.expected_seq + len(item.events),
                 updated_ms=item.events[-1].at_ms if item.events else current.updated_ms,
             )

@@ -79,6 +79,8 @@ def advance(
     status: SagaStatus = SagaStatus.RUNNING,
     current_step: str | None = None,
     health: Health | None = None,
+    waiting_for: str | None = None,
+    due_ms: int | None = None,
 ) -> Append:
     """An Append, for tests."""
     return Append(
@@ -88,6 +90,8 @@ def advance(
         status=status,
         current_step=current_step,
         health=health,
+        waiting_for=waiting_for,
+        due_ms=due_ms,
     )
 
 
@@ -657,6 +661,118 @@ class SagaLogContract:
 
     async def test_unfinished_on_an_empty_log(self, log: SagaLog) -> None:
         assert await log.unfinished() == []
+
+    # -- what a saga waits for, and when it is due ---------------------------------------
+
+    @pytest.mark.parametrize("many", [False, True])
+    async def test_create_stores_what_the_saga_waits_for_and_when_it_is_due(
+        self, log: SagaLog, many: bool
+    ) -> None:
+        due = T0 + 2 * 86_400_000  # a two-day wait: past what 32 bits hold
+        waiting = replace(
+            new_saga("waits"),
+            events=[step_sent("approval", T0 + 1)],
+            current_step="approval",
+            waiting_for="manager_approved",
+            due_ms=due,
+        )
+        plain = new_saga("plain", at_ms=T0 + 1)
+        if many:
+            results = await log.create_many([waiting, plain])
+        else:
+            results = [await log.create(waiting), await log.create(plain)]
+        [(record, created), (other, _)] = results
+        assert created
+        assert (record.waiting_for, record.due_ms) == ("manager_approved", due)
+        assert (other.waiting_for, other.due_ms) == (None, None)
+        assert await log.get("waits") == record
+        assert await log.get("plain") == other
+        # A repeated start answers with the stored row, as it was.
+        again, created = await log.create(replace(waiting, waiting_for=None, due_ms=None))
+        assert not created
+        assert (again.waiting_for, again.due_ms) == ("manager_approved", due)
+
+    async def test_append_moves_what_the_saga_waits_for_and_when_it_is_due(
+        self, log: SagaLog
+    ) -> None:
+        for i, saga_id in enumerate(("a", "b", "c")):
+            await log.create(new_saga(saga_id, at_ms=T0 + i))
+        # One group commit: a saga starts waiting, another's long-running step is accepted
+        # (a deadline, no event), the third neither.
+        await log.append(
+            [
+                advance("a", 1, step_sent("approval", T0 + 10), waiting_for="ok", due_ms=T0 + 99),
+                advance("b", 1, step_sent("ship", T0 + 11), due_ms=T0 + 2**40),
+                advance("c", 1, step_sent("pay", T0 + 12)),
+            ]
+        )
+
+        async def rows() -> dict[str, tuple[str | None, int | None]]:
+            found = {}
+            for saga_id in ("a", "b", "c"):
+                record = await log.get(saga_id)
+                assert record is not None
+                found[saga_id] = (record.waiting_for, record.due_ms)
+            return found
+
+        assert await rows() == {"a": ("ok", T0 + 99), "b": (None, T0 + 2**40), "c": (None, None)}
+        # The next appends say what holds after them: the event came, the deadline moved on.
+        await log.append(
+            [
+                advance("a", 2, step_sent("ship", T0 + 20)),
+                advance("b", 2, step_sent("ship", T0 + 21), due_ms=T0 + 2**41),
+                advance("c", 2, waiting_for="ok", due_ms=T0 + 50),
+            ]
+        )
+        assert await rows() == {"a": (None, None), "b": (None, T0 + 2**41), "c": ("ok", T0 + 50)}
+        page = await log.find(SagaQuery(limit=10))
+        assert {r.saga_id: (r.waiting_for, r.due_ms) for r in page.sagas} == await rows()
+
+    async def test_a_refused_append_leaves_what_the_saga_waits_for(self, log: SagaLog) -> None:
+        await log.create(replace(new_saga("s"), waiting_for="ok", due_ms=T0 + 5))
+        with pytest.raises(ConcurrencyError):
+            await log.append([advance("s", 7, step_sent("x", T0 + 1), due_ms=T0 + 9)])
+        record = await log.get("s")
+        assert record is not None
+        assert (record.waiting_for, record.due_ms, record.last_seq) == ("ok", T0 + 5, 1)
+
+    async def test_find_by_what_sagas_wait_for(self, log: SagaLog) -> None:
+        waits = {"w1": "approved", "w2": "paid", "w3": "approved", "n": None, "w4": "approved"}
+        for i, (saga_id, event) in enumerate(waits.items()):
+            await log.create(new_saga(saga_id, at_ms=T0 + i))
+            await log.append(
+                [advance(saga_id, 1, step_sent("s", T0 + 10), waiting_for=event, due_ms=T0 + 99)]
+            )
+        await log.append([advance("w4", 2, status=SagaStatus.STUCK, waiting_for="approved")])
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.saga_id for r in (await log.find(SagaQuery(**filters))).sagas]
+
+        assert await ids(waiting_for="approved") == ["w4", "w3", "w1"]
+        assert await ids(waiting_for="paid") == ["w2"]
+        assert await ids(waiting_for="nothing_yet") == []
+        assert await ids(waiting_for="approved", statuses=[SagaStatus.RUNNING]) == ["w3", "w1"]
+        assert await ids(waiting_for="approved", created=TimeRange(before_ms=T0 + 1)) == ["w1"]
+        # Pages of a waiting_for filter yield each match once, newest first.
+        seen: list[str] = []
+        query: SagaQuery | None = SagaQuery(waiting_for="approved", limit=2)
+        while query is not None:
+            page = await log.find(query)
+            seen.extend(r.saga_id for r in page.sagas)
+            query = query.next_page(page)
+        assert seen == ["w4", "w3", "w1"]
+        # The log's query agrees with SagaQuery.matches.
+        every = (await log.find(SagaQuery(limit=1000))).sagas
+        for query in (SagaQuery(waiting_for="approved"), SagaQuery(waiting_for="paid")):
+            found = [r.saga_id for r in (await log.find(query)).sagas]
+            assert found == [r.saga_id for r in every if query.matches(r)], query
+
+    @pytest.mark.parametrize("event", ["", "has space", "a/b", "x" * 201, "é", "ok\n"])
+    async def test_find_rejects_a_waiting_for_that_is_no_event_name(
+        self, log: SagaLog, event: str
+    ) -> None:
+        with pytest.raises(QueryError, match="waiting_for"):
+            await log.find(SagaQuery(waiting_for=event))
 
     # -- lifecycle ----------------------------------------------------------------------
 

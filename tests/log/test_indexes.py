@@ -23,6 +23,11 @@ FILTERS: list[tuple[dict[str, Any], str | None]] = [
     ({"healths": [Health.RETRYING]}, "ix_sagas_health_created_ms_saga_id"),
     ({"healths": [Health.STUCK], "stalled_before_ms": T0}, "ix_sagas_health_created_ms_saga_id"),
     ({"current_step": "credit"}, "ix_sagas_current_step_created_ms_saga_id"),
+    ({"waiting_for": "approved"}, "ix_sagas_waiting_for_created_ms_saga_id"),
+    (
+        {"waiting_for": "approved", "cursor": encode_cursor(T0 + 500, "s-500")},
+        "ix_sagas_waiting_for_created_ms_saga_id",
+    ),
     ({"created": TimeRange(since_ms=T0, before_ms=T0 + 10)}, "ix_sagas_created_ms_saga_id"),
     ({"updated": TimeRange(since_ms=T0, before_ms=T0 + 10)}, None),
     (
@@ -35,7 +40,8 @@ FILTERS: list[tuple[dict[str, Any], str | None]] = [
 
 @pytest.fixture
 async def log(sql_url: str) -> AsyncIterator[SqlSagaLog]:
-    """A SQL log holding 3000 sagas, one in ten of them stuck, with fresh statistics."""
+    """A SQL log holding 3000 sagas, one in ten of them stuck, half of those waiting for an
+    event, with fresh statistics."""
     log = SqlSagaLog(sql_url)
     await log.open()
     rows = [
@@ -50,6 +56,7 @@ async def log(sql_url: str) -> AsyncIterator[SqlSagaLog]:
             "last_seq": 1,
             "current_step": None if i % 10 else "credit",
             "health": None if i % 10 else "stuck",
+            "waiting_for": None if i % 20 else "approved",
         }
         for i in range(3000)
     ]

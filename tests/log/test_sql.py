@@ -70,7 +70,7 @@ async def test_schema_is_at_head_and_matches_the_metadata(sql_url: str) -> None:
     log = SqlSagaLog(sql_url)
     await log.open()
     try:
-        assert head_revision() == "0005"
+        assert head_revision() == "0006"
         assert await _revision(log) == head_revision()
 
         def diff(conn: Connection) -> list[Any]:

@@ -110,6 +110,8 @@ def _saga_row(saga: NewSaga) -> dict[str, Any]:
         "attempt": saga.attempt,
         "owner": saga.owner,
         "epoch": saga.epoch,
+        "waiting_for": saga.waiting_for,
+        "due_ms": saga.due_ms,
     }
 
 
@@ -148,6 +150,8 @@ def _record(row: Row[Any]) -> SagaRecord:
         attempt=row.attempt,
         owner=row.owner,
         epoch=row.epoch,
+        waiting_for=row.waiting_for,
+        due_ms=row.due_ms,
     )
 
 
@@ -548,6 +552,8 @@ _ADVANCE = (
         current_step=bindparam("b_current_step"),
         health=bindparam("b_health"),
         attempt=bindparam("b_attempt"),
+        waiting_for=bindparam("b_waiting_for"),
+        due_ms=bindparam("b_due_ms", type_=BigInteger),
         updated_ms=func.coalesce(bindparam("b_updated_ms", type_=BigInteger), sagas.c.updated_ms),
     )
 )
@@ -559,12 +565,17 @@ _ADVANCE_MANY_PG = text(
     """
     UPDATE sagas AS s SET
         last_seq = v.last_seq, status = v.status, current_step = v.current_step,
-        health = v.health, attempt = v.attempt, updated_ms = coalesce(v.updated_ms, s.updated_ms)
+        health = v.health, attempt = v.attempt, waiting_for = v.waiting_for, due_ms = v.due_ms,
+        updated_ms = coalesce(v.updated_ms, s.updated_ms)
     FROM unnest(
         CAST(:saga_ids AS text[]), CAST(:expected AS integer[]), CAST(:last AS integer[]),
         CAST(:statuses AS text[]), CAST(:steps AS text[]), CAST(:healths AS text[]),
-        CAST(:attempts AS integer[]), CAST(:updated AS bigint[]), CAST(:epochs AS integer[])
-    ) AS v(saga_id, expected, last_seq, status, current_step, health, attempt, updated_ms, epoch)
+        CAST(:attempts AS integer[]), CAST(:waiting_for AS text[]), CAST(:due AS bigint[]),
+        CAST(:updated AS bigint[]), CAST(:epochs AS integer[])
+    ) AS v(
+        saga_id, expected, last_seq, status, current_step, health, attempt, waiting_for, due_ms,
+        updated_ms, epoch
+    )
     WHERE s.saga_id = v.saga_id AND s.last_seq = v.expected
       AND (v.epoch IS NULL OR s.epoch = v.epoch)
     RETURNING s.saga_id
@@ -583,6 +594,8 @@ def _advance_params(item: Append) -> dict[str, Any]:
         "b_current_step": item.current_step,
         "b_health": None if item.health is None else Health(item.health).value,
         "b_attempt": item.attempt,
+        "b_waiting_for": item.waiting_for,
+        "b_due_ms": item.due_ms,
         "b_updated_ms": item.events[-1].at_ms if item.events else None,
         "b_epoch": item.epoch,
     }
@@ -637,7 +650,8 @@ async def _advance_all(conn: AsyncConnection, ordered: Sequence[Append]) -> None
         columns = {
             "saga_ids": "b_saga_id", "expected": "b_expected_seq", "last": "b_last_seq",
             "statuses": "b_status", "steps": "b_current_step", "healths": "b_health",
-            "attempts": "b_attempt", "updated": "b_updated_ms", "epochs": "b_epoch",
+            "attempts": "b_attempt", "waiting_for": "b_waiting_for", "due": "b_due_ms",
+            "updated": "b_updated_ms", "epochs": "b_epoch",
         }  # fmt: skip
         arrays = {name: [row[key] for row in params] for name, key in columns.items()}
         moved = len((await conn.execute(_ADVANCE_MANY_PG, arrays)).all())

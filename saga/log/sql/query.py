@@ -44,8 +44,8 @@ def find_query(query: SagaQuery, *, sqlite: bool = False) -> Select[Any]:
     """The SELECT for one page of ``query``: ``limit + 1`` rows, newest first, after its cursor.
 
     The WHERE clause is ``SagaQuery.matches`` in SQL. Every filter has an index led by its
-    column (status, name, health, current_step, created_ms, updated_ms), so the database
-    never needs to scan the whole table. ``sqlite`` adapts the query to SQLite's planner.
+    column (status, name, health, current_step, waiting_for, created_ms, updated_ms), so the
+    database never needs to scan the whole table. ``sqlite`` adapts the query to SQLite's planner.
     """
     conditions: list[ColumnElement[bool]] = []
     if query.statuses is not None:
@@ -56,6 +56,8 @@ def find_query(query: SagaQuery, *, sqlite: bool = False) -> Select[Any]:
         conditions.extend(_health(query.healths, query.stalled_before_ms, sqlite))
     if query.current_step is not None:
         conditions.append(sagas.c.current_step == query.current_step)
+    if query.waiting_for is not None:
+        conditions.append(sagas.c.waiting_for == query.waiting_for)
     if query.created is not None:
         conditions.extend(_in_range(sagas.c.created_ms, query.created))
     if query.updated is not None:

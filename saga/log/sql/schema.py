@@ -62,12 +62,17 @@ sagas = Table(
     # columns existed are unowned (epoch 0) and claimed by the first coordinator that looks.
     Column("owner", String, nullable=True),
     Column("epoch", Integer, nullable=False, server_default="0"),
+    # What the saga waits for now (a wait step's outside event) and its earliest deadline
+    # among accepted long-running steps and waits; None for sagas stored before them.
+    Column("waiting_for", String, nullable=True),
+    Column("due_ms", BigInteger, nullable=True),
     # One index per list filter; saga_id last so the keyset order needs no extra sort.
     Index(None, "status", "created_ms", "saga_id"),
     Index(None, "name", "created_ms", "saga_id"),
     Index(None, "created_ms", "saga_id"),
     Index(None, "health", "created_ms", "saga_id"),
     Index(None, "current_step", "created_ms", "saga_id"),
+    Index(None, "waiting_for", "created_ms", "saga_id"),
     Index(None, "updated_ms", "saga_id"),
     # Claims look for unfinished sagas with no owner or a dead one; a partial index keeps
     # finished sagas (nearly all of them, in time) out of it and off its upkeep.

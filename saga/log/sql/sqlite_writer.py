@@ -29,7 +29,7 @@ _T = TypeVar("_T")
 
 _ADVANCE = (
     "UPDATE sagas SET last_seq = ?, status = ?, current_step = ?, health = ?, attempt = ?,"
-    " updated_ms = coalesce(?, updated_ms)"
+    " waiting_for = ?, due_ms = ?, updated_ms = coalesce(?, updated_ms)"
     " WHERE saga_id = ? AND last_seq = ? AND (? IS NULL OR epoch = ?)"
 )
 _INSERT_EVENT = (
@@ -38,13 +38,14 @@ _INSERT_EVENT = (
 )
 _INSERT_SAGA = (
     "INSERT INTO sagas (saga_id, name, version, status, input, created_ms, updated_ms,"
-    " last_seq, current_step, health, attempt, owner, epoch)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " last_seq, current_step, health, attempt, owner, epoch, waiting_for, due_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (saga_id) DO NOTHING"
 )
 _SELECT_SAGA = (
     "SELECT saga_id, name, version, status, input, created_ms, updated_ms, last_seq,"
-    " current_step, health, attempt, owner, epoch FROM sagas WHERE saga_id = ?"
+    " current_step, health, attempt, owner, epoch, waiting_for, due_ms"
+    " FROM sagas WHERE saga_id = ?"
 )
 
 
@@ -125,6 +126,8 @@ class SqliteWriter:
                 item.current_step,
                 None if item.health is None else Health(item.health).value,
                 item.attempt,
+                item.waiting_for,
+                item.due_ms,
                 item.events[-1].at_ms if item.events else None,
                 item.saga_id,
                 item.expected_seq,
@@ -180,6 +183,8 @@ class SqliteWriter:
                     saga.attempt,
                     saga.owner,
                     saga.epoch,
+                    saga.waiting_for,
+                    saga.due_ms,
                 ),
                 [
                     (
@@ -231,6 +236,8 @@ class SqliteWriter:
             attempt,
             owner,
             epoch,
+            waiting_for,
+            due_ms,
         ) = row
         return SagaRecord(
             saga_id=saga_id,
@@ -246,6 +253,8 @@ class SqliteWriter:
             attempt=attempt,
             owner=owner,
             epoch=epoch,
+            waiting_for=waiting_for,
+            due_ms=due_ms,
         )
 
     # -- helpers -------------------------------------------------------------------------
