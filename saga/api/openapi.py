@@ -234,6 +234,15 @@ SCHEMAS: dict[str, Any] = {
             "health": {"type": "string", "enum": [h.value for h in Health], "nullable": True},
             "current_step": NULLABLE_STR,
             "attempt": {"type": "integer", "nullable": True},
+            "waiting_for": {
+                **NULLABLE_STR,
+                "description": "The outside event the saga waits for now (a Wait step).",
+            },
+            "due_ms": {
+                **NULLABLE_INT,
+                "description": "The earliest deadline of its accepted long-running steps and"
+                " waits (epoch ms).",
+            },
             "created_ms": {"type": "integer"},
             "updated_ms": {"type": "integer"},
             **OWNER,
@@ -515,6 +524,7 @@ def document() -> dict[str, Any]:
         _query("name", {"type": "string"}, "Saga definition name."),
         _query("health", _enum_list(Health), "Health (stuck includes stalled sagas)."),
         _query("step", {"type": "string"}, "Current step."),
+        _query("waiting_for", {"type": "string"}, "The outside event the saga waits for."),
         _query("created_after", TIME, "Created at or after."),
         _query("created_before", TIME, "Created before."),
         _query("updated_after", TIME, "Updated at or after."),

@@ -39,6 +39,8 @@ def summary(record: SagaRecord, stalled_before_ms: int | None) -> dict[str, Any]
         "health": None if found is None else found.value,
         "current_step": record.current_step,
         "attempt": record.attempt,
+        "waiting_for": record.waiting_for,
+        "due_ms": record.due_ms,
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
         "owner": record.owner,
