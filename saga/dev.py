@@ -348,7 +348,12 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     order_module = load_from_checkout("examples.order_saga", root)
     travel_module = load_from_checkout("examples.travel.saga", root)
+    # Version 1 of the trip stays registered: trips started on it (a dev folder from before
+    # version 2) finish on it.
     sagas: list[Saga] = [order_module.ORDER_SAGA, travel_module.TRIP_SAGA]
+    first_trip = getattr(travel_module, "TRIP_SAGA_V1", None)
+    if isinstance(first_trip, Saga):
+        sagas.append(first_trip)
     # Two groups, stopped in this order: the services first, NATS after them.
     services = Children(log_dir=folder / "logs", cwd=root)
     infra = Children(log_dir=folder / "logs", cwd=root)

@@ -8,7 +8,7 @@ tickets are issued, so the car, the hotel and the flight are cancelled: three in
 compensations, run at the same time.
 """
 
-from examples.travel.saga import APPROVED, BOOKINGS, TRIP_SAGA, trip_input
+from examples.travel.saga import APPROVED, BOOKINGS, TRIP_SAGA, TRIP_SAGA_V1, trip_input
 from examples.travel.services import TravelServices
 
-__all__ = ["APPROVED", "BOOKINGS", "TRIP_SAGA", "TravelServices", "trip_input"]
+__all__ = ["APPROVED", "BOOKINGS", "TRIP_SAGA", "TRIP_SAGA_V1", "TravelServices", "trip_input"]

@@ -97,3 +97,24 @@ def trip_input(trip_id: str, traveller: str, card: str = "4242424242424242") -> 
         "car": "compact",
         "card": card,
     }
+
+
+TRIP_SAGA_V1 = Saga(
+    name="trip",
+    version=1,
+    steps=(
+        Step(name="hold_flight", service="flight", command="hold", compensation="cancel",
+             request=lambda trip, _: _booking(trip, "flight"), retry=_RETRY, timeout=_TIMEOUT),
+        Step(name="book_hotel", service="hotel", command="book", compensation="cancel",
+             request=lambda trip, _: _booking(trip, "hotel", "nights"), retry=_RETRY,
+             timeout=_TIMEOUT),
+        Step(name="rent_car", service="car", command="rent", compensation="cancel",
+             request=lambda trip, _: _booking(trip, "car"), retry=_RETRY, timeout=_TIMEOUT),
+        Step(name="issue_tickets", service="flight", command="ticket", kind=StepKind.PIVOT,
+             request=lambda trip, _: _booking(trip, "flight", "card"), retry=_RETRY,
+             timeout=_TIMEOUT),
+    ),
+)  # fmt: skip
+"""The first version of the trip, one booking after another and no approval. Still registered
+(``saga dev`` does) so trips started on it finish on it, as every saga finishes on the
+version it started with; new trips start on ``TRIP_SAGA`` (version 2)."""

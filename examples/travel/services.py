@@ -43,7 +43,7 @@ class TravelServices:
             self.held["flight"][req["trip_id"]] = "ticketed"
             self.log.append(
                 f"flight: ticketed {req['flight']} for {req['traveller']},"
-                f" approved by {req['approved_by']}"
+                f" approved by {req.get('approved_by', 'nobody (a version-1 trip)')}"
             )
             return {"ticket": f"{req['flight']}-{req['trip_id']}"}
 

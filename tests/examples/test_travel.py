@@ -195,3 +195,19 @@ def test_python_m_examples_travel_prints_both_trips() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == EXPECTED
+
+
+async def test_a_trip_started_on_version_1_still_finishes_on_version_1() -> None:
+    """Version 2 changed the graph; a trip begun on version 1 runs its sequence to the end."""
+    from examples.travel import TRIP_SAGA, TRIP_SAGA_V1, TravelServices, trip_input
+    from saga import Coordinator
+    from saga.testing import InMemorySagaLog, InMemoryTransport
+
+    services = TravelServices()
+    log = InMemorySagaLog()
+    transport = InMemoryTransport(services.participants)
+    async with Coordinator(log, transport, sagas=[TRIP_SAGA, TRIP_SAGA_V1]) as coordinator:
+        result = await coordinator.execute(TRIP_SAGA_V1, trip_input("old-1", "Ada"))
+    assert result.status.value == "completed"
+    assert result.version == 1
+    assert list(result.results) == ["hold_flight", "book_hotel", "rent_car", "issue_tickets"]
