@@ -127,8 +127,19 @@ class ParticipantCore:
         self._transactional: set[str] = set()
         self._locks = KeyedLocks()
         self._announcers: list[Announce] = []
-        self.completions = Completions(name, self.store, announce=self._announce, clock=self._clock)
-        """Completes this service's accepted commands, announcing on the serving connection."""
+        self._completions: Completions | None = None
+
+    @property
+    def completions(self) -> Completions:
+        """Completes this service's accepted commands, announcing on the serving connection.
+
+        Built on the participant's current ``store`` (a wrapper set after construction, as
+        ``saga.testing.explore`` sets one, is the one completions write to)."""
+        if self._completions is None or self._completions.store is not self.store:
+            self._completions = Completions(
+                self.name, self.store, announce=self._announce, clock=self._clock
+            )
+        return self._completions
 
     @property
     def _owner_prefix(self) -> str:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from saga.participant import Participant
-from saga.participant.store import Claim, EffectTransaction, IdempotencyRecord, IdempotencyStore
+from saga.participant.store import (
+    Claim,
+    CompletionTransaction,
+    EffectTransaction,
+    IdempotencyRecord,
+    IdempotencyStore,
+)
 from saga.protocol import Reply
 from saga.testing.transport import Delivery, current_delivery
 
@@ -31,6 +37,9 @@ class WitnessStore(IdempotencyStore):
     ) -> None:
         self.inner = inner
         self._on_record = on_record
+        self._accepted: dict[str, Delivery] = {}
+        """The delivery that claimed each key: if it is accepted (long-running), its completion,
+        made later by the service's own job, is that delivery's effect."""
 
     async def open(self) -> None:
         await self.inner.open()
@@ -42,9 +51,13 @@ class WitnessStore(IdempotencyStore):
         return await self.inner.get(key)
 
     async def claim(self, key: str, *, owner: str, now_ms: int, stale_before_ms: int) -> Claim:
-        return await self.inner.claim(
+        claim = await self.inner.claim(
             key, owner=owner, now_ms=now_ms, stale_before_ms=stale_before_ms
         )
+        delivery = current_delivery()
+        if claim.won and delivery is not None and key.endswith(delivery.command.idempotency_key):
+            self._accepted[key] = delivery  # should it be accepted, its completion is its effect
+        return claim
 
     async def fence(self, key: str, *, owner: str, now_ms: int) -> Claim:
         return await self.inner.fence(key, owner=owner, now_ms=now_ms)
@@ -86,6 +99,34 @@ class WitnessStore(IdempotencyStore):
     async def abandon(self, *, owner_prefix: str) -> int:
         return await self.inner.abandon(owner_prefix=owner_prefix)
 
+    # Long-running commands: passed through, so a world's handlers may accept and complete.
+
+    async def accept(self, key: str, *, owner: str, attempt: int, now_ms: int) -> bool:
+        return await self.inner.accept(key, owner=owner, attempt=attempt, now_ms=now_ms)
+
+    async def finish(self, key: str, *, reply: Reply, retry: bool, now_ms: int) -> Claim | None:
+        finished = await self.inner.finish(key, reply=reply, retry=retry, now_ms=now_ms)
+        delivery = self._accepted.get(key)
+        if finished is not None and finished.won and delivery is not None:
+            self._on_record(delivery, reply)  # completed later, by the service's own job
+        return finished
+
+    async def cancel(self, key: str, *, reply: Reply, now_ms: int) -> Claim | None:
+        return await self.inner.cancel(key, reply=reply, now_ms=now_ms)
+
+    async def retake(
+        self, key: str, *, owner: str, now_ms: int, attempt: int | None
+    ) -> Claim | None:
+        return await self.inner.retake(key, owner=owner, now_ms=now_ms, attempt=attempt)
+
+    async def heartbeat(self, key: str, *, now_ms: int) -> Claim | None:
+        return await self.inner.heartbeat(key, now_ms=now_ms)
+
+    def completion_transaction(
+        self, key: str
+    ) -> AbstractAsyncContextManager[CompletionTransaction]:
+        return self.inner.completion_transaction(key)
+
 
 class _WitnessedTransaction(EffectTransaction):
     def __init__(self, inner: EffectTransaction) -> None:
@@ -102,6 +143,9 @@ class _WitnessedTransaction(EffectTransaction):
         if recorded:
             self.reply = reply
         return recorded
+
+    async def accept(self, *, attempt: int, now_ms: int) -> bool:
+        return await self.inner.accept(attempt=attempt, now_ms=now_ms)
 
     def discard(self) -> None:
         self.discarded = True
