@@ -475,7 +475,7 @@ async def _start_services(
         what = (
             f"db sqlite:///{folder / service}.db"
             if service in SERVICES
-            else "flight, hotel, car (in memory)"
+            else "flight, hotel, car, mail (in memory)"
         )
         echo(f"  {child.name:<13} pid {child.pid:<7} {what}  log {child.log_path}")
 
