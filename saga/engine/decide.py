@@ -263,13 +263,6 @@ def _step_after_failure(
         )
 
 
-def _started(state: SagaState, name: str) -> bool:
-    progress = state.steps.get(name)
-    return name in state.pointers or (
-        progress is not None and (progress.sent or progress.succeeded)
-    )
-
-
 def _succeeded(state: SagaState, name: str) -> bool:
     progress = state.steps.get(name)
     return progress is not None and progress.succeeded
@@ -277,15 +270,23 @@ def _succeeded(state: SagaState, name: str) -> bool:
 
 def _next_forward(defn: Saga, state: SagaState, decision: Decision, now: int) -> None:
     """Send every step whose dependencies succeeded, or complete the saga."""
-    if all(_succeeded(state, step.name) for step in defn.steps):
-        if not state.pointers:
+    steps, pointers = state.steps, state.pointers
+    done = True
+    ready: list[AnyStep] = []
+    for step in defn.steps:  # one pass: the hot path of every decision
+        progress = steps.get(step.name)
+        if progress is not None and progress.succeeded:
+            continue
+        done = False
+        if step.name in pointers or (progress is not None and progress.sent):
+            continue  # started (and not succeeded): in progress, or its pointer was settled
+        if all(_succeeded(state, name) for name in defn.after(step.name)):
+            ready.append(step)
+    if done:
+        if not pointers:
             _emit(state, decision, SagaCompleted(results=state.results()), now)
         return
-    for step in defn.steps:
-        if _started(state, step.name):
-            continue
-        if not all(_succeeded(state, name) for name in defn.after(step.name)):
-            continue
+    for step in ready:
         try:
             payload = _forward_payload(step, state)
         except Exception as exc:  # user code: any failure is a definition bug, recorded
@@ -451,7 +452,8 @@ def _decide_once(defn: Saga, state: SagaState, decision: Decision, now: int) -> 
             return True
     if state.compensating:
         _next_compensation(defn, state, decision, now)
-    else:
+    elif state.ready_may_change or not state.pointers:
+        state.ready_may_change = False
         _next_forward(defn, state, decision, now)
     return len(decision.events) > before
 

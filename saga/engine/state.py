@@ -185,6 +185,9 @@ class SagaState:
     """Steps compensated so far, in the order their compensations succeeded."""
     signals: list[Signal] = field(default_factory=list)
     """Outside events received, in order of arrival."""
+    ready_may_change: bool = True
+    """A step succeeded since ``decide`` last looked for steps to start (only a success can
+    make a step ready): a shortcut for the hot path, not part of the saga's history."""
     awaits_in_flight: bool = False
     """Compensating, and forward steps in flight are awaited before they are compensated
     (``CompensationStarted.awaits``)."""
@@ -466,6 +469,7 @@ def _replied(state: SagaState, reply: StepSucceeded | StepRejected | StepFailed)
         pointer.phase = Phase.SUCCEEDED
         if forward:
             progress.succeeded = True
+            state.ready_may_change = True
             progress.result = reply.result
             if pointer.kind is StepKind.PIVOT:
                 state.pivot_passed = True
@@ -541,6 +545,7 @@ def _apply_action(state: SagaState, done: OperatorAction, at_ms: int) -> None:
 def _done_by_hand(state: SagaState, pointer: StepPointer, result: JsonObject) -> None:
     progress = state.progress(pointer.step)
     progress.succeeded = True
+    state.ready_may_change = True
     progress.result = dict(result)
     pointer.phase = Phase.SUCCEEDED
     if pointer.kind is StepKind.PIVOT:
