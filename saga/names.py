@@ -37,11 +37,15 @@ def is_saga_id(value: object) -> bool:
 
 def check_saga_id(value: object) -> str:
     """``value`` if it is a valid saga id; ProtocolError naming the rule otherwise."""
+    return _check_id(value, "saga id", SAGA_ID_RULE)
+
+
+def _check_id(value: object, what: str, rule: str) -> str:
     if is_saga_id(value):
         assert isinstance(value, str)
         return value
     shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else repr(value[:60])
-    raise ProtocolError(f"saga id {shown} is invalid: it must be {SAGA_ID_RULE}")
+    raise ProtocolError(f"{what} {shown} is invalid: it must be {rule}")
 
 
 EVENT_ID_RULE = SAGA_ID_RULE
@@ -50,8 +54,4 @@ EVENT_ID_RULE = SAGA_ID_RULE
 
 def check_event_id(value: object) -> str:
     """``value`` if it is a valid event id; ProtocolError naming the rule otherwise."""
-    if is_saga_id(value):
-        assert isinstance(value, str)
-        return value
-    shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else repr(value[:60])
-    raise ProtocolError(f"event id {shown} is invalid: it must be {EVENT_ID_RULE}")
+    return _check_id(value, "event id", EVENT_ID_RULE)

@@ -823,25 +823,14 @@ class Coordinator:
     async def _known(self, saga_id: str) -> tuple[Saga, SagaState]:
         """The saga's definition and state, finished or not: in memory if driven here, else
         from the log. SagaNotFoundError, or StateError if its definition is unknown."""
-        active = self._active.get(saga_id)
-        if active is not None:
-            async with active.lock:
-                return active.defn, active.state.copy()
-        events = await self.log.events(saga_id)
-        if not events:
-            raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
-        state = engine.replay(events)
-        defn = self.registry.get(state.name, state.version)
-        if defn is None:
-            raise StateError(
-                f"definition {state.name!r} version {state.version} is not registered",
-                saga_id=saga_id,
-            )
-        return defn, state
+        return await self._read(saga_id, refuse_finished=False)
 
     async def _current(self, saga_id: str) -> tuple[Saga, SagaState]:
         """The saga's definition and state: in memory if driven here, else from the log.
         SagaNotFoundError, or StateError if it is finished or its definition unknown."""
+        return await self._read(saga_id, refuse_finished=True)
+
+    async def _read(self, saga_id: str, *, refuse_finished: bool) -> tuple[Saga, SagaState]:
         active = self._active.get(saga_id)
         if active is not None:
             async with active.lock:
@@ -850,7 +839,7 @@ class Coordinator:
         if not events:
             raise SagaNotFoundError(f"no saga {saga_id!r}", saga_id=saga_id)
         state = engine.replay(events)
-        if state.is_final:
+        if refuse_finished and state.is_final:
             raise StateError(f"saga is already {state.status.value}", saga_id=saga_id)
         defn = self.registry.get(state.name, state.version)
         if defn is None:
