@@ -27,6 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = resources.files("saga.api") / "static"
 _ASSETS = {
     "app.js": "text/javascript",
+    "saga.js": "text/javascript",
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }

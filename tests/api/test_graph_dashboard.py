@@ -102,6 +102,15 @@ async def test_the_graph_of_a_parallel_saga_shows_its_layers_and_progress(
     }  # fmt: skip
     assert back["create"][1] == back["credit"][1]  # under their steps' column
     assert min(y for _, _, y in back.values()) > max(y for _, _, y in forward.values())
+    # The story as a picture on a graph saga too: the branches undone, the reason in words.
+    story = await page.inner_text("#story")
+    assert story == "Compensated because inventory.reserve was refused: inventory.reserve says no."
+    undone = await page.eval_on_selector_all(
+        "#timeline g.step.forward.undone", "gs => gs.map(g => g.dataset.step)"
+    )
+    assert sorted(undone) == ["create", "credit"]
+    assert await page.locator("#timeline path.undo-arrow").count() == 2
+    assert "0:00:" not in await page.inner_text("body")
     shot = shots / "graph-saga.png"
     await page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
@@ -138,8 +147,12 @@ async def test_accepted_and_waiting_steps_show_their_deadline_and_event(
     assert approval is not None
     assert "wait for manager_approved" in approval
     assert "awaitinguntil " in approval  # the state, then the wait's timeout
-    state = await page.text_content('svg g.step.forward[data-step="approval"] text.state')
-    assert state == "awaiting manager_approved"
+    state = page.locator('svg g.step.forward[data-step="approval"] text.state')
+    # Cut to fit its box when it must, the whole text kept beside it.
+    full = await state.get_attribute("data-full") or await state.text_content()
+    assert full == "awaiting manager_approved"
+    assert (await page.inner_text("#story")) == "Running."
+    assert await page.get_attribute("#story", "class") == "story present progress"
     pay = await page.get_attribute('svg#graph g.node[data-step="pay"]', "data-state")
     assert pay == "pending"
     forward = await boxes(page, "svg g.step.forward")
