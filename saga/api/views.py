@@ -436,7 +436,8 @@ def story_json(found: Timeline, state: SagaState, defn: Saga | None) -> dict[str
     else:
         sentence = "Running."
     if status is SagaStatus.STUCK and state.stuck is not None:
-        sentence += " " + human_text(str(state.stuck.get("reason") or "")).rstrip(".") + "."
+        why = human_text(str(state.stuck.get("reason") or "")).rstrip(".")
+        sentence += f" {why[:1].upper()}{why[1:]}." if why else ""
     return {
         "sentence": sentence,
         "tense": "past" if state.is_final else "present",

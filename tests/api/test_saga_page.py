@@ -383,7 +383,7 @@ async def test_a_compensated_saga_shows_pivot_undone_skipped_and_why(
 
 
 async def test_labels_never_overlap_with_a_dozen_attempts(
-    page: Any, server: HttpServer, coordinator: Coordinator, store: Store
+    page: Any, server: HttpServer, coordinator: Coordinator, store: Store, shots: Path
 ) -> None:
     store.flaky["fraud.check"] = 11
     store.refuse["payment.charge"] = "insufficient funds"
@@ -410,3 +410,23 @@ async def test_labels_never_overlap_with_a_dozen_attempts(
     assert hits == []
     story = await page.inner_text("#story")
     assert story == "Compensated because payment.charge was refused: insufficient funds."
+    await page.screenshot(path=str(shots / "dozen-attempts.png"), full_page=True)
+
+
+async def test_a_stuck_compensation_says_so_in_the_present(
+    client: TestClient[Any, Any], coordinator: Coordinator, store: Store
+) -> None:
+    store.refuse["payment.charge"] = "card declined"
+    store.flaky["orders.cancel"] = 100
+    await coordinator.start("checkout", {}, saga_id="stuck")
+    assert await settled(coordinator, "stuck") is SagaStatus.STUCK
+    found = await detail(client, "stuck")
+    story = found["timeline"]["story"]
+    assert story["sentence"] == (
+        "Stuck while compensating because payment.charge was refused: card declined."
+        " Compensation of create_order keeps failing."
+    )
+    assert story["tense"] == "present"
+    assert story["undone"] == []
+    assert found["health"]["reason"] == "compensation of create_order keeps failing"
+    assert found["health"]["last_error"]["text"] == "RuntimeError: orders is busy, try again"
