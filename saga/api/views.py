@@ -434,7 +434,8 @@ def story_json(found: Timeline, state: SagaState, defn: Saga | None) -> dict[str
     elif status is SagaStatus.STUCK:
         sentence = "Stuck: it waits for an operator."
     else:
-        sentence = "Running."
+        going = [p.step for p in state.pointers.values() if p.phase is not Phase.SUCCEEDED]
+        sentence = f"Running: {', '.join(going)} in progress." if going else "Running."
     if status is SagaStatus.STUCK and state.stuck is not None:
         why = human_text(str(state.stuck.get("reason") or "")).rstrip(".")
         sentence += f" {why[:1].upper()}{why[1:]}." if why else ""

@@ -151,7 +151,9 @@ async def test_accepted_and_waiting_steps_show_their_deadline_and_event(
     # Cut to fit its box when it must, the whole text kept beside it.
     full = await state.get_attribute("data-full") or await state.text_content()
     assert full == "awaiting manager_approved"
-    assert (await page.inner_text("#story")) == "Running."
+    assert (await page.inner_text("#story")) == "Running: ship, approval in progress."
+    took = await page.locator('#attempts tr[data-step="ship"] td.took').inner_text()
+    assert took.startswith("open for ")
     assert await page.get_attribute("#story", "class") == "story present progress"
     pay = await page.get_attribute('svg#graph g.node[data-step="pay"]', "data-state")
     assert pay == "pending"

@@ -430,7 +430,7 @@ function attemptsTable(timeline) {
       rows.push(el("tr", { "data-step": entry.step, "data-direction": entry.direction },
         el("td", {}, entry.step), el("td", {}, entry.direction), el("td", {}, a.attempt),
         el("td", {}, badge(a.outcome)), el("td", {}, when(a.sent_ms)),
-        el("td", { class: "took" }, open ? el("span", { class: "muted" }, "still open") : duration(a.duration_ms)),
+        el("td", { class: "took" }, open ? el("span", { class: "muted" }, `open for ${duration(Math.max(0, Date.now() - a.sent_ms))}`) : duration(a.duration_ms)),
         el("td", { class: "error" }, humanError(a.error)),
         el("td", {}, a.retry_at_ms ? when(a.retry_at_ms) : ""),
         el("td", {}, a.deadline_ms ? (a.outcome === "awaiting" ? `${entry.event} by ` : "") + when(a.deadline_ms) : "")));
