@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from saga import Coordinator, Participant, Rejected, RetryPolicy, Saga, SagaStatus, Step, StepKind
 from saga.api import ApiConfig, HttpServer, create_app, start_http
-from saga.api.views import human_duration, human_text
+from saga.api.story import human_duration, human_text
 from saga.log.base import SagaLog
 from saga.participant import CommandContext
 from saga.testing import InMemoryTransport
