@@ -70,9 +70,9 @@ class Running:
             if wanted(line):
                 return line
 
-    def interrupt(self) -> int:
-        """Ctrl-C, then its exit status."""
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> int:
+        """Ctrl-C (or another signal), then its exit status."""
+        self.proc.send_signal(signum)
         return self.proc.wait(WAIT_S)
 
     def stderr(self) -> str:
@@ -135,7 +135,7 @@ def test_show_follow_prints_new_timeline_entries_with_their_time(api: str) -> No
         follow.wait_for(
             lambda line: re.fullmatch(rf"{ISO}  saga stuck \(stuck\)", line) is not None
         )
-        assert follow.interrupt() == 0
+        assert follow.interrupt(signal.SIGTERM) == 0  # as clean as Ctrl-C
         assert "Traceback" not in follow.stderr()
     finally:
         follow.close()
