@@ -111,9 +111,7 @@ LAZY_COMMANDS: Mapping[str, LazyCommand] = {
 DISTRIBUTION = "saga-coordinator"
 """The package whose version ``saga --version`` prints."""
 _RAW_ARGS = "saga.raw_args"
-_SCRIPTED = frozenset({"list", "show", "compensations", "event", "log", "version"}) | {
-    "retry", "cancel", "resolve", "skip", "force-forward",
-}  # fmt: skip
+_SCRIPTED = frozenset({*(command.name for command in OPS_COMMANDS), "log", "version"})
 """Commands for scripts: an unexpected failure is one line (or JSON), never a traceback."""
 
 

@@ -19,18 +19,19 @@ import urllib.request
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from saga import cli_follow
 from saga.cli_exit import JSON_ERRORS, CliFailure, ExitCode
-from saga.cli_follow import Change
 from saga.cli_table import table as fitted_table
 from saga.cli_table import terminal_width
 from saga.events import SagaStatus
 from saga.redact import redact_url
+
+if TYPE_CHECKING:
+    from saga.cli_follow import Change
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT_S = 30
@@ -259,7 +260,9 @@ def list_sagas(
         click.echo(f"{clear}sagas at {seen} (Ctrl-C to stop)\n{text}")
         return False
 
-    _live(cli_follow.follow(url, token, redraw))
+    from saga.cli_follow import follow  # aiohttp: only when following
+
+    _live(follow(url, token, redraw))
 
 
 def _page(api: Api, path: str, with_errors: bool) -> dict[str, Any]:
@@ -350,7 +353,9 @@ async def _follow_saga(api: Api, path: str, first: dict[str, Any], as_json: bool
         return report(state["saga"])
 
     if not report(first):
-        await cli_follow.follow(api.url, api.token, refresh, saga_id=first["saga_id"])
+        from saga.cli_follow import follow  # aiohttp: only when following
+
+        await follow(api.url, api.token, refresh, saga_id=first["saga_id"])
 
 
 def _status_line(saga: dict[str, Any]) -> str:

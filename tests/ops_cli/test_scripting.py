@@ -212,3 +212,12 @@ def test_list_errors_adds_the_last_error(api: str) -> None:
     }
     plain = saga("list", url=api, columns="200").stdout
     assert "ERROR" not in plain
+
+
+def test_an_answer_of_the_wrong_shape_is_one_line_not_a_traceback(stub: str) -> None:
+    Stub.status, Stub.body = 200, b"{}"
+    done = saga("list", url=stub)
+    assert done.exit_code == 1
+    assert done.stderr == "Error: unexpected KeyError: 'sagas'\n"
+    as_json = json_error(saga("list", "--json", url=stub))
+    assert as_json == {"error": "unexpected KeyError: 'sagas'", "status": None, "exit_code": 1}
