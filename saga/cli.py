@@ -204,7 +204,7 @@ def main(verbose: int) -> None:
 @main.command("version")
 @JSON_OPTION
 def version(as_json: bool) -> None:
-    """Print this release's version (as ``saga --version`` does)."""
+    """Print this release's version, as saga --version does."""
     from importlib.metadata import version as installed
 
     number = installed(DISTRIBUTION)
