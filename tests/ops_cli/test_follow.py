@@ -120,6 +120,17 @@ def test_list_watch_redraws_when_a_saga_changes(api: str) -> None:
         watch.close()
 
 
+def test_list_watch_with_json_prints_a_page_a_line(api: str) -> None:
+    watch = Running(api, "list", "--watch", "--json", "--status", "stuck")
+    try:
+        line = watch.wait_for(lambda line: line.startswith("{"))
+        page = json.loads(line)
+        assert [s["saga_id"] for s in page["sagas"]] == ["stuck-one"]
+        assert watch.interrupt() == 0
+    finally:
+        watch.close()
+
+
 def test_show_follow_prints_new_timeline_entries_with_their_time(api: str) -> None:
     follow = Running(api, "show", "stuck-one", "--follow")
     try:
