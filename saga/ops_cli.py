@@ -327,35 +327,41 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool, follow: bool)
 
 async def _follow_saga(api: Api, path: str, first: dict[str, Any], as_json: bool) -> None:
     """``show --follow``: the saga, then what changes in it, until it is finished."""
-    printed: dict[tuple[Any, ...], str] = {}
-    state: dict[str, Any] = {"saga": first, "started": False}
+    from saga.cli_follow import follow  # aiohttp: only when following
 
-    def report(saga: dict[str, Any]) -> bool:
-        if as_json:
-            click.echo(json.dumps(saga, separators=(",", ":")))
-        elif not state["started"]:
-            click.echo(_show_text(saga))
-            printed.update(_entries(saga))
-            printed[("status",)] = _status_line(saga)
-        else:
-            entries = {**_entries(saga), ("status",): _status_line(saga)}
-            news = [(k, v) for k, v in entries.items() if printed.get(k) != v]
-            printed.update(news)
-            # Each line starts with its ISO time: in order of time, as a log reads.
-            for line in sorted(v for _, v in news):
-                click.echo(line)
-        state["started"] = True
-        return SagaStatus(saga["status"]).is_final
+    follower = _SagaFollower(as_json)
+    if follower.report(first):
+        return
 
     async def refresh(changes: list[Change]) -> bool:
-        if state["started"]:
-            state["saga"] = await asyncio.to_thread(api.call, "GET", path)
-        return report(state["saga"])
+        # Also on (re)connecting: whatever changed before the stream was open is shown.
+        return follower.report(await asyncio.to_thread(api.call, "GET", path))
 
-    if not report(first):
-        from saga.cli_follow import follow  # aiohttp: only when following
+    await follow(api.url, api.token, refresh, saga_id=first["saga_id"])
 
-        await follow(api.url, api.token, refresh, saga_id=first["saga_id"])
+
+class _SagaFollower:
+    """What ``show --follow`` printed, so that it prints only what is new or changed."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.printed: dict[tuple[Any, ...], str] = {}
+
+    def report(self, saga: dict[str, Any]) -> bool:
+        """Print what is new in ``saga``; whether it is finished (nothing more to follow)."""
+        if self.as_json:
+            entries = {("json",): json.dumps(saga, separators=(",", ":"))}
+        else:
+            entries = {**_entries(saga), ("status",): _status_line(saga)}
+        news = [(key, line) for key, line in entries.items() if self.printed.get(key) != line]
+        if self.printed or self.as_json:
+            # Each line starts with its ISO time: in order of time, as a log reads.
+            for _, line in sorted(news, key=lambda item: item[1]):
+                click.echo(line)
+        else:
+            click.echo(_show_text(saga))
+        self.printed.update(news)
+        return SagaStatus(saga["status"]).is_final
 
 
 def _status_line(saga: dict[str, Any]) -> str:
