@@ -23,11 +23,13 @@ from urllib.parse import urlsplit
 import click
 
 from saga import eventloop
+from saga.cli_exit import JSON_ERRORS, CliFailure, ExitCode, error_json, exit_codes_help
 from saga.cli_options import DEFAULT_DB, DEFAULT_NATS, db_option, http_options, nats_option
 from saga.definition import Saga
 from saga.errors import SagaError
 from saga.log.ownership import DEFAULT_LEASE_MS
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
+from saga.ops_cli import JSON_OPTION, iso_time
 from saga.redact import install_log_redaction, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -106,9 +108,38 @@ LAZY_COMMANDS: Mapping[str, LazyCommand] = {
 """The developer commands: they start processes from a checkout and pull in everything."""
 
 
+DISTRIBUTION = "saga-coordinator"
+"""The package whose version ``saga --version`` prints."""
+_RAW_ARGS = "saga.raw_args"
+_SCRIPTED = frozenset({*(command.name for command in OPS_COMMANDS), "log", "version"})
+"""Commands for scripts: an unexpected failure is one line (or JSON), never a traceback."""
+
+
+def _fail(ctx: click.Context, message: str, status: int | None, exit_code: int) -> None:
+    """Show a failure as one line, or as JSON on stderr after ``--json``, and exit."""
+    if _wants_json(ctx):
+        click.echo(error_json(message, status=status, exit_code=exit_code), err=True)
+    else:
+        click.echo(f"Error: {message}", err=True)
+    ctx.exit(exit_code)
+
+
+def _wants_json(ctx: click.Context) -> bool:
+    if ctx.meta.get(JSON_ERRORS):
+        return True
+    # A usage error may come before --json was read: look at what was typed.
+    args: list[str] = ctx.meta.get(_RAW_ARGS, [])
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
 class _SagaGroup(click.Group):
-    """The ``saga`` group: loads ``LAZY_COMMANDS`` on demand, and an error message never shows
-    a credential, whoever raised it."""
+    """The ``saga`` group: loads ``LAZY_COMMANDS`` on demand, shows failures with their exit
+    code (as JSON after ``--json``), and an error message never shows a credential, whoever
+    raised it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_RAW_ARGS] = list(args)
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -138,22 +169,49 @@ class _SagaGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except CliFailure as exc:
+            _fail(ctx, redact_text(exc.message), exc.status, exc.exit_code)
         except click.ClickException as exc:
             # A driver's error text may quote a URL it was given, password and all.
             hidden = redact_text(exc.message)
+            if _wants_json(ctx):
+                _fail(ctx, redact_text(exc.format_message()), None, exc.exit_code)
             if hidden == exc.message:
                 raise
             kind = click.UsageError if isinstance(exc, click.UsageError) else click.ClickException
             raise kind(hidden) from None
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ctx.invoked_subcommand not in _SCRIPTED:
+                raise
+            message = redact_text(f"unexpected {type(exc).__name__}: {exc}")
+            _fail(ctx, message, None, ExitCode.ERROR)
 
 
-@click.group(cls=_SagaGroup)
+@click.group(cls=_SagaGroup, epilog=exit_codes_help())
+@click.version_option(
+    package_name=DISTRIBUTION, prog_name=DISTRIBUTION, message="%(prog)s %(version)s"
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """saga-coordinator: sagas over NATS with a SQL log."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+
+
+@main.command("version")
+@JSON_OPTION
+def version(as_json: bool) -> None:
+    """Print this release's version, as saga --version does."""
+    from importlib.metadata import version as installed
+
+    number = installed(DISTRIBUTION)
+    if as_json:
+        click.echo(json.dumps({"name": DISTRIBUTION, "version": number}))
+    else:
+        click.echo(f"{DISTRIBUTION} {number}")
 
 
 @main.command()
@@ -358,12 +416,13 @@ async def _serve(
 @main.command("log")
 @click.argument("saga_id")
 @db_option()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@JSON_OPTION
 def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
-    """Show one saga's raw event log, read straight from the database (no API needed).
+    """Show one saga's raw event log, read straight from the database (no API needed), each
+    event with its time (ISO 8601, UTC, milliseconds).
 
     It only reads: a missing database or an old schema is reported, never created or
-    upgraded (``saga migrate`` does that)."""
+    upgraded (``saga migrate`` does that). An unknown saga exits 3."""
 
     from saga.log.sql import SqlSagaLog
 
@@ -374,12 +433,15 @@ def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
             try:
                 record = await log.get(saga_id)
                 if record is None:
-                    raise click.ClickException(f"no saga {saga_id!r} in {redact_url(db_url)}")
+                    raise CliFailure(
+                        f"no saga {saga_id!r} in {redact_url(db_url)}",
+                        exit_code=ExitCode.NOT_FOUND,
+                    )
                 events = await log.events(saga_id)
             finally:
                 await log.close()
         except SagaError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise CliFailure(str(exc), exit_code=ExitCode.ERROR) from exc
         if as_json:
             click.echo(
                 json.dumps(
@@ -390,7 +452,13 @@ def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
                         "status": record.status.value,
                         "input": record.input,
                         "events": [
-                            {"seq": e.seq, "type": e.type.value, "at_ms": e.at_ms, "data": e.data}
+                            {
+                                "seq": e.seq,
+                                "type": e.type.value,
+                                "at": iso_time(e.at_ms),
+                                "at_ms": e.at_ms,
+                                "data": e.data,
+                            }
                             for e in events
                         ],
                     },
@@ -402,7 +470,7 @@ def show_log(saga_id: str, db_url: str, as_json: bool) -> None:
 
         click.echo(f"saga {record.saga_id}  {record.name} v{record.version}  {record.status.value}")
         for event in events:
-            click.echo(describe(event))
+            click.echo(f"  {iso_time(event.at_ms)}{describe(event)}")
 
     asyncio.run(read())
 

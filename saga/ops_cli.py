@@ -1,20 +1,37 @@
 """Operator commands against the HTTP API: list, show, compensations, the audited actions, and
-sending a saga an outside event."""
+sending a saga an outside event; ``list --watch`` and ``show --follow`` follow the event stream.
+
+A failure is a ``CliFailure`` with an exit code from ``saga.cli_exit``; ``saga.cli`` shows it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
 import json
+import signal
+import sys
+import textwrap
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from saga.cli_exit import JSON_ERRORS, CliFailure, ExitCode
+from saga.cli_table import table as fitted_table
+from saga.cli_table import terminal_width
+from saga.events import SagaStatus
 from saga.redact import redact_url
+
+if TYPE_CHECKING:
+    from saga.cli_follow import Change
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT_S = 30
@@ -40,6 +57,12 @@ class Api:
     """A tiny JSON-over-HTTP client (the standard library's; no event loop in a CLI)."""
 
     def __init__(self, url: str, token: str | None) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise CliFailure(
+                f"--url {redact_url(url)!r} is not an http:// or https:// URL",
+                exit_code=ExitCode.USAGE,
+            )
         self.url = url.rstrip("/")
         self.token = token
 
@@ -60,11 +83,17 @@ class Api:
         try:
             return retrying(_send, request)
         except urllib.error.HTTPError as exc:
-            raise click.ClickException(_problem(exc)) from exc
+            raise CliFailure.from_status(exc.code, _problem(exc)) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise click.ClickException(
-                f"cannot reach the saga API at {redact_url(self.url)}: {reason}"
+            raise CliFailure(
+                f"cannot reach the saga API at {redact_url(self.url)}: {reason}",
+                exit_code=ExitCode.UNREACHABLE,
+            ) from exc
+        except ValueError as exc:
+            raise CliFailure(
+                f"the saga API at {redact_url(self.url)} did not answer JSON: {exc}",
+                exit_code=ExitCode.ERROR,
             ) from exc
 
 
@@ -88,6 +117,13 @@ def _time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def iso_time(ms: int | None) -> str:
+    """A log timestamp: ISO 8601, UTC, milliseconds (``2026-12-01T04:11:43.512Z``)."""
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def _step(saga: dict[str, Any]) -> str:
     """The current step, with its attempt once it is past the first (``credit #3``)."""
     step, attempt = saga.get("current_step"), saga.get("attempt")
@@ -97,12 +133,9 @@ def _step(saga: dict[str, Any]) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """Plain aligned columns, wide enough for every cell, for a terminal."""
-    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
+    """Plain aligned columns fitted to the terminal's width (``COLUMNS``): long cells are cut
+    with ``…``, a row is never wrapped."""
+    return fitted_table(headers, rows, terminal_width())
 
 
 def _error(error: dict[str, Any] | None) -> str:
@@ -111,8 +144,55 @@ def _error(error: dict[str, Any] | None) -> str:
     return f"{error.get('code', 'error')}: {error.get('message', '')}"
 
 
+def _human_error(error: dict[str, Any] | None) -> str:
+    """An error's message in words (its code only when it has no message)."""
+    if not error:
+        return ""
+    return str(error.get("message") or error.get("code") or "error")
+
+
+def last_error(saga: dict[str, Any]) -> str:
+    """A saga's last error in human words: the latest failed attempt's message and where it
+    happened, else why it is stuck; empty when nothing failed."""
+    timeline = saga.get("timeline") or {}
+    found: tuple[int, str] | None = None
+    for entry in (timeline.get("steps") or []) + (timeline.get("compensations") or []):
+        for attempt in entry.get("attempts") or []:
+            if not attempt.get("error"):
+                continue
+            at = attempt.get("sent_ms") or 0
+            where = f"{entry['step']} {entry['direction']} #{attempt['attempt']}"
+            if found is None or at >= found[0]:
+                found = (at, f"{_human_error(attempt['error'])} ({where})")
+    if found is not None:
+        return found[1]
+    health = saga.get("health") or {}
+    return str((saga.get("stuck") or {}).get("reason") or health.get("reason") or "")
+
+
 def _emit(data: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """``--json`` is read first (eager), so even a usage error after it is shown as JSON."""
+    if value:
+        ctx.meta[JSON_ERRORS] = True
+    return value
+
+
+def _live(main: Coroutine[Any, Any, None]) -> None:
+    """Run a following command until it ends, Ctrl-C or SIGTERM (both a clean exit 0)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_stoppable(main))
+
+
+async def _stoppable(main: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(main)
+    with contextlib.suppress(NotImplementedError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 URL_OPTION = click.option(
@@ -123,7 +203,10 @@ TOKEN_OPTION = click.option(
     "--token", envvar="SAGA_API_TOKEN", show_envvar=True,
     help="Bearer token (viewer, operator, or signal for events).",
 )  # fmt: skip
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, is_eager=True, callback=_remember_json,
+    help="Print JSON, for scripts; errors too, on stderr.",
+)  # fmt: skip
 
 
 @click.command("list")
@@ -140,9 +223,18 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, 
 @click.option("--step", help="Current step.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--cursor", help="next_cursor from a previous page.")
+@click.option(
+    "--errors", "with_errors", is_flag=True,
+    help="Add an error column: each saga's last error in words (one more request a saga).",
+)  # fmt: skip
+@click.option(
+    "--watch", is_flag=True,
+    help="Redraw the list on every change (the API's event stream) until Ctrl-C.",
+)  # fmt: skip
 def list_sagas(
     url: str, token: str | None, as_json: bool, status: tuple[str, ...],
     health: tuple[str, ...], name: str | None, step: str | None, limit: int, cursor: str | None,
+    with_errors: bool, watch: bool,
 ) -> None:  # fmt: skip
     """List sagas, newest first, with their health."""
     query: list[tuple[str, str]] = [("status", s) for s in status] + [("health", h) for h in health]
@@ -150,16 +242,63 @@ def list_sagas(
         if value:
             query.append((key, value))
     query.append(("limit", str(limit)))
-    page = Api(url, token).call("GET", "/api/sagas?" + urllib.parse.urlencode(query))
+    api = Api(url, token)
+    path = "/api/sagas?" + urllib.parse.urlencode(query)
+    if not watch:
+        page = _page(api, path, with_errors)
+        _emit(page, as_json, _list_text(page, with_errors))
+        return
+
+    async def redraw(changes: list[Change]) -> bool:
+        page = await asyncio.to_thread(_page, api, path, with_errors)
+        if as_json:
+            click.echo(json.dumps(page, separators=(",", ":")))
+            return False
+        text = _list_text(page, with_errors)
+        seen = iso_time(round(datetime.now(UTC).timestamp() * 1000))
+        clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n"
+        click.echo(f"{clear}sagas at {seen} (Ctrl-C to stop)\n{text}")
+        return False
+
+    from saga.cli_follow import follow  # aiohttp: only when following
+
+    _live(follow(url, token, redraw))
+
+
+def _page(api: Api, path: str, with_errors: bool) -> dict[str, Any]:
+    """One page of the list; with ``with_errors``, each saga's last error read beside it."""
+    page: dict[str, Any] = api.call("GET", path)
+    if with_errors and page["sagas"]:
+
+        def error_of(summary: dict[str, Any]) -> str:
+            try:
+                detail = api.call("GET", f"/api/sagas/{urllib.parse.quote(summary['saga_id'])}")
+            except CliFailure as exc:
+                if exc.exit_code != ExitCode.NOT_FOUND:
+                    raise
+                return ""  # gone since the list was read
+            return last_error(detail)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for summary, error in zip(
+                page["sagas"], pool.map(error_of, page["sagas"]), strict=True
+            ):
+                summary["error"] = error
+    return page
+
+
+def _list_text(page: dict[str, Any], with_errors: bool) -> str:
+    headers = ["saga", "definition", "status", "health", "step", "updated (utc)"]
     rows = [
         [s["saga_id"], f"{s['name']} v{s['version']}", s["status"], s["health"],
          _step(s), _time(s["updated_ms"])]
+        + ([s.get("error") or ""] if with_errors else [])
         for s in page["sagas"]
     ]  # fmt: skip
-    text = table(["saga", "definition", "status", "health", "step", "updated (utc)"], rows)
+    text = table([*headers, "error"] if with_errors else headers, rows)
     if page.get("next_cursor"):
         text += f"\nmore: --cursor {page['next_cursor']}"
-    _emit(page, as_json, text)
+    return text
 
 
 @click.command("show")
@@ -167,12 +306,104 @@ def list_sagas(
 @URL_OPTION
 @TOKEN_OPTION
 @JSON_OPTION
-def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
+@click.option(
+    "--follow", is_flag=True,
+    help="Then print each new or changed timeline entry as it happens, until the saga"
+    " finishes or Ctrl-C.",
+)  # fmt: skip
+def show(saga_id: str, url: str, token: str | None, as_json: bool, follow: bool) -> None:
     """Show one saga: status, health, every step and compensation attempt, operator actions."""
-    saga = Api(url, token).call("GET", f"/api/sagas/{urllib.parse.quote(saga_id, safe='')}")
-    if as_json:
-        _emit(saga, True, "")
+    api = Api(url, token)
+    path = f"/api/sagas/{urllib.parse.quote(saga_id, safe='')}"
+    saga = api.call("GET", path)
+    if not follow:
+        if as_json:
+            _emit(saga, True, "")
+            return
+        click.echo(_show_text(saga))
         return
+    _live(_follow_saga(api, path, saga, as_json))
+
+
+async def _follow_saga(api: Api, path: str, first: dict[str, Any], as_json: bool) -> None:
+    """``show --follow``: the saga, then what changes in it, until it is finished."""
+    from saga.cli_follow import follow  # aiohttp: only when following
+
+    follower = _SagaFollower(as_json)
+    if follower.report(first):
+        return
+
+    async def refresh(changes: list[Change]) -> bool:
+        # Also on (re)connecting: whatever changed before the stream was open is shown.
+        return follower.report(await asyncio.to_thread(api.call, "GET", path))
+
+    await follow(api.url, api.token, refresh, saga_id=first["saga_id"])
+
+
+class _SagaFollower:
+    """What ``show --follow`` printed, so that it prints only what is new or changed."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.printed: dict[tuple[Any, ...], str] = {}
+
+    def report(self, saga: dict[str, Any]) -> bool:
+        """Print what is new in ``saga``; whether it is finished (nothing more to follow)."""
+        if self.as_json:
+            entries = {("json",): json.dumps(saga, separators=(",", ":"))}
+        else:
+            entries = {**_entries(saga), ("status",): _status_line(saga)}
+        news = [(key, line) for key, line in entries.items() if self.printed.get(key) != line]
+        if self.printed or self.as_json:
+            # Each line starts with its ISO time: in order of time, as a log reads.
+            for _, line in sorted(news, key=lambda item: item[1]):
+                click.echo(line)
+        else:
+            click.echo(_show_text(saga))
+        self.printed.update(news)
+        return SagaStatus(saga["status"]).is_final
+
+
+def _status_line(saga: dict[str, Any]) -> str:
+    health = saga.get("health") or {}
+    at = iso_time(saga.get("updated_ms"))
+    return f"{at}  saga {saga['status']} ({health.get('state', 'finished')})"
+
+
+def _entries(saga: dict[str, Any]) -> dict[tuple[Any, ...], str]:
+    """The saga's timeline as one line per attempt, operator action and outside event, by a
+    key that stays the same when the entry changes (an attempt's outcome arriving)."""
+    found: dict[tuple[Any, ...], str] = {}
+    timeline = saga["timeline"]
+    for entry in timeline["steps"] + timeline["compensations"]:
+        step, direction = entry["step"], entry["direction"]
+        for attempt in entry["attempts"]:
+            error = _error(attempt["error"])
+            found[("attempt", step, direction, attempt["attempt"])] = (
+                f"{iso_time(attempt['sent_ms'])}  {step} {direction} #{attempt['attempt']}"
+                f" {_outcome(entry, attempt)}" + (f": {error}" if error else "")
+            )
+        if entry.get("by_hand"):
+            by_hand = entry["by_hand"]
+            found[("by_hand", step, direction)] = (
+                f"{iso_time(by_hand['at_ms'])}  {step} {direction} {by_hand['action']} by hand:"
+                f" {by_hand['reason']}"
+            )
+    for n, action in enumerate(timeline["operator_actions"]):
+        found[("action", n)] = (
+            f"{iso_time(action['at_ms'])}  operator {action['action']} by {action['actor']}"
+            f" ({action['step'] or '-'}): {action['reason']}"
+        )
+    for signal_ in saga.get("signals") or []:
+        found[("signal", signal_["id"])] = (
+            f"{iso_time(signal_['at_ms'])}  event {signal_['event']} id {signal_['id']}"
+            f" taken by {signal_['step'] or '(kept)'}"
+        )
+    return found
+
+
+def _show_text(saga: dict[str, Any]) -> str:
+    """``saga show``'s text: the saga, its timeline, what is in progress, what can be done."""
     health = saga.get("health") or {}
     lines = [
         f"saga {saga['saga_id']}  {saga['name']} v{saga['version']}  {saga['status']}",
@@ -183,6 +414,7 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
     ]  # fmt: skip
     if saga.get("compensation"):
         lines.append(f"compensating because: {saga['compensation']['reason']}")
+    lines = [_prose(line) for line in lines]
     rows = []
     timeline = saga["timeline"]
     entries = timeline["steps"] + timeline["compensations"]
@@ -196,7 +428,8 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
         for attempt in entry["attempts"]:
             rows.append([
                 *lane, entry["step"], entry["direction"], attempt["attempt"],
-                _outcome(entry, attempt), _time(attempt["sent_ms"]), _error(attempt["error"]),
+                _outcome(entry, attempt), _time(attempt["sent_ms"]),
+                _human_error(attempt["error"]),
             ])  # fmt: skip
         if entry.get("by_hand"):
             by_hand = entry["by_hand"]
@@ -229,8 +462,16 @@ def show(saga_id: str, url: str, token: str | None, as_json: bool) -> None:
             table(["at (utc)", "action", "who", "step", "why"], audit),
         ]
     allowed = [name for name, fit in saga["actions"].items() if fit["allowed"]]
-    lines += ["", f"actions now: {', '.join(allowed) or 'none'}"]
-    click.echo("\n".join(lines))
+    lines += ["", _prose(f"actions now: {', '.join(allowed) or 'none'}")]
+    return "\n".join(lines)
+
+
+def _prose(line: str) -> str:
+    """A line of words wrapped to the terminal's width, later lines indented."""
+    width = terminal_width()
+    if width is None or len(line) <= width:
+        return line
+    return textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False)
 
 
 def _outcome(entry: dict[str, Any], attempt: dict[str, Any] | None) -> str:

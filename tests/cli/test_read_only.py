@@ -71,7 +71,7 @@ def test_an_old_schema_is_reported_then_saga_migrate_upgrades_it(tmp_path: Path)
     assert revision(db) == head_revision()
 
     done = saga("log", "order-1", "--db", url)
-    assert done.exit_code == 1
+    assert done.exit_code == 3  # not found
     assert done.output == f"Error: no saga 'order-1' in {url}\n"
 
 

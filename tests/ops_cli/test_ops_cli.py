@@ -63,18 +63,21 @@ def test_compensations_lists_the_stuck_saga(api: str) -> None:
 
 def test_errors_are_clear_and_exit_non_zero(api: str) -> None:
     missing = saga("show", "ghost", url=api)
-    assert missing.exit_code == 1
+    assert missing.exit_code == 3
     assert "404: no saga 'ghost'" in missing.output
     refused = saga("cancel", "shipped", "--reason", "too late", url=api)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 4
     assert "409" in refused.output
     assert "already completed" in refused.output
     no_token = saga("list", url=api, token=None)
+    assert no_token.exit_code == 6
     assert "401" in no_token.output
     assert "SAGA_API_TOKEN" in no_token.output
     viewer = saga("retry", "stuck-one", "--reason", "x", url=api, token="viewer-secret-1")
+    assert viewer.exit_code == 6
     assert "403" in viewer.output
     unreachable = saga("list", url="http://127.0.0.1:9")
+    assert unreachable.exit_code == 5
     assert "cannot reach the saga API" in unreachable.output
     no_reason = saga("resolve", "stuck-one", url=api)
     assert no_reason.exit_code == 2
@@ -102,7 +105,8 @@ def test_the_old_database_reader_is_now_saga_log(api: str) -> None:
     assert "skip" in CliRunner().invoke(main, ["--help"]).output
 
 
-def test_table_pads_columns() -> None:
+def test_table_pads_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
     assert table(["a", "bb"], [["xxx", None]]) == "A    BB\nxxx  -"
 
 
