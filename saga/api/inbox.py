@@ -79,7 +79,9 @@ def _reason(state: SagaState, kind: str, stalled: bool) -> str:
     if stalled:
         return "no progress for longer than the configured stall limit"
     error = _message(None if pointer is None else pointer.last_error)
-    attempts = "" if pointer is None else f" {pointer.attempts} times"
+    attempts = ""
+    if pointer is not None:
+        attempts = " once" if pointer.attempts == 1 else f" {pointer.attempts} times"
     said = f"{what} failed{attempts}"
     if kind == "needs_attention":
         said += " after the pivot (retried, never compensated)"

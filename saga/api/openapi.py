@@ -247,6 +247,10 @@ SCHEMAS: dict[str, Any] = {
             "created_ms": {"type": "integer"},
             "updated_ms": {"type": "integer"},
             **OWNER,
+            "by_hand": {
+                "type": "boolean",
+                "description": "An operator resolved, skipped or forced a step.",
+            },
         },
     },
     "SagaList": {
