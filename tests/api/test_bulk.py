@@ -54,6 +54,8 @@ async def test_bulk_resolve_dry_run_then_confirm(
     assert [item["saga_id"] for item in preview["items"]] == chosen
     assert outcomes["stuck-0"]["outcome"] == "ok"
     assert outcomes["stuck-0"]["compensations"] == ["create"]
+    assert outcomes["stuck-0"]["status"] == "compensating"
+    assert outcomes["done"]["reason"] == "saga is already completed"
     assert outcomes["done"]["outcome"] == "refused"
     assert "already completed" in outcomes["done"]["reason"]
     assert outcomes["missing"]["outcome"] == "not_found"
