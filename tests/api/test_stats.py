@@ -101,3 +101,41 @@ async def test_bad_stats_queries_are_400(client: Client, query: str, said: str) 
 async def test_stats_need_a_token(client: Client) -> None:
     assert (await client.get("/api/stats")).status == 401
     assert (await client.get("/api/stats", headers=OPERATOR)).status == 200
+
+
+async def test_stats_and_search_on_sql_logs(sql_url: str, shop: Shop) -> None:
+    """The same figures, search and by-hand marks over SQLite and PostgreSQL."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from saga.api import ApiConfig, create_app
+    from saga.log.sql import SqlSagaLog
+    from saga.testing import InMemoryTransport
+    from tests.api.conftest import TOKENS
+    from tests.coordinator.shop import order_saga, pivot_saga
+
+    log = SqlSagaLog(sql_url)
+    transport = InMemoryTransport(shop.participants)
+    coordinator = Coordinator(log, transport, sagas=[order_saga(), pivot_saga()])
+    app = create_app(coordinator, ApiConfig(tokens=TOKENS))
+    async with coordinator, TestClient(TestServer(app)) as client:
+        await _history(client, coordinator, shop)
+        stats = await (await client.get("/api/stats?minutes=5", headers=VIEWER)).json()
+        for status, count in stats["statuses"].items():
+            assert count == await _listed(client, f"status={status}"), status
+        for health, count in stats["healths"].items():
+            assert count == await _listed(client, f"health={health}"), health
+        assert sum(m["started"] for m in stats["series"]) == 6
+        assert sum(m["stuck"] for m in stats["series"]) == 1
+        names = {n["name"]: n for n in stats["by_name"]}
+        assert (names["order"]["completed"], names["order"]["compensated"]) == (3, 1)
+        failing = {(f["step"], f["direction"]): f["failures"] for f in stats["failing_steps"]}
+        assert failing == {("stock", "forward"): 2, ("credit", "compensate"): 3}
+        assert await _listed(client, "saga_id_prefix=ok-") == 3
+        assert await _listed(client, "saga_id=stuck") == 1
+        resolved = await client.post(
+            "/api/sagas/stuck/actions/resolve", json={"reason": "by hand"}, headers=OPERATOR
+        )
+        assert resolved.status == 200
+        assert await settled(coordinator, "stuck") is SagaStatus.COMPENSATED
+        rows = (await (await client.get("/api/sagas", headers=VIEWER)).json())["sagas"]
+        assert [r["saga_id"] for r in rows if r["by_hand"]] == ["stuck"]
