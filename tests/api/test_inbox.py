@@ -3,6 +3,7 @@ failure, and the actions that fit (those the saga page allows)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from saga import Coordinator, SagaStatus
 from saga.api import ApiConfig, create_app
 from saga.api.inbox import human
-from saga.events import EventType
+from saga.events import EventType, Health
 from saga.log.base import SagaLog
 from saga.testing import FakeClock, InMemorySagaLog, InMemoryTransport
 from tests.api.conftest import OPERATOR, VIEWER, settled, start
@@ -105,3 +106,44 @@ def test_errors_read_in_words() -> None:
     assert human("no reply within 0:02:00") == "no reply within 2 min"
     assert human("waited 1:00:00.500000") == "waited 1 h 0.5 s"
     assert human("card 4111 declined") == "card 4111 declined"
+
+
+async def test_a_compensation_that_keeps_failing_is_in_the_inbox(shop: Shop) -> None:
+    from saga import RetryPolicy, Saga, Step
+
+    slow = RetryPolicy(initial_interval=timedelta(seconds=30), max_interval=timedelta(seconds=60),
+                       max_attempts=None)  # fmt: skip
+    saga = Saga(
+        name="undo",
+        steps=(
+            Step(name="create", service="orders", command="create", compensation="cancel"),
+            Step(
+                name="credit",
+                service="payments",
+                command="reserve",
+                compensation="release",
+                compensation_retry=slow,
+            ),
+            Step(name="stock", service="inventory", command="reserve", compensation="release"),
+        ),
+    )
+    shop.reject.add("inventory.reserve")
+    shop.fail["payments.release"] = 1000
+    log = InMemorySagaLog()
+    coordinator = Coordinator(log, InMemoryTransport(shop.participants), sagas=[saga])
+    app = create_app(coordinator, ApiConfig())
+    async with coordinator, TestClient(TestServer(app)) as client:
+        await coordinator.start("undo", {}, saga_id="undoing")
+        for _ in range(500):
+            record = await log.get("undoing")
+            if record is not None and record.health is Health.WAITING:
+                break
+            await asyncio.sleep(0.02)
+        [item] = (await _inbox(client))["items"]
+        assert (item["kind"], item["status"]) == ("failing_compensation", "compensating")
+        assert (item["step"], item["direction"], item["service"]) == (
+            "credit", "compensate", "payments",
+        )  # fmt: skip
+        assert item["reason"].startswith("the compensation of credit failed once")
+        assert "retry" in item["actions"]
+        assert "resolve" in item["actions"]
