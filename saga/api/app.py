@@ -8,7 +8,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from saga.api import coordinators, ops, sagas, services, signals
+from saga.api import bulk, coordinators, inbox, ops, sagas, services, signals, stats
 from saga.api.auth import authenticate
 from saga.api.config import ApiConfig, Role
 from saga.api.context import CONTEXT, ApiContext, context
@@ -28,6 +28,7 @@ STATIC = resources.files("saga.api") / "static"
 _ASSETS = {
     "app.js": "text/javascript",
     "saga.js": "text/javascript",
+    "overview.js": "text/javascript",
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
@@ -64,6 +65,9 @@ ROUTES: list[tuple[str, str, Handler, Role | None]] = [
     ("POST", "/api/sagas/{saga}/actions/{action}", sagas.act, Role.OPERATOR),
     ("POST", "/api/sagas/{saga}/events/{event}", signals.send_event, Role.SIGNAL),
     ("GET", "/api/compensations", ops.compensations, Role.VIEWER),
+    ("GET", "/api/stats", stats.stats, Role.VIEWER),
+    ("GET", "/api/inbox", inbox.inbox, Role.VIEWER),
+    ("POST", "/api/bulk/{action}", bulk.bulk, Role.OPERATOR),
     ("GET", "/api/definitions", ops.definitions, Role.VIEWER),
     ("GET", "/api/services", services.list_services, Role.VIEWER),
     ("GET", "/api/coordinators", coordinators.list_coordinators, Role.VIEWER),

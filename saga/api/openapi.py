@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from saga.api.openapi_ops import ops_paths, search_parameters
 from saga.definition import StepKind
 from saga.engine import Action
 from saga.events import Health, SagaStatus
@@ -246,6 +247,10 @@ SCHEMAS: dict[str, Any] = {
             "created_ms": {"type": "integer"},
             "updated_ms": {"type": "integer"},
             **OWNER,
+            "by_hand": {
+                "type": "boolean",
+                "description": "An operator resolved, skipped or forced a step.",
+            },
         },
     },
     "SagaList": {
@@ -529,6 +534,7 @@ def document() -> dict[str, Any]:
         _query("created_before", TIME, "Created before."),
         _query("updated_after", TIME, "Updated at or after."),
         _query("updated_before", TIME, "Updated before."),
+        *search_parameters(),
         *PAGING,
     ]
     for param in list_params:
@@ -705,6 +711,7 @@ def document() -> dict[str, Any]:
             )
         },
     }
+    paths |= ops_paths()
     return {
         "openapi": "3.0.3",
         "info": {

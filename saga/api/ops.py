@@ -35,6 +35,7 @@ async def compensations(request: web.Request) -> web.Response:
     except QueryError as exc:
         raise bad_request(exc.message) from exc
     page = await log.find(query)
+    by_hand = await log.done_by_hand([r.saga_id for r in page.sagas])
     items: list[dict[str, Any]] = []
     for record in page.sagas:
         state = replay(await log.events(record.saga_id))
@@ -62,6 +63,7 @@ async def compensations(request: web.Request) -> web.Response:
                 "compensated": compensated,
                 "remaining": [n for n in state.plan if n not in compensated],
                 "since_ms": record.updated_ms,
+                "by_hand": record.saga_id in by_hand,
             }
         )
     return web.json_response({"compensations": items, "next_cursor": page.next_cursor})

@@ -92,11 +92,27 @@ def saga_query(query: MultiMapping[str], stalled_before_ms: int | None) -> SagaQ
                 before_ms=time_ms(query, "updated_before"),
             ),
             stalled_before_ms=stalled_before_ms,
+            saga_id=text(query, "saga_id"),
+            saga_id_prefix=text(query, "saga_id_prefix"),
+            input_equals=input_fields(query),
             limit=limit(query),
             cursor=text(query, "cursor", max_len=2000),
         )
     except QueryError as exc:
         raise bad_request(exc.message) from exc
+
+
+INPUT_PREFIX = "input."
+
+
+def input_fields(query: MultiMapping[str]) -> list[tuple[str, str]]:
+    """``?input.order_id=42``: (field, value) pairs the saga input's top-level fields must
+    have; the log checks the field names (a QueryError, so a 400)."""
+    return [
+        (key[len(INPUT_PREFIX) :], value)
+        for key, value in query.items()
+        if key.startswith(INPUT_PREFIX)
+    ]
 
 
 def flag(query: MultiMapping[str], key: str) -> bool:

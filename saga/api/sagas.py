@@ -20,13 +20,19 @@ MAX_REASON = 2000
 
 
 async def list_sagas(request: web.Request) -> web.Response:
-    """GET /api/sagas: filtered, newest first, cursor-paginated."""
+    """GET /api/sagas: filtered (and searched: ``saga_id``, ``saga_id_prefix``,
+    ``input.<field>``), newest first, cursor-paginated; ``by_hand`` marks sagas an operator
+    resolved, skipped or forced forward."""
     ctx = context(request)
     stalled = ctx.stalled_before_ms()
-    page = await ctx.coordinator.log.find(params.saga_query(request.query, stalled))
+    log = ctx.coordinator.log
+    page = await log.find(params.saga_query(request.query, stalled))
+    by_hand = await log.done_by_hand([r.saga_id for r in page.sagas])
     return web.json_response(
         {
-            "sagas": [views.summary(r, stalled) for r in page.sagas],
+            "sagas": [
+                {**views.summary(r, stalled), "by_hand": r.saga_id in by_hand} for r in page.sagas
+            ],
             "next_cursor": page.next_cursor,
         }
     )

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from saga.errors import QueryError
 from saga.events import Event, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.ownership import Ownership
 from saga.log.paging import MAX_PAGE_SIZE, check_limit, decode_cursor, encode_cursor
-from saga.names import NAME_RULE, is_name
+from saga.names import NAME_RULE, SAGA_ID_RULE, is_name, is_saga_id
+
+if TYPE_CHECKING:
+    from saga.log.tally import Tally
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -190,6 +194,48 @@ def _members(values: Collection[_E] | None, kind: type[_E], what: str) -> frozen
         raise QueryError(f"{what} must be among {allowed}: {exc}") from exc
 
 
+INPUT_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+"""The top-level input field names a query can compare (``SagaQuery.input_equals``)."""
+INPUT_FIELD_RULE = "1 to 64 ASCII letters, digits or '_', not starting with a digit"
+MAX_INPUT_FILTERS = 4
+"""The most input fields one query compares."""
+MAX_INPUT_VALUE = 200
+"""The longest value an input field is compared with."""
+
+
+def input_matches(saga_input: JsonObject, field: str, value: str) -> bool:
+    """Whether the input's top-level ``field`` is the string ``value``, or an integer written
+    ``value`` (``"42"`` finds ``42`` and ``"42"``; booleans, floats and objects never match)."""
+    found = saga_input.get(field)
+    if isinstance(found, str):
+        return found == value
+    return isinstance(found, int) and not isinstance(found, bool) and str(found) == value
+
+
+def _check_input_equals(pairs: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(pairs, tuple | list):
+        raise QueryError("input_equals must be a sequence of (field, value) pairs")
+    found: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise QueryError("input_equals must be a sequence of (field, value) pairs")
+        field, value = pair
+        if not isinstance(field, str) or INPUT_FIELD.fullmatch(field) is None:
+            shown = repr(field)[:60]
+            raise QueryError(
+                f"input field {shown} is not a field name: it must be {INPUT_FIELD_RULE}"
+            )
+        if not isinstance(value, str) or len(value) > MAX_INPUT_VALUE:
+            raise QueryError(
+                f"input.{field} must be compared with a string of at most {MAX_INPUT_VALUE}"
+                " characters"
+            )
+        found.append((field, value))
+    if len(found) > MAX_INPUT_FILTERS:
+        raise QueryError(f"at most {MAX_INPUT_FILTERS} input fields can be compared at once")
+    return tuple(found)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SagaQuery:
     """Which sagas ``SagaLog.find`` returns, and which page of them: one filter, one place.
@@ -216,6 +262,14 @@ class SagaQuery:
     """Sagas last updated in this range."""
     stalled_before_ms: int | None = None
     """For ``healths``: an unfinished saga not updated since then counts as stuck."""
+    saga_id: str | None = None
+    """The saga with exactly this id."""
+    saga_id_prefix: str | None = None
+    """Sagas whose id starts with this (a valid saga id itself)."""
+    input_equals: Sequence[tuple[str, str]] = ()
+    """(field, value) pairs: sagas whose input's top-level field is each value, as
+    ``input_matches`` compares. Kept as a tuple. Not indexed: combine it with a narrower
+    filter (a name, a time range) on a large log."""
     limit: int = 100
     """The most sagas on one page, 1 to ``MAX_PAGE_SIZE``."""
     cursor: str | None = None
@@ -236,6 +290,11 @@ class SagaQuery:
             shown = repr(self.waiting_for)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise QueryError(f"waiting_for {shown} is not an event name: it must be {NAME_RULE}")
+        object.__setattr__(self, "input_equals", _check_input_equals(self.input_equals))
+        for what, value in (("saga_id", self.saga_id), ("saga_id_prefix", self.saga_id_prefix)):
+            if value is not None and not is_saga_id(value):
+                shown = repr(value)[:60]
+                raise QueryError(f"{what} {shown} is not a saga id: it must be {SAGA_ID_RULE}")
         check_limit(self.limit)
         if self.cursor is not None:
             decode_cursor(self.cursor)
@@ -258,6 +317,9 @@ class SagaQuery:
             and (self.waiting_for is None or record.waiting_for == self.waiting_for)
             and (self.created is None or record.created_ms in self.created)
             and (self.updated is None or record.updated_ms in self.updated)
+            and (self.saga_id is None or record.saga_id == self.saga_id)
+            and (self.saga_id_prefix is None or record.saga_id.startswith(self.saga_id_prefix))
+            and all(input_matches(record.input, f, v) for f, v in self.input_equals)
         )
 
     def next_page(self, page: Page) -> SagaQuery | None:
@@ -363,6 +425,33 @@ class SagaLog(ABC):
             found.extend(page.sagas)
             page_query = page_query.next_page(page)
         return found
+
+    async def tally(
+        self, since_ms: int, until_ms: int, *, stalled_before_ms: int | None = None
+    ) -> Tally:
+        """Counts by status and effective health over every saga now, and over the window
+        ``since_ms <= t < until_ms`` (whole minutes, at most a day) the sagas started,
+        completed, compensated and stuck per minute, durations per saga name and the steps
+        that failed most (``saga.log.tally``). QueryError for a bad window.
+
+        This default reads every saga; SqlSagaLog answers with SQL aggregates.
+        """
+        from saga.log.tally import check_window, tally_of  # tally imports this module
+
+        check_window(since_ms, until_ms)
+        records = await self.find_all(SagaQuery(limit=MAX_PAGE_SIZE))
+        recent = [r.saga_id for r in records if r.updated_ms >= since_ms]
+        return tally_of(
+            records, await self.events_many(recent), since_ms, until_ms, stalled_before_ms
+        )
+
+    async def done_by_hand(self, saga_ids: Sequence[str]) -> set[str]:
+        """Which of ``saga_ids`` an operator resolved, skipped or forced forward: a step or
+        compensation of theirs was marked done by hand (an ``operator_action`` event)."""
+        from saga.log.tally import done_by_hand  # tally imports this module
+
+        found = await self.events_many(saga_ids)
+        return {saga_id for saga_id, events in found.items() if done_by_hand(events)}
 
     async def unfinished(self) -> list[SagaRecord]:
         """Every saga that is running, compensating or stuck (what recovery resumes)."""

@@ -28,6 +28,7 @@ from saga.engine.payloads import SagaStarted, new_event
 from saga.errors import ConcurrencyError, LogError, QueryError, SagaNotFoundError
 from saga.events import EVENT_FORMAT, Event, EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaQuery, SagaRecord, TimeRange
+from saga.testing.log_contract_ops import SearchAndTallyContract
 
 T0 = 1_700_000_000_000
 """An arbitrary epoch-millisecond start time for the sagas the tests create."""
@@ -99,8 +100,9 @@ def _summary(events: list[Event]) -> list[tuple[int, EventType, JsonObject, int]
     return [(e.seq, e.type, e.data, e.at_ms) for e in events]
 
 
-class SagaLogContract:
-    """Contract tests for a SagaLog; subclasses provide the ``log`` fixture."""
+class SagaLogContract(SearchAndTallyContract):
+    """Contract tests for a SagaLog; subclasses provide the ``log`` fixture (search, tally
+    and done-by-hand tests come from ``SearchAndTallyContract``)."""
 
     pytestmark = pytest.mark.asyncio
 

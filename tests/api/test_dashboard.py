@@ -89,7 +89,7 @@ async def test_dashboard_shows_a_compensated_saga_and_resolves_a_stuck_one(
     assert await settled(coordinator, compensated.saga_id) is SagaStatus.COMPENSATED
 
     # The list, with live updates: a saga started after the page loaded appears by itself.
-    await page.goto(server.url + "/")
+    await page.goto(server.url + "/#/sagas")
     await page.wait_for_selector('tr[data-saga="order-compensated"]')
     assert (await page.inner_text("#live")) == "live"
     shop.fail["payments.release"] = 100
@@ -222,7 +222,7 @@ async def test_dashboard_shows_coordinators_and_saga_owners_safely(
     await page.screenshot(path=str(shots / "coordinators.png"), full_page=True)
 
     # The owner in the saga list and in the saga's facts.
-    await page.goto(server.url + "/#/")
+    await page.goto(server.url + "/#/sagas")
     row = page.locator('tr[data-saga="order-owned"]')
     await row.wait_for()
     assert coordinator.coordinator_id in await row.locator("td.owner").inner_text()
@@ -230,6 +230,6 @@ async def test_dashboard_shows_coordinators_and_saga_owners_safely(
     await page.wait_for_selector(".facts")
     facts = await page.inner_text(".facts")
     assert f"{coordinator.coordinator_id} (epoch 1)" in facts
-    await page.goto(server.url + "/#/")
+    await page.goto(server.url + "/#/sagas")
     await row.wait_for()
     await page.screenshot(path=str(shots / "saga-list-owners.png"))

@@ -1,4 +1,5 @@
 // The saga dashboard: list, one saga's timeline, compensations, operator actions. No dependencies.
+// The overview, inbox, search, bulk actions and token switching are in overview.js.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -78,15 +79,20 @@ function showTokenForm() {
 const STATUSES = ["", "running", "compensating", "stuck", "completed", "compensated"];
 const HEALTHS = ["", "progressing", "retrying", "waiting", "needs_attention", "stuck"];
 
+const FORM_FILTERS = ["status", "health", "name", "step"];
+
 function filtersFromHash() {
+  // The form's filters, and any other list filter a link or the search put in the hash
+  // (saga_id_prefix, input.<field>, time ranges), passed on to GET /api/sagas as they are.
   const query = new URLSearchParams(location.hash.split("?")[1] || "");
-  return { status: query.get("status") || "", health: query.get("health") || "",
-    name: query.get("name") || "", step: query.get("step") || "" };
+  const filters = Object.fromEntries(FORM_FILTERS.map((key) => [key, query.get(key) || ""]));
+  for (const [key, value] of query) if (!FORM_FILTERS.includes(key) && key !== "cursor" && key !== "limit") filters[key] = value;
+  return filters;
 }
 
 function setFilters(filters) {
   const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
-  location.hash = `#/?${query}`;
+  location.hash = `#/sagas?${query}`;
 }
 
 async function renderList(append = false) {
@@ -108,21 +114,35 @@ async function renderList(append = false) {
         el("label", {}, "Health", select("health", HEALTHS)),
         el("label", {}, "Saga name", el("input", { name: "name", value: filters.name, size: 12 })),
         el("label", {}, "Current step", el("input", { name: "step", value: filters.step, size: 12 })),
-        el("button", { type: "submit" }, "Filter")),
+        el("button", { type: "submit" }, "Filter"),
+        searchTerms(filters)),
+      bulkBar(),
       el("table", { id: "saga-table" },
-        el("thead", {}, el("tr", {}, ["Health", "Saga", "Definition", "Status", "Current step", "Owner", "Created", "Updated"].map((h) => el("th", {}, h)))),
+        el("thead", {}, el("tr", {}, ["", "Health", "Saga", "Definition", "Status", "Current step", "Owner", "Created", "Updated"].map((h) => el("th", {}, h)))),
         el("tbody", { id: "saga-rows" })),
       el("div", { class: "more", id: "more" }));
     body = $("#saga-rows");
   }
-  for (const saga of page.sagas) body.append(sagaRow(saga));
-  if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No sagas match.")));
+  keepPicks();
+  for (const saga of page.sagas) body.append(sagaRow(saga, state.picked.has(saga.saga_id), state.pickAll));
+  if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No sagas match.")));
+  onPick();
   $("#more").replaceChildren(state.cursor ? el("button", { onclick: () => renderList(true) }, "Load more") : "");
 }
 
-function sagaRow(saga) {
+function searchTerms(filters) {
+  // The filters the form has no field for (search, drill-down), each shown with a way out.
+  const extra = Object.entries(filters).filter(([key, value]) => !FORM_FILTERS.includes(key) && value);
+  if (!extra.length) return "";
+  const without = (key) => { const rest = { ...filters }; delete rest[key]; return rest; };
+  return el("span", { class: "terms", id: "search-terms" }, extra.map(([key, value]) =>
+    el("span", { class: "term" }, `${key} = ${value} `, el("a", { href: "#", title: "remove", onclick: (e) => { e.preventDefault(); setFilters(without(key)); } }, "×"))));
+}
+
+function sagaRow(saga, picked = false, all = false) {
   return el("tr", { "data-saga": saga.saga_id },
-    el("td", {}, badge(saga.health)),
+    el("td", {}, el("input", { type: "checkbox", class: "pick", value: saga.saga_id, checked: picked || all, disabled: all, "aria-label": `select ${saga.saga_id}`, onchange: onPick })),
+    el("td", {}, badge(saga.health), saga.by_hand ? [" ", byHandBadge()] : ""),
     el("td", {}, el("a", { href: `#/saga/${encodeURIComponent(saga.saga_id)}`, class: "mono" }, saga.saga_id)),
     el("td", {}, `${saga.name} v${saga.version}`),
     el("td", {}, badge(saga.status)),
@@ -134,7 +154,7 @@ function sagaRow(saga) {
 
 function onFilter() {
   const form = $("#filters");
-  setFilters({ status: form.status.value, health: form.health.value,
+  setFilters({ ...filtersFromHash(), status: form.status.value, health: form.health.value,
     name: form.name.value.trim(), step: form.step.value.trim() });
 }
 
@@ -143,7 +163,7 @@ function onFilter() {
 async function renderCompensations() {
   const page = await api("/api/compensations?limit=200");
   const rows = page.compensations.map((c) => el("tr", { "data-saga": c.saga_id },
-    el("td", {}, badge(c.category)),
+    el("td", {}, badge(c.category), c.by_hand ? [" ", byHandBadge()] : ""),
     el("td", {}, el("a", { href: `#/saga/${encodeURIComponent(c.saga_id)}`, class: "mono" }, c.saga_id)),
     el("td", {}, `${c.name} v${c.version}`),
     el("td", {}, c.step ? `${c.step} (${c.direction})` : "—"),
@@ -304,9 +324,11 @@ async function listen() {
 
 function onChange(change) {
   clearTimeout(onChange.timer);
+  clearTimeout(onChange.counts);
+  onChange.counts = setTimeout(refreshCounts, 250);
   onChange.timer = setTimeout(async () => {
     if (state.view === "saga" && (!state.saga || state.saga.saga_id !== change.saga_id)) return;
-    if ($("#action-dialog").open) return;
+    if ($("#action-dialog").open || $("#bulk-dialog").open) return;
     await route();
     const row = document.querySelector(`tr[data-saga="${CSS.escape(change.saga_id)}"]`);
     if (row) row.classList.add("flash");
@@ -334,10 +356,18 @@ async function route() {
       state.view = "compensations";
       $('nav a[data-nav="compensations"]').classList.add("active");
       await renderCompensations();
-    } else {
+    } else if (hash.startsWith("#/inbox")) {
+      state.view = "inbox";
+      $('nav a[data-nav="inbox"]').classList.add("active");
+      await renderInbox();
+    } else if (hash.startsWith("#/sagas") || hash.startsWith("#/?")) {
       state.view = "list";
       $('nav a[data-nav="list"]').classList.add("active");
       await renderList();
+    } else {
+      state.view = "overview";
+      $('nav a[data-nav="overview"]').classList.add("active");
+      await renderOverview();
     }
   } catch (error) {
     $("#main").replaceChildren(el("p", { class: "error" }, `${error.status || ""} ${error.message}`));
@@ -349,6 +379,9 @@ async function whoAmI() {
     state.me = await api("/api/me");
     $("#who").textContent = state.me.auth ? `${state.me.name} (${state.me.role})` : "no auth (local dev)";
     $("#token-form").hidden = true;
+    $("#sign-out").hidden = !state.me.auth;
+    $("#switch-token").hidden = !state.me.auth;
+    refreshCounts();
   } catch (error) {
     state.me = null;
   }

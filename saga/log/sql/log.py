@@ -32,6 +32,7 @@ from saga.errors import ConcurrencyError, FencedError, LogError, SagaNotFoundErr
 from saga.events import Event, EventType, Health, SagaStatus
 from saga.log.base import DEFAULT_QUERY, Append, NewSaga, Page, SagaLog, SagaQuery, SagaRecord
 from saga.log.ownership import Ownership
+from saga.log.sql import tally as sql_tally
 from saga.log.sql.engine import SQLITE, dumps_json, make_engine
 from saga.log.sql.migrate import check_schema, upgrade
 from saga.log.sql.ownership import SqlOwnership
@@ -39,6 +40,7 @@ from saga.log.sql.query import find_query
 from saga.log.sql.schema import saga_events, sagas
 from saga.log.sql.sqlite_writer import NotMovedError, SqliteWriter
 from saga.log.sql.url import normalize_url, redact
+from saga.log.tally import Tally, check_window
 from saga.sqlconnect import WRITE
 from saga.sqlpool import PoolOptions, pool_problem, retrying
 
@@ -511,6 +513,27 @@ class SqlSagaLog(SagaLog):
                 return [_record(row) for row in await conn.execute(select_page)]
 
         return Page.of(await self._retry("find", None, attempt), query.limit)
+
+    async def tally(
+        self, since_ms: int, until_ms: int, *, stalled_before_ms: int | None = None
+    ) -> Tally:
+        check_window(since_ms, until_ms)  # a bad window is the caller's QueryError, not ours
+        engine = self.engine
+
+        async def attempt(_: bool) -> Tally:
+            async with engine.connect() as conn:
+                return await sql_tally.tally(conn, since_ms, until_ms, stalled_before_ms)
+
+        return await self._retry("tally", None, attempt)
+
+    async def done_by_hand(self, saga_ids: Sequence[str]) -> set[str]:
+        engine = self.engine
+
+        async def attempt(_: bool) -> set[str]:
+            async with engine.connect() as conn:
+                return await sql_tally.done_by_hand(conn, saga_ids)
+
+        return await self._retry("done_by_hand", None, attempt)
 
 
 async def _landed(engine: AsyncEngine, rows: list[dict[str, Any]]) -> bool:

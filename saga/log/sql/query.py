@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 
 from saga.events import Health
 from saga.log.base import SagaQuery, TimeRange
@@ -40,6 +52,24 @@ def _health(
     return [indexed, effective.in_(wanted)]
 
 
+def _input_equals(field: str, value: str, sqlite: bool) -> ColumnElement[bool]:
+    """``input_matches`` in SQL: the input's top-level ``field`` is the string ``value`` or an
+    integer written ``value``. ``field`` follows ``INPUT_FIELD`` (checked by the query)."""
+    if sqlite:
+        path = f'$."{field}"'
+        kind = func.json_type(sagas.c.input, path)
+        extracted: ColumnElement[str] = cast(func.json_extract(sagas.c.input, path), String)
+        return and_(kind.in_(["text", "integer"]), extracted == value)
+    # Typed operands: a JSON column's operator would encode the field name and the compared
+    # value as JSON, and PostgreSQL has ``json -> integer`` too.
+    key = cast(literal(field), String)
+    element = sagas.c.input.op("->")(key)
+    as_text = sagas.c.input.op("->>", return_type=String)(key)
+    kind = func.json_typeof(element)
+    integer = and_(kind == "number", as_text.op("~")(r"^-?[0-9]+$"))
+    return and_(or_(kind == "string", integer), as_text == value)
+
+
 def find_query(query: SagaQuery, *, sqlite: bool = False) -> Select[Any]:
     """The SELECT for one page of ``query``: ``limit + 1`` rows, newest first, after its cursor.
 
@@ -62,6 +92,14 @@ def find_query(query: SagaQuery, *, sqlite: bool = False) -> Select[Any]:
         conditions.extend(_in_range(sagas.c.created_ms, query.created))
     if query.updated is not None:
         conditions.extend(_in_range(sagas.c.updated_ms, query.updated))
+    if query.saga_id is not None:
+        conditions.append(sagas.c.saga_id == query.saga_id)
+    if query.saga_id_prefix is not None:
+        # Ids are ASCII and compare bytewise (schema.saga_id_type), and every id character
+        # sorts before DEL: a range on the primary key, not a LIKE with escapes.
+        conditions.append(sagas.c.saga_id >= query.saga_id_prefix)
+        conditions.append(sagas.c.saga_id < query.saga_id_prefix + "\x7f")
+    conditions.extend(_input_equals(field, value, sqlite) for field, value in query.input_equals)
     after = query.after
     if after is not None:
         conditions.append(tuple_(sagas.c.created_ms, sagas.c.saga_id) < after)
