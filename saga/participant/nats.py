@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.micro.request import Handler, Request
 from nats.micro.service import EndpointStats, Service
 
+from saga import tracing
 from saga.errors import DefinitionError, ProtocolError, TransportError
 from saga.participant.completions import Announce
 from saga.participant.service import ParticipantCore
@@ -227,9 +228,10 @@ class ParticipantServer:
         # "result_too_large" (the effect is recorded; the compensation gets the result).
         limit = self._client.max_payload - _HEADER_ROOM_BYTES
         asked = max_reply_bytes(request.headers)
-        reply, body = await participant.handle_for_wire(
-            decoded, limit if asked is None else min(asked, limit)
-        )
+        with tracing.extracted(request.headers):  # the handler's span joins the saga's trace
+            reply, body = await participant.handle_for_wire(
+                decoded, limit if asked is None else min(asked, limit)
+            )
         await self._respond(command, request, reply, body)
 
     async def _respond(

@@ -1,0 +1,148 @@
+"""Log records in a saga's context: who sets it, how lines carry it, text or JSON lines.
+
+The coordinator (and the participant SDK) wrap the work on one step attempt in
+``saga_context(...)``; ``SagaContextFilter`` copies ``saga_id``, ``step``, ``direction`` and
+``attempt`` onto every record logged inside it. ``JsonFormatter`` writes one JSON object a line
+(time, level, logger, message, those fields when set, and an exception's traceback).
+``configure(level, fmt)`` installs either format on the root logger. Operator actions are
+also written to the ``saga.audit`` logger (``audit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(saga_suffix)s"
+SAGA_FIELDS = ("saga_id", "step", "direction", "attempt")
+
+AUDIT = logging.getLogger("saga.audit")
+
+_saga_id: ContextVar[str | None] = ContextVar("saga_log_saga_id", default=None)
+_step: ContextVar[str | None] = ContextVar("saga_log_step", default=None)
+_direction: ContextVar[str | None] = ContextVar("saga_log_direction", default=None)
+_attempt: ContextVar[int | None] = ContextVar("saga_log_attempt", default=None)
+
+# The standard LogRecord attributes: anything else on a record came from ``extra``.
+_RESERVED = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "saga_suffix", *SAGA_FIELDS}
+)
+
+
+@contextlib.contextmanager
+def saga_context(
+    saga_id: str, step: str | None = None, direction: str | None = None,
+    attempt: int | None = None,
+) -> Iterator[None]:  # fmt: skip
+    """Every record logged inside (in this task) carries these fields."""
+    tokens = (
+        _saga_id.set(saga_id),
+        _step.set(step),
+        _direction.set(direction),
+        _attempt.set(attempt),
+    )
+    try:
+        yield
+    finally:
+        _attempt.reset(tokens[3])
+        _direction.reset(tokens[2])
+        _step.reset(tokens[1])
+        _saga_id.reset(tokens[0])
+
+
+def current() -> dict[str, str | int]:
+    """The saga fields set now (none outside a saga's context)."""
+    values: dict[str, str | int | None] = {
+        "saga_id": _saga_id.get(),
+        "step": _step.get(),
+        "direction": _direction.get(),
+        "attempt": _attempt.get(),
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class SagaContextFilter(logging.Filter):
+    """Copies the saga fields of the current context onto each record (a handler filter:
+    it sees records of every logger). Fields given with ``extra`` win."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = current()
+        for name in SAGA_FIELDS:
+            if not hasattr(record, name):
+                setattr(record, name, fields.get(name))
+        shown = [f"{name}={getattr(record, name)}" for name in SAGA_FIELDS
+                 if getattr(record, name) is not None]  # fmt: skip
+        record.saga_suffix = f" [{' '.join(shown)}]" if shown else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO 8601), level, logger, message, the saga
+    fields when set, any ``extra`` fields, and ``exc_info`` as text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in SAGA_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        for name, value in vars(record).items():
+            if name not in _RESERVED and not name.startswith("_"):
+                line[name] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def make_handler(fmt: str, stream: TextIO | None = None) -> logging.Handler:
+    """A stream handler (stderr by default) writing ``fmt`` (``text`` or ``json``) lines."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(SagaContextFilter())
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(formatter)
+    return handler
+
+
+def configure(level: int | str, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Log ``level`` and above to stderr in ``fmt``, replacing the root logger's handlers."""
+    handler = make_handler(fmt, stream)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    if root.level > logging.INFO:
+        # Operator actions are rare and always worth a line.
+        AUDIT.setLevel(logging.INFO)
+
+
+def audit(
+    action: str, saga_id: str, *, actor: str, reason: str, dry_run: bool = False,
+    outcome: str = "done",
+) -> None:  # fmt: skip
+    """One ``saga.audit`` line for an operator action (the log's own audit entry is the
+    record; this is for the people reading the application's logs)."""
+    if dry_run:
+        return
+    AUDIT.info(
+        "operator %s: %s on saga %s (%s): %s", actor, action, saga_id, outcome, reason,
+        extra={"action": action, "actor": actor, "reason": reason, "outcome": outcome,
+               "saga_id": saga_id},
+    )  # fmt: skip
