@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
-from saga.logging_setup import LOG_FORMATS, make_handler
-from saga.redact import RedactingFilter
+from saga.logging_setup import LOG_FORMATS, configure, make_handler
+from saga.redact import RedactingFilter, install_log_redaction
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,18 +32,9 @@ def log_format_option() -> Callable[[F], F]:
 
 def configure_logging(level: int | None, fmt: str) -> None:
     """Log to stderr in ``fmt`` at ``level`` (None: the level already set, as ``-v`` set
-    it), with saga fields on each line and secrets redacted; replaces the root's handlers."""
-    root = logging.getLogger()
-    handler = make_handler(fmt)
-    handler.addFilter(RedactingFilter())
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    if level is not None:
-        root.setLevel(level)
-    if root.getEffectiveLevel() > logging.INFO:
-        # Operator actions are rare, and always worth a line.
-        logging.getLogger("saga.audit").setLevel(logging.INFO)
+    it), with saga fields on each line and secrets redacted (see ``logging_setup.configure``)."""
+    configure(level, fmt)
+    install_log_redaction()
 
 
 def log_file_handler(path: Path, fmt: str) -> logging.Handler:

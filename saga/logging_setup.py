@@ -120,17 +120,21 @@ def make_handler(fmt: str, stream: TextIO | None = None) -> logging.Handler:
     return handler
 
 
-def configure(level: int | str, fmt: str = "text", stream: TextIO | None = None) -> None:
-    """Log ``level`` and above to stderr in ``fmt``, replacing the root logger's handlers."""
-    handler = make_handler(fmt, stream)
+def configure(level: int | None, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Log to ``stream`` (stderr) in ``fmt`` at ``level`` (None: keep the root's level).
+
+    Replaces the root's plain stream handlers (``logging.basicConfig``'s, or an earlier
+    call's); others (a file, a test's capture) stay. ``saga.audit`` logs at INFO at least.
+    """
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    if root.level > logging.INFO:
-        # Operator actions are rare and always worth a line.
-        AUDIT.setLevel(logging.INFO)
+        if type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+    root.addHandler(make_handler(fmt, stream))
+    if level is not None:
+        root.setLevel(level)
+    if AUDIT.getEffectiveLevel() > logging.INFO:
+        AUDIT.setLevel(logging.INFO)  # operator actions are rare, and always worth a line
 
 
 def audit(
