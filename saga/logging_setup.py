@@ -10,12 +10,10 @@ also written to the ``saga.audit`` logger (``audit``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -25,10 +23,10 @@ SAGA_FIELDS = ("saga_id", "step", "direction", "attempt")
 
 AUDIT = logging.getLogger("saga.audit")
 
-_saga_id: ContextVar[str | None] = ContextVar("saga_log_saga_id", default=None)
-_step: ContextVar[str | None] = ContextVar("saga_log_step", default=None)
-_direction: ContextVar[str | None] = ContextVar("saga_log_direction", default=None)
-_attempt: ContextVar[int | None] = ContextVar("saga_log_attempt", default=None)
+_fields: ContextVar[tuple[str, str | None, str | None, int | None] | None] = ContextVar(
+    "saga_log_fields", default=None
+)
+"""(saga id, step, direction, attempt) of the work under way: one variable, set once."""
 
 # The standard LogRecord attributes: anything else on a record came from ``extra``.
 _RESERVED = frozenset(
@@ -37,36 +35,34 @@ _RESERVED = frozenset(
 )
 
 
-@contextlib.contextmanager
-def saga_context(
-    saga_id: str, step: str | None = None, direction: str | None = None,
-    attempt: int | None = None,
-) -> Iterator[None]:  # fmt: skip
-    """Every record logged inside (in this task) carries these fields."""
-    tokens = (
-        _saga_id.set(saga_id),
-        _step.set(step),
-        _direction.set(direction),
-        _attempt.set(attempt),
-    )
-    try:
-        yield
-    finally:
-        _attempt.reset(tokens[3])
-        _direction.reset(tokens[2])
-        _step.reset(tokens[1])
-        _saga_id.reset(tokens[0])
+class saga_context:  # noqa: N801  (used as a function: ``with saga_context(...)``)
+    """Every record logged inside (in this task, and in tasks it starts) carries these
+    fields. A class, not a generator: it wraps every command the coordinator sends."""
+
+    __slots__ = ("_token", "_value")
+
+    def __init__(
+        self, saga_id: str, step: str | None = None, direction: str | None = None,
+        attempt: int | None = None,
+    ) -> None:  # fmt: skip
+        self._value = (saga_id, step, direction, attempt)
+        self._token: Token[tuple[str, str | None, str | None, int | None] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _fields.set(self._value)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _fields.reset(self._token)
+            self._token = None
 
 
 def current() -> dict[str, str | int]:
     """The saga fields set now (none outside a saga's context)."""
-    values: dict[str, str | int | None] = {
-        "saga_id": _saga_id.get(),
-        "step": _step.get(),
-        "direction": _direction.get(),
-        "attempt": _attempt.get(),
-    }
-    return {k: v for k, v in values.items() if v is not None}
+    value = _fields.get()
+    if value is None:
+        return {}
+    return {k: v for k, v in zip(SAGA_FIELDS, value, strict=True) if v is not None}
 
 
 class SagaContextFilter(logging.Filter):

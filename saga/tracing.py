@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
@@ -48,13 +50,26 @@ TRACER_NAME = "saga"
 AttemptKey = tuple[str, str, str, int]
 """(saga id, step, direction, attempt)."""
 
+_NOTHING: AbstractContextManager[None] = contextlib.nullcontext()
+"""What every wrapper returns while tracing is off (reusable, stateless)."""
 _FAILED_OUTCOMES = frozenset({"failed", "rejected", "timeout", "error"})
+
+
+_UNKNOWN = object()
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def enabled() -> bool:
     """Whether an OpenTelemetry SDK (any real ``TracerProvider``) is installed."""
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
+    # Called for every command: ``trace.get_tracer_provider()`` looks the environment up
+    # each time no provider is set (microseconds), so the global is read first (with the
+    # public call as the fallback should the API ever rename it).
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _PROVIDER_FROM_ENV:
+        return False
+    if provider is None or provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    return not isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
 
 
 def _tracer() -> trace.Tracer:
@@ -91,16 +106,20 @@ class CoordinatorTracing:
     _runs: dict[str, Span] = field(default_factory=dict)
     _attempts: dict[AttemptKey, Span] = field(default_factory=dict)
 
-    @contextlib.contextmanager
     def sending(
         self, saga_id: str, saga_name: str, step: str, direction: str, attempt: int
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[None]:
         """Around handing one attempt to the transport: its span is current (so the
         transport injects its context into the command's headers). A re-send of the same
         attempt reuses its span."""
         if not enabled():
-            yield
-            return
+            return _NOTHING
+        return self._sending(saga_id, saga_name, step, direction, attempt)
+
+    @contextlib.contextmanager
+    def _sending(
+        self, saga_id: str, saga_name: str, step: str, direction: str, attempt: int
+    ) -> Iterator[None]:
         key = (saga_id, step, direction, attempt)
         span = self._attempts.get(key)
         if span is None:
@@ -160,12 +179,13 @@ class CoordinatorTracing:
         self._runs.clear()
 
 
-@contextlib.contextmanager
-def operator_span(saga_id: str, action: str, actor: str) -> Iterator[None]:
+def operator_span(saga_id: str, action: str, actor: str) -> AbstractContextManager[None]:
     """Around an operator action: a span in the saga's trace; an exception marks it."""
-    if not enabled():
-        yield
-        return
+    return _operator_span(saga_id, action, actor) if enabled() else _NOTHING
+
+
+@contextlib.contextmanager
+def _operator_span(saga_id: str, action: str, actor: str) -> Iterator[None]:
     with _tracer().start_as_current_span(
         f"operator {action}",
         context=_root_context(saga_id),
@@ -181,12 +201,13 @@ def inject(headers: MutableMapping[str, str]) -> None:
         propagate.inject(headers)
 
 
-@contextlib.contextmanager
-def extracted(headers: Mapping[str, str] | None) -> Iterator[None]:
+def extracted(headers: Mapping[str, str] | None) -> AbstractContextManager[None]:
     """Around serving a received message: the context its headers carry is current."""
-    if not headers or not enabled():
-        yield
-        return
+    return _extracted(headers) if headers and enabled() else _NOTHING
+
+
+@contextlib.contextmanager
+def _extracted(headers: Mapping[str, str]) -> Iterator[None]:
     token = otel_context.attach(propagate.extract(dict(headers)))
     try:
         yield
@@ -201,27 +222,31 @@ class HandlerSpan:
     outcome: str = "succeeded"
 
 
-@contextlib.contextmanager
 def handler_span(
     service: str, command: str, *, saga_id: str, saga_name: str, step: str, direction: str,
     attempt: int,
-) -> Iterator[HandlerSpan]:  # fmt: skip
+) -> AbstractContextManager[HandlerSpan]:  # fmt: skip
     """Around a participant's handler: a span, child of the current context (the attempt
     span that sent the command); set ``outcome`` on what it yields."""
-    record = HandlerSpan()
     if not enabled():
-        yield record
-        return
+        return contextlib.nullcontext(HandlerSpan())
+    attributes: dict[str, str | int] = {
+        "saga.id": saga_id,
+        "saga.name": saga_name,
+        "saga.step": step,
+        "saga.direction": direction,
+        "saga.attempt": attempt,
+    }
+    return _handler_span(f"handle {service}.{command}", attributes)
+
+
+@contextlib.contextmanager
+def _handler_span(name: str, attributes: dict[str, str | int]) -> Iterator[HandlerSpan]:
+    record = HandlerSpan()
     with _tracer().start_as_current_span(
-        f"handle {service}.{command}",
+        name,
         kind=SpanKind.CONSUMER,
-        attributes={
-            "saga.id": saga_id,
-            "saga.name": saga_name,
-            "saga.step": step,
-            "saga.direction": direction,
-            "saga.attempt": attempt,
-        },
+        attributes=attributes,
         record_exception=True,
         set_status_on_exception=True,
     ) as span:
