@@ -227,6 +227,9 @@ def test_configure_logging_replaces_the_plain_stream_handler_only() -> None:
     plain = logging.StreamHandler(io.StringIO())
     before = list(root.handlers)
     level = root.level
+    audit = logging.getLogger("saga.audit")
+    audit_level = audit.level
+    root.setLevel(logging.WARNING)
     root.addHandler(kept)
     root.addHandler(plain)
     try:
@@ -237,8 +240,10 @@ def test_configure_logging_replaces_the_plain_stream_handler_only() -> None:
         assert len(added) == 1
         assert isinstance(added[0].formatter, logging.Formatter)
         assert type(added[0].formatter).__name__ == "JsonFormatter"
-        assert root.level == level
+        assert root.level == logging.WARNING  # None kept the level -v set
+        assert audit.isEnabledFor(logging.INFO)  # operator actions show anyway
     finally:
+        audit.setLevel(audit_level)
         for handler in list(root.handlers):
             if handler not in before:
                 root.removeHandler(handler)
