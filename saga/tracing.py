@@ -17,7 +17,7 @@ restarts (or takes the saga over) continues the same trace:
 - ``operator <action>``: an operator action, child of the virtual root.
 
 Attributes: ``saga.id``, ``saga.name``, ``saga.step``, ``saga.direction``, ``saga.attempt``,
-``saga.outcome`` (and ``saga.action``, ``saga.actor`` for operator actions).
+``saga.outcome`` (and ``saga.action``, ``saga.actor``, ``saga.dry_run`` for operator actions).
 """
 
 from __future__ import annotations
@@ -179,18 +179,25 @@ class CoordinatorTracing:
         self._runs.clear()
 
 
-def operator_span(saga_id: str, action: str, actor: str) -> AbstractContextManager[None]:
+def operator_span(
+    saga_id: str, action: str, actor: str, *, dry_run: bool = False
+) -> AbstractContextManager[None]:
     """Around an operator action: a span in the saga's trace; an exception marks it."""
-    return _operator_span(saga_id, action, actor) if enabled() else _NOTHING
+    return _operator_span(saga_id, action, actor, dry_run) if enabled() else _NOTHING
 
 
 @contextlib.contextmanager
-def _operator_span(saga_id: str, action: str, actor: str) -> Iterator[None]:
+def _operator_span(saga_id: str, action: str, actor: str, dry_run: bool) -> Iterator[None]:
     with _tracer().start_as_current_span(
         f"operator {action}",
         context=_root_context(saga_id),
         kind=SpanKind.INTERNAL,
-        attributes={"saga.id": saga_id, "saga.action": action, "saga.actor": actor},
+        attributes={
+            "saga.id": saga_id,
+            "saga.action": action,
+            "saga.actor": actor,
+            "saga.dry_run": dry_run,
+        },
     ):
         yield
 

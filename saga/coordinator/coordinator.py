@@ -518,7 +518,7 @@ class Coordinator:
             action = Action(action)
         except ValueError as exc:
             raise StateError(f"unknown action {action!r}", saga_id=saga_id) from exc
-        with tracing.operator_span(saga_id, action.value, actor):
+        with tracing.operator_span(saga_id, action.value, actor, dry_run=dry_run):
             preview = await self._act(
                 saga_id, action, actor=actor, reason=reason, result=result, dry_run=dry_run
             )

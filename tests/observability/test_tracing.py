@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from saga import Coordinator, NatsTransport, SagaStatus, tracing
+from saga import Coordinator, NatsTransport, SagaStatus, SqlSagaLog, tracing
 from saga.protocol import Command, Direction
 from saga.testing import FakeClock, Fault, InMemorySagaLog, InMemoryTransport
 from saga.transport.nats_server import NatsServer
@@ -88,9 +88,9 @@ async def test_a_compensated_saga_is_one_trace_in_memory(spans: InMemorySpanExpo
 
 
 async def test_a_saga_over_nats_is_one_trace(
-    spans: InMemorySpanExporter, nats_server: NatsServer
+    spans: InMemorySpanExporter, nats_server: NatsServer, sql_url: str
 ) -> None:
-    shop, log = Shop(), InMemorySagaLog()
+    shop, log = Shop(), SqlSagaLog(sql_url)
     shop.fail["payments.reserve"] = 1  # one failed attempt, then success: two attempt spans
     saga = order_saga()
     servers = [await p.serve(nats_server.url) for p in shop.participants]
@@ -147,6 +147,7 @@ async def test_operator_action_is_a_span_in_the_saga_trace(spans: InMemorySpanEx
         assert span.context.trace_id == trace_id
         assert span.parent is not None
         assert span.parent.span_id == root_span_id
+    assert [_attrs(s)["saga.dry_run"] for s in actions] == [False, False]
     assert actions[0].status.status_code is not StatusCode.ERROR
     assert actions[1].status.status_code is StatusCode.ERROR  # refused: the saga had ended
     # The credit attempt whose reply was lost ends with the saga, not never.
