@@ -38,8 +38,7 @@ from saga.transport.nats import NatsTransport
 from saga.transport.security import NatsSecurity
 from saga.transport.signals import SignalReply
 from saga.transport.starts import StartReply
-
-__version__ = "0.1.0"
+from saga.version import __version__
 
 __all__ = [
     "FOREVER",

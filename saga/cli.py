@@ -28,6 +28,7 @@ from saga.cli_options import DEFAULT_DB, DEFAULT_NATS, db_option, http_options, 
 from saga.definition import Saga
 from saga.errors import SagaError
 from saga.log.ownership import DEFAULT_LEASE_MS
+from saga.log_options import configure_logging, log_format_option
 from saga.ops_cli import COMMANDS as OPS_COMMANDS
 from saga.ops_cli import JSON_OPTION, iso_time
 from saga.redact import install_log_redaction, redact_text, redact_url
@@ -338,7 +339,9 @@ def _advertise_url(ctx: click.Context, param: click.Parameter, value: str | None
     help="Where this coordinator's HTTP API is reachable, as /api/coordinators shows it.",
 )  # fmt: skip
 @http_options
+@log_format_option()
 def coordinator(
+    log_format: str,
     nats_url: str,
     db_url: str,
     saga_specs: tuple[str, ...],
@@ -353,6 +356,7 @@ def coordinator(
     """Run a coordinator until SIGINT or SIGTERM (with --http, serve the API beside it)."""
     from saga.api.options import ensure_port_free, http_settings
 
+    configure_logging(None, log_format)
     sys.path.insert(0, "")
     sagas = [s for spec in saga_specs for s in load_sagas(spec)]
     settings = http_settings(http, **api) if http else None

@@ -37,7 +37,8 @@ from saga.coordinator import Coordinator
 from saga.definition import Saga
 from saga.events import SagaStatus
 from saga.log.sql import SqlSagaLog
-from saga.redact import RedactingFilter, redact_url
+from saga.log_options import log_file_handler, log_format_option
+from saga.redact import redact_url
 from saga.transport.nats import NatsTransport
 from saga.transport.nats_server import free_port, nats_server_binary
 from saga.transport.security import NatsSecurity
@@ -333,6 +334,8 @@ class DevOptions:
     demo_timeout_s: float
     http: HttpSettings | None = None
     """Where to serve the HTTP API and dashboard (None: not at all)."""
+    log_format: str = "text"
+    """How the coordinator's log file's lines look: ``text`` or ``json``."""
 
 
 async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> DemoSummary | None:
@@ -360,7 +363,7 @@ async def run_dev(options: DevOptions, root: Path, echo: Echo = click.echo) -> D
     summary: DemoSummary | None = None
     say(f"saga dev: everything below runs on this machine; Ctrl-C stops it all (in {folder})")
     try:
-        with _log_to(folder / "logs" / "coordinator.log") as coordinator_log:
+        with _log_to(folder / "logs" / "coordinator.log", options.log_format) as coordinator_log:
             nats_url = options.nats_url or await _start_nats(infra, folder, say)
             if options.nats_url:
                 say(f"  nats          {redact_url(nats_url)}  (given; not started here)")
@@ -435,11 +438,9 @@ async def _start_nats(infra: Children, folder: Path, echo: Echo) -> str:
 
 
 @contextlib.contextmanager
-def _log_to(path: Path) -> Iterator[Path]:
+def _log_to(path: Path, fmt: str = "text") -> Iterator[Path]:
     """Send the coordinator's log (retries, needs attention) to a file, not the terminal."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
+    handler = log_file_handler(path, fmt)
     logger = logging.getLogger("saga")
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
@@ -521,6 +522,7 @@ async def _start_services(
     help="Seconds to wait for the demo sagas to settle.",
 )
 @http_options
+@log_format_option()
 def dev(**params: Any) -> None:  # fmt: skip
     """Run NATS, a saga log, a coordinator, the example services and the HTTP API and
     dashboard (http://127.0.0.1:8080 unless --http says otherwise) here, until Ctrl-C."""

@@ -7,7 +7,14 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +36,7 @@ from saga.engine.payloads import (
 from saga.events import EventType, Health, SagaStatus
 from saga.log.base import SagaRecord
 from saga.log.ownership import Ownership
+from saga.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +51,31 @@ _FINAL = {
 
 
 class _InFlight(Collector):
-    """saga_in_flight{health}: unfinished sagas by (effective) health, computed when scraped."""
+    """saga_in_flight{saga, health}: unfinished sagas by saga name and (effective) health,
+    computed when scraped; every health of every name seen is there, 0 included."""
 
-    def __init__(self, tracked: dict[str, tuple[Health, int]], stalled: Callable[[], int | None]):
+    def __init__(
+        self,
+        tracked: dict[str, tuple[str, Health, int]],
+        names: set[str],
+        stalled: Callable[[], int | None],
+    ) -> None:
         self._tracked = tracked
+        self._names = names
         self._stalled = stalled
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stalled_before = self._stalled()
-        counts = dict.fromkeys(Health, 0)
-        for health, updated_ms in self._tracked.values():
+        counts = {(name, health): 0 for name in self._names for health in Health}
+        for name, health, updated_ms in self._tracked.values():
             if health is not Health.STUCK and stalled_before is not None:
                 health = Health.STUCK if updated_ms < stalled_before else health
-            counts[health] += 1
+            counts[name, health] = counts.get((name, health), 0) + 1
         family = GaugeMetricFamily(
-            "saga_in_flight", "Unfinished sagas by health.", labels=["health"]
+            "saga_in_flight", "Unfinished sagas by saga name and health.", labels=["saga", "health"]
         )
-        for health, count in counts.items():
-            family.add_metric([health.value], count)
+        for (name, health), count in sorted(counts.items()):
+            family.add_metric([name, health.value], count)
         yield family
 
 
@@ -164,8 +179,14 @@ class SagaMetrics:
         service_load: Callable[[], list[ServiceLoad]] | None = None,
         ownership: Callable[[], OwnershipCounts] | None = None,
     ) -> None:
+        # No saga_*_created series: they double the series count and nobody graphs them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        self.build_info = Gauge(
+            "saga_build_info", "The running saga-coordinator version.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
         self.started = Counter("saga_started", "Sagas started.", ["saga"], registry=r)
         self.ended = Counter(
             "saga_finished", "Sagas that ended, by outcome.", ["saga", "status"], registry=r
@@ -197,9 +218,10 @@ class SagaMetrics:
             buckets=_DURATIONS,
             registry=r,
         )
-        self._tracked: dict[str, tuple[Health, int]] = {}
+        self._tracked: dict[str, tuple[str, Health, int]] = {}
+        self._names: set[str] = set()
         self._sent: dict[str, dict[tuple[str, str], int]] = {}
-        r.register(_InFlight(self._tracked, stalled_before_ms))
+        r.register(_InFlight(self._tracked, self._names, stalled_before_ms))
         if service_load is not None:
             r.register(_ServiceFlow(service_load))
         self.coordinators_live: int | None = None
@@ -211,11 +233,13 @@ class SagaMetrics:
         """Count sagas that were unfinished before this process started."""
         for record in unfinished:
             if record.health is not None and record.saga_id not in self._tracked:
-                self._tracked[record.saga_id] = (record.health, record.updated_ms)
+                self._tracked[record.saga_id] = (record.name, record.health, record.updated_ms)
+                self._names.add(record.name)
 
     def observe(self, change: SagaChange) -> None:
         """A coordinator listener: update every metric from one recorded change."""
         name = change.name
+        self._names.add(name)
         for event in change.events:
             match payload_of(event):
                 case SagaStarted():
@@ -249,7 +273,7 @@ class SagaMetrics:
             self._tracked.pop(change.saga_id, None)
         else:
             at_ms = change.events[-1].at_ms if change.events else 0
-            self._tracked[change.saga_id] = (change.health, at_ms)
+            self._tracked[change.saga_id] = (name, change.health, at_ms)
         if change.status.is_final or change.status is SagaStatus.STUCK:
             # Settled: nothing it sent is waited for any more.
             self._sent.pop(change.saga_id, None)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, TypedDict
 
-from saga import engine
+from saga import engine, tracing
 from saga.clock import Clock, SystemClock
 from saga.coordinator.dispatch import (
     DEFAULT_MAX_IN_FLIGHT_PER_SERVICE,
@@ -60,6 +60,7 @@ from saga.errors import (
 from saga.events import Event, EventType, Health, JsonObject, NewEvent, SagaStatus
 from saga.log.base import Append, NewSaga, SagaLog, SagaRecord
 from saga.log.ownership import DEFAULT_LEASE_MS, Claim, Load
+from saga.logging_setup import audit, saga_context
 from saga.names import NAME_RULE, SAGA_ID_RULE, check_event_id, is_name, is_saga_id
 from saga.protocol import MAX_PAYLOAD_BYTES, Command, Direction, Outcome, Reply, encode_json
 from saga.transport.base import Transport
@@ -260,6 +261,7 @@ class Coordinator:
             adaptive=adaptive_limit,
         )
         self._active: dict[str, _Active] = {}
+        self._tracing = tracing.CoordinatorTracing()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[Callable[[SagaChange], None]] = []
         self._open = False
@@ -345,6 +347,7 @@ class Coordinator:
                 waiter.cancel()
         self._active.clear()
         self._owned.clear()
+        self._tracing.close()
         # Nothing more is written: hand every saga back at once, for the others to claim.
         try:
             released = await self.log.ownership.leave(self.coordinator_id)
@@ -515,6 +518,17 @@ class Coordinator:
             action = Action(action)
         except ValueError as exc:
             raise StateError(f"unknown action {action!r}", saga_id=saga_id) from exc
+        with tracing.operator_span(saga_id, action.value, actor, dry_run=dry_run):
+            preview = await self._act(
+                saga_id, action, actor=actor, reason=reason, result=result, dry_run=dry_run
+            )
+        audit(action.value, saga_id, actor=actor, reason=reason, dry_run=dry_run)
+        return preview
+
+    async def _act(
+        self, saga_id: str, action: Action, *, actor: str, reason: str,
+        result: JsonObject | None, dry_run: bool,
+    ) -> Preview:  # fmt: skip
         now = self.clock.now_ms()
         if dry_run:
             # A preview changes nothing, so the saga stays with whoever owns it.
@@ -690,6 +704,7 @@ class Coordinator:
         active = self._active.pop(saga_id, None)
         self._dispatcher.forget(saga_id)
         self._timers.schedule(saga_id, None)
+        self._tracing.settled(saga_id, "handed_over")
         if active is None:
             return
         for waiter in active.waiters:
@@ -1007,6 +1022,7 @@ class Coordinator:
             self._owned.pop(saga_id, None)  # a stuck saga stays ours until an operator acts
         self._dispatcher.forget(saga_id)
         self._timers.schedule(saga_id, None)
+        self._tracing.settled(saga_id, result.status.value)
         if result.status is SagaStatus.STUCK:
             logger.warning("saga %s is stuck: %s", saga_id, (result.stuck or {}).get("reason"))
 
@@ -1023,8 +1039,15 @@ class Coordinator:
 
     async def _transmit(self, command: Command) -> None:
         """Hand a command to the transport (the dispatcher calls this when its turn comes)."""
+        direction = command.direction.value
         try:
-            await self.transport.send(command)
+            with (
+                saga_context(command.saga_id, command.step, direction, command.attempt),
+                self._tracing.sending(
+                    command.saga_id, command.saga_name, command.step, direction, command.attempt
+                ),
+            ):
+                await self.transport.send(command)
         except (TransportError, ProtocolError) as exc:
             # Recorded as sent already: the step's timeout makes it a retry later.
             logger.warning(
@@ -1057,6 +1080,9 @@ class Coordinator:
             if isinstance(failed, StepFailed) and (failed.error or {}).get("code") == "timeout":
                 key = (saga_id, failed.step, failed.direction, failed.attempt)
                 self._dispatcher.on_timeout(key)
+                self._tracing.answered(
+                    (saga_id, failed.step, failed.direction.value, failed.attempt), "timeout"
+                )
 
     # -- inputs from the transport and the timers -----------------------------------------
 
@@ -1072,6 +1098,10 @@ class Coordinator:
 
     async def _on_reply(self, command: Command, reply: Reply) -> None:
         self._dispatcher.on_reply(command)
+        direction = command.direction.value
+        self._tracing.answered(
+            (command.saga_id, command.step, direction, command.attempt), reply.outcome.value
+        )
         active = self._active.get(command.saga_id)
         if active is None:
             logger.debug("reply for saga %s, which is not active here", command.saga_id)
@@ -1094,7 +1124,9 @@ class Coordinator:
                 )  # fmt: skip
             return events
 
-        self._spawn(self._advance(command.saga_id, make))
+        # The task copies the context: its log lines name the saga, step and attempt.
+        with saga_context(command.saga_id, command.step, direction, command.attempt):
+            self._spawn(self._advance(command.saga_id, make))
 
     async def _on_completion(self, saga_id: str, step: str, direction: Direction) -> None:
         """A participant announced that an accepted command of ``step`` completed (or sent a
@@ -1165,4 +1197,5 @@ class Coordinator:
 
     def _on_timer(self, saga_id: str) -> None:
         if saga_id in self._active:
-            self._spawn(self._advance(saga_id))
+            with saga_context(saga_id):
+                self._spawn(self._advance(saga_id))

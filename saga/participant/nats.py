@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,6 +28,7 @@ from nats.aio.client import Client
 from nats.micro.request import Handler, Request
 from nats.micro.service import EndpointStats, Service
 
+from saga import tracing
 from saga.errors import DefinitionError, ProtocolError, TransportError
 from saga.participant.completions import Announce
 from saga.participant.service import ParticipantCore
@@ -40,6 +43,12 @@ from saga.protocol import (
 )
 from saga.transport.nats import NatsErrorWatch, connect_nats, flush_pending
 from saga.transport.security import NatsSecurity
+from saga.version import __version__
+
+VERSION_METADATA_KEY = "saga.version"
+"""``$SRV.INFO`` metadata: the saga-coordinator package version the participant runs."""
+INSTANCE_METADATA_KEY = "saga.instance"
+"""``$SRV.INFO`` metadata: the replica's instance name (``<hostname>-<pid>`` when unnamed)."""
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +93,7 @@ class ParticipantServer:
         self._client = client
         self._owns_client = owns_client
         self._service: Service | None = None
+        self._endpoints: dict[str, Any] = {}
         self._slots = asyncio.Semaphore(participant.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
@@ -136,13 +146,19 @@ class ParticipantServer:
         await participant.store.open()
         await participant.take_over()
         identity = participant.store.identity
+        metadata = {
+            VERSION_METADATA_KEY: __version__,
+            INSTANCE_METADATA_KEY: participant.instance or f"{socket.gethostname()}-{os.getpid()}",
+        }
+        if identity is not None:
+            # Replicas must share one store; the coordinator compares what they announce.
+            metadata[STORE_METADATA_KEY] = identity
         service = await micro.add_service(
             self._client,
             name=participant.name,
             version=participant.version,
             description=participant.description,
-            # Replicas must share one store; the coordinator compares what they announce.
-            metadata={STORE_METADATA_KEY: identity} if identity is not None else None,
+            metadata=metadata,
             queue_group=participant.name,
             stats_handler=self._endpoint_data,
         )
@@ -154,6 +170,9 @@ class ParticipantServer:
                 queue_group=participant.name,
                 handler=self._endpoint(name),
             )
+            # Requests run in tasks of their own, so nats.micro never sees a handler fail:
+            # the stats of a "failed" answer are counted here (see _respond).
+            self._endpoints[name] = service._endpoints[-1]
         await flush_pending(self._client)
         refused = self._errors.refused_subscriptions if self._errors is not None else []
         if refused:
@@ -227,9 +246,10 @@ class ParticipantServer:
         # "result_too_large" (the effect is recorded; the compensation gets the result).
         limit = self._client.max_payload - _HEADER_ROOM_BYTES
         asked = max_reply_bytes(request.headers)
-        reply, body = await participant.handle_for_wire(
-            decoded, limit if asked is None else min(asked, limit)
-        )
+        with tracing.extracted(request.headers):  # the handler's span joins the saga's trace
+            reply, body = await participant.handle_for_wire(
+                decoded, limit if asked is None else min(asked, limit)
+            )
         await self._respond(command, request, reply, body)
 
     async def _respond(
@@ -240,6 +260,8 @@ class ParticipantServer:
             reply, body = self.participant.fit(reply)
         label = reply.error.code if reply.error and reply.error.code == "bad_request" else None
         self.outcomes.setdefault(command, Counter())[label or reply.outcome.value] += 1
+        if reply.outcome is Outcome.FAILED:
+            self._count_error(command, reply)
         try:
             if reply.outcome is Outcome.SUCCEEDED or reply.error is None:
                 await request.respond(body)
@@ -250,6 +272,16 @@ class ParticipantServer:
             logger.warning("request on %s has no reply subject; nobody gets the reply", subject)
         except (OSError, nats.errors.Error) as exc:
             logger.warning("could not reply on %s: %s", subject, exc)
+
+    def _count_error(self, command: str, reply: Reply) -> None:
+        """A ``failed`` answer is an error in the endpoint's micro stats (``num_errors``,
+        ``last_error``), as a raising micro handler would be; a business "no" is not."""
+        endpoint = self._endpoints.get(command)
+        if endpoint is None or not hasattr(endpoint, "_num_errors"):
+            return
+        endpoint._num_errors += 1
+        error = reply.error
+        endpoint._last_error = _header_text(f"{error.code}: {error.message}") if error else "failed"
 
     async def stop(self) -> None:
         """Stop taking requests, finish the ones in flight, disconnect if we connected."""

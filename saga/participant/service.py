@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from saga import tracing
 from saga.clock import Clock, SystemClock
 from saga.errors import DefinitionError, ProtocolError, Rejected
+from saga.logging_setup import saga_context
 from saga.names import NAME_RULE, is_name
 from saga.participant.completions import (
     COMPENSATED_FORWARD,
@@ -501,13 +503,26 @@ class ParticipantCore:
         )
         where = f"{command.subject} (saga {command.saga_id} step {command.step}"
         where += f" {command.direction.value} attempt {command.attempt})"
-        try:
-            result: object = await handler(ctx, dict(command.payload))
-        except Rejected as exc:
-            return self._rejection(exc, where)
-        except Exception as exc:
-            logger.exception("handler %s raised; the step will be retried", where)
-            return Reply.failed("handler_error", _message(exc))
+        direction = command.direction.value
+        with (
+            saga_context(command.saga_id, command.step, direction, command.attempt),
+            tracing.handler_span(
+                command.service, command.command, saga_id=command.saga_id,
+                saga_name=command.saga_name, step=command.step, direction=direction,
+                attempt=command.attempt,
+            ) as span,
+        ):  # fmt: skip
+            try:
+                result: object = await handler(ctx, dict(command.payload))
+            except Rejected as exc:
+                span.outcome = "rejected"
+                return self._rejection(exc, where)
+            except Exception as exc:
+                span.outcome = "failed"
+                logger.exception("handler %s raised; the step will be retried", where)
+                return Reply.failed("handler_error", _message(exc))
+            if isinstance(result, Accepted):
+                span.outcome = "accepted"
         # The handler returned, so its effect was taken: from here on the answer is final,
         # whatever is wrong with the result, and a retry never runs the handler again.
         if isinstance(result, Accepted):

@@ -32,6 +32,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from saga import tracing
 from saga.errors import ProtocolError, TransportError
 from saga.protocol import (
     COMPLETIONS_SUBJECT,
@@ -581,12 +582,11 @@ class NatsTransport(Transport):
         token = str(next(self._tokens))
         self._expire_pending()
         self._pending[token] = _Pending(command, time.monotonic())
+        headers = {**command.headers(), HEADER_MAX_REPLY: str(self.max_payload_bytes)}
+        tracing.inject(headers)  # W3C traceparent of the attempt's span, when tracing
         try:
             await nc.publish(
-                command.subject,
-                body,
-                reply=f"{self._prefix}.{token}",
-                headers={**command.headers(), HEADER_MAX_REPLY: str(self.max_payload_bytes)},
+                command.subject, body, reply=f"{self._prefix}.{token}", headers=headers
             )
         except (OSError, nats.errors.Error) as exc:
             self._pending.pop(token, None)

@@ -101,8 +101,8 @@ async def test_metrics_count_sagas_steps_and_health(
         sample("saga_step_duration_seconds_count", saga="order", step="create", direction="forward")
         == 3
     )
-    assert sample("saga_in_flight", health="stuck") == 0
-    assert sample("saga_in_flight", health="progressing") == 0
+    assert sample("saga_in_flight", saga="order", health="stuck") == 0
+    assert sample("saga_in_flight", saga="order", health="progressing") == 0
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -125,7 +125,7 @@ async def test_in_flight_gauge_counts_unfinished_sagas(
     shop.fail["payments.release"] = 100
     await settled(coordinator, await start(client))
     text = await (await client.get("/metrics", headers=VIEWER)).text()
-    assert metric(text, "saga_in_flight", health="stuck") == 1
+    assert metric(text, "saga_in_flight", saga="order", health="stuck") == 1
 
 
 class _Nats(InMemoryTransport):
