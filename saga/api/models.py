@@ -9,6 +9,8 @@ describe what the views build; schemathesis checks the answers against them in C
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -90,6 +92,14 @@ def _time_ms(value: object) -> int:
         raise ValueError("is out of range") from exc
 
 
+def _json_integer(value: object) -> object:
+    # Strict mode refuses 1.0, which JSON Schema counts as an integer; a string or a boolean
+    # is no integer in either.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _flag(value: object) -> bool:
     if isinstance(value, str) and value in FLAGS:
         return FLAGS[value]
@@ -155,7 +165,7 @@ class SagaListQuery(Page):
     ] = None
     step: Annotated[str | None, Field(max_length=200, description="Current step.")] = None
     waiting_for: Annotated[
-        str | None, Field(max_length=200, description="The outside event the saga waits for.")
+        Name | None, Field(description="The outside event the saga waits for.")
     ] = None
     created_after: Annotated[TimeMs | None, Field(description="Created at or after.")] = None
     created_before: Annotated[TimeMs | None, Field(description="Created before.")] = None
@@ -219,6 +229,7 @@ class StartRequest(Request):
     ] = None
     version: Annotated[
         int | None,
+        BeforeValidator(_json_integer),
         BeforeValidator(_not_null),
         WithJsonSchema({"type": "integer", "minimum": 1}),
         Field(description="The definition version (the newest registered)."),
@@ -568,3 +579,60 @@ class Status(Answer):
 class Readiness(Answer):
     status: Literal["ready", "not_ready"]
     checks: dict[str, JsonObject]
+
+
+# -- operations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """One documented answer of an operation."""
+
+    description: str
+    """What the answer means."""
+    model: type[BaseModel] | None = None
+    """Its JSON body's model; None with ``media``: a body of that type, described by ``schema``."""
+    media: str | None = None
+    """A body that is not JSON (text/plain, text/html, text/event-stream)."""
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    """The schema of a non-JSON body."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Response headers it carries: name to description (string values)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    """One route as /openapi.json shows it: its models, answers and errors.
+
+    A new route joins the document with one ``Operation`` in a list that ``saga.api.openapi``
+    reads (its ``OPERATIONS``); its handler validates with the same models (``params``).
+    """
+
+    method: str
+    """HTTP method, upper case."""
+    path: str
+    """The path as routed, with ``{name}`` placeholders."""
+    summary: str
+    """One line for the document."""
+    tag: str
+    """Its group in the document (a name in ``saga.api.openapi.TAGS``)."""
+    replies: Mapping[int, Reply]
+    """The answers that are not errors, by status."""
+    errors: Mapping[int, str] = field(default_factory=dict)
+    """Its problem answers, by status, with what each means here (auth, 421 are added)."""
+    path_model: type[Query] | None = None
+    """The path's placeholders."""
+    query: type[Query] | None = None
+    """Its query string."""
+    body: type[Request] | None = None
+    """Its JSON body."""
+    body_required: bool = False
+    """The body may not be left out."""
+    public: bool = False
+    """No token needed."""
+    write: bool = False
+    """It changes something: a cross-site browser request is a 403, a non-JSON body a 415."""
+    deprecated: bool = False
+    """Kept for old callers; the description says what replaces it."""
+    description: str | None = None
+    """More than the summary, when needed."""
