@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -19,7 +18,6 @@ from saga.errors import QueryError
 from saga.log.base import SagaQuery, TimeRange
 from saga.log.paging import MAX_PAGE_SIZE
 
-E = TypeVar("E", bound=StrEnum)
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=Request)
 
@@ -51,7 +49,7 @@ def _why(error: ErrorDetails) -> str:
         message = str(ctx.get("error", error["msg"]))
         return f"{field} {message}" if field else message
     if kind in _EXPECTED:
-        if kind == "int_parsing" or kind == "bool_parsing":
+        if kind in ("int_parsing", "bool_parsing"):  # a query string: no JSON type to name
             return f"{field} must be {_EXPECTED[kind]}"
         return f"{field} must be {_EXPECTED[kind]}, not {_json_kind(error['input'])}"
     if kind == "enum":

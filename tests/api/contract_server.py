@@ -16,7 +16,7 @@ import sys
 from datetime import timedelta
 
 from saga import Coordinator, Saga, Step, Wait
-from saga.api import ApiConfig, HttpServer, start_http
+from saga.api import ApiConfig, AuthLimit, HttpServer, start_http
 from saga.testing import InMemorySagaLog, InMemoryTransport
 from tests.api.conftest import TOKENS
 from tests.coordinator.shop import Shop, order_saga, pivot_saga
@@ -48,7 +48,13 @@ async def serve(port: int, stop: asyncio.Event) -> None:
         await coordinator.execute("order", {"card": "4111"}, saga_id="stuck-one")
         await coordinator.execute("ship", {}, saga_id="shipped")
         await coordinator.start("approval", {}, saga_id="waiting-one")
-        config = ApiConfig(tokens=TOKENS, redact=frozenset({"card"}))
+        # schemathesis sends wrong tokens on purpose (ignored_auth): a limit that high keeps
+        # the rest of the run from meeting 429s (the limit itself is tested in tests/api).
+        config = ApiConfig(
+            tokens=TOKENS,
+            redact=frozenset({"card"}),
+            auth_limit=AuthLimit(failures=10**9, window=timedelta(seconds=1)),
+        )
         server: HttpServer = await start_http(coordinator, port=port, config=config)
         print(f"listening on {server.url}", flush=True)
         await stop.wait()
