@@ -112,6 +112,10 @@ SagaId = Annotated[str, AfterValidator(_saga_id), WithJsonSchema(
 Name = Annotated[str, AfterValidator(_name), WithJsonSchema(
     {"type": "string", "pattern": NAME_PATTERN, "description": f"A name: {NAME_RULE}."}
 )]  # fmt: skip
+NameFilter = Annotated[str, AfterValidator(_name), WithJsonSchema(
+    {"type": "string", "pattern": rf"^[A-Za-z0-9_-]{{0,{NAME_MAX}}}$",
+     "description": f"A name: {NAME_RULE}; empty: no filter."}
+)]  # fmt: skip
 TimeMs = Annotated[int, BeforeValidator(_time_ms), WithJsonSchema(
     {
         "anyOf": [
@@ -165,7 +169,7 @@ class SagaListQuery(Page):
     ] = None
     step: Annotated[str | None, Field(max_length=200, description="Current step.")] = None
     waiting_for: Annotated[
-        Name | None, Field(description="The outside event the saga waits for.")
+        NameFilter | None, Field(description="The outside event the saga waits for.")
     ] = None
     created_after: Annotated[TimeMs | None, Field(description="Created at or after.")] = None
     created_before: Annotated[TimeMs | None, Field(description="Created before.")] = None
@@ -544,7 +548,9 @@ class Services(Answer):
     services: list[ServiceLoad]
 
 
-class CoordinatorMember(Answer):
+class Coordinator(Answer):
+    """One coordinator sharing the log, as it reported at its last lease renewal."""
+
     coordinator_id: Annotated[str, Field(description="Unique per start.")]
     name: str
     api_url: MaybeStr
@@ -563,7 +569,7 @@ class Coordinators(Answer):
     this: Annotated[str, Field(description="The id of the coordinator answering.")]
     lease_ms: int
     now_ms: Annotated[int, Field(description="The database's clock.")]
-    coordinators: list[CoordinatorMember]
+    coordinators: list[Coordinator]
 
 
 class Me(Answer):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -82,8 +83,18 @@ def explain(exc: ValidationError, model: type[BaseModel]) -> str:
 
 
 def _is_text(model: type[BaseModel], name: str) -> bool:
-    annotation = model.model_fields[name].annotation
-    return annotation in (str, str | None)
+    """Whether the field holds text (an empty one is no filter), once Annotated and None go."""
+    annotation: Any = model.model_fields[name].annotation
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType):
+            kinds = [kind for kind in get_args(annotation) if kind is not type(None)]
+            if len(kinds) != 1:
+                return False
+            annotation = kinds[0]
+        else:
+            return annotation is str
 
 
 def _strings(
