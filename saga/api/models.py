@@ -604,6 +604,8 @@ class Reply:
     """The schema of a non-JSON body."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Response headers it carries: name to description (string values)."""
+    links: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """OpenAPI links: operations that take a value of this answer (e.g. the new saga's id)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,8 @@ one ``Operation`` in a list of its module, spliced into ``OPERATIONS`` below.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,16 +40,36 @@ _START_ERRORS = {
     413: "The body or the input is too large.",
     422: "A field of the body is wrong (the message names it).",
 }
+_SAGA_LINKS = {
+    "read": {
+        "operationId": "get_api_sagas_saga",
+        "parameters": {"saga": "$response.body#/saga_id"},
+    },
+    **{
+        action.value: {
+            "operationId": f"post_api_sagas_saga_actions_{action.value}",
+            "parameters": {"saga": "$response.body#/saga_id"},
+        }
+        for action in Action
+    },
+    "event": {
+        "operationId": "post_api_sagas_saga_events_event",
+        "parameters": {"saga": "$response.body#/saga_id"},
+    },
+}
+"""What a client does next with a saga it started (schemathesis follows these too)."""
 _START_REPLIES = {
     201: Reply(
         description="Started.",
         model=models.Started,
         headers={"Location": "The saga's URL."},
+        links=_SAGA_LINKS,
     ),
     200: Reply(
         description="A saga with that id existed; nothing started.",
         model=models.Started,
         headers={"Location": "The saga's URL."},
+        links=_SAGA_LINKS,
     ),
 }
 _DEPRECATION = {
@@ -128,6 +150,7 @@ OPERATIONS: list[Operation] = [
                 description=reply.description,
                 model=reply.model,
                 headers={**reply.headers, **_DEPRECATION},
+                links=reply.links,
             )
             for status, reply in _START_REPLIES.items()
         },
@@ -355,6 +378,8 @@ def _reply(reply: Reply, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         found["content"] = {JSON: {"schema": refs[(reply.model, "serialization")]}}
     elif reply.media is not None:
         found["content"] = {reply.media: {"schema": dict(reply.schema)}}
+    if reply.links:
+        found["links"] = {name: dict(link) for name, link in reply.links.items()}
     if reply.headers:
         found["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}
@@ -378,8 +403,19 @@ def _models(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], Json
 
 
 def document(operations: Iterable[Operation] | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``operations`` (default: ``OPERATIONS``)."""
-    ops = list(OPERATIONS if operations is None else operations)
+    """The OpenAPI 3.1 document of ``operations`` (default: ``OPERATIONS``, built once)."""
+    if operations is None:
+        # Deriving the schemas takes a quarter of a second on a busy machine: once per process.
+        return copy.deepcopy(_default_document())
+    return _document(list(operations))
+
+
+@functools.cache
+def _default_document() -> dict[str, Any]:
+    return _document(OPERATIONS)
+
+
+def _document(ops: list[Operation]) -> dict[str, Any]:
     refs, defs = models_json_schema(_models(ops), ref_template=REF)
     schemas: dict[str, Any] = _no_null_defaults(defs.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}

@@ -132,3 +132,12 @@ def test_no_request_from_the_document_gets_a_5xx(case: Any, live_url: str) -> No
     case.call_and_validate(
         base_url=live_url, headers=OPERATOR, checks=[not_a_server_error], timeout=10
     )
+
+
+def test_operation_ids_are_unique_and_every_link_names_one() -> None:
+    doc = document()
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    started = doc["paths"]["/api/definitions/{name}/sagas"]["post"]["responses"]["201"]
+    assert {link["operationId"] for link in started["links"].values()} <= set(ids)
+    assert started["links"]["read"]["parameters"] == {"saga": "$response.body#/saga_id"}
