@@ -511,6 +511,56 @@ def compensations(url: str, token: str | None, as_json: bool) -> None:
     _emit(page, as_json, text)
 
 
+@click.command("stats")
+@click.option(
+    "--minutes", type=click.IntRange(1, 1440), default=60, show_default=True,
+    help="The window of the per-name and failing-step figures.",
+)  # fmt: skip
+@URL_OPTION
+@TOKEN_OPTION
+@JSON_OPTION
+def stats(minutes: int, url: str, token: str | None, as_json: bool) -> None:
+    """Counts by status and health, and per saga name over the last minutes: finished,
+    compensation rate and p50/p99 duration; the steps that fail most (GET /api/stats)."""
+    figures = Api(url, token).call("GET", f"/api/stats?minutes={minutes}")
+    _emit(figures, as_json, _stats_text(figures))
+
+
+def _stats_text(figures: dict[str, Any]) -> str:
+    counts = [[s, n] for s, n in figures["statuses"].items() if n]
+    counts += [[f"health {h}", n] for h, n in figures["healths"].items() if n]
+    window = figures["window"]["minutes"]
+    parts = [
+        f"stuck {figures['stuck']}, needs attention {figures['needs_attention']}",
+        table(["status / health", "sagas"], counts or [["(none)", 0]]),
+    ]
+    names = [
+        [n["name"], n["completed"], n["compensated"], f"{n['compensation_rate']:.0%}",
+         _duration(n["p50_ms"]), _duration(n["p99_ms"])]
+        for n in figures["by_name"]
+    ]  # fmt: skip
+    if names:
+        parts.append(f"finished in the last {window} min, by saga name:")
+        parts.append(
+            table(["name", "completed", "compensated", "compensated %", "p50", "p99"], names)
+        )
+    failing = [
+        [f["name"], f["step"], f["direction"], f["failures"]] for f in figures["failing_steps"]
+    ]
+    if failing:
+        parts.append(f"steps that failed most in the last {window} min:")
+        parts.append(table(["name", "step", "direction", "failures"], failing))
+    return "\n".join(parts)
+
+
+def _duration(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms // 60_000} min {ms % 60_000 // 1000} s"
+
+
 def _action(action: str, help_text: str) -> click.Command:
     @click.command(action.replace("_", "-"), help=help_text)
     @click.argument("saga_id")
@@ -610,5 +660,5 @@ def event(
     _emit(answer, as_json, f"{text} (saga {answer['status']})")
 
 
-COMMANDS: list[click.Command] = [list_sagas, show, compensations, *ACTIONS, event]
+COMMANDS: list[click.Command] = [list_sagas, show, compensations, stats, *ACTIONS, event]
 """Every operator command, for ``saga.cli`` to register."""

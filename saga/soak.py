@@ -7,13 +7,13 @@ of which it SIGKILLs every ``--kill-every`` seconds (at a random moment around t
 restarts; with ``--pause-every`` it also SIGSTOPs one past its lease (``--lease``) and SIGCONTs
 it, so the others take its sagas over and its late writes are fenced (``saga.soak_fleet``). It
 starts ``--sagas`` order sagas with a realistic mix (customers short of credit, items out of
-stock, a flaky courier) through ``POST /api/sagas/order``, round robin over the coordinators,
-with saga ids of its own, retrying at the next coordinator while one is down (a start with a
-known id is idempotent), and keeps at most ``--in-flight`` of them unfinished, counted in the
-log. Once every saga has ended it checks the shop's books in the services' own databases
-(``services/world.py``, the checks the test suite uses) and the ownership audit of the log,
-prints the figures, and exits non-zero if a saga was lost, stuck, an effect applied twice,
-driven by two coordinators at once, or if an invariant failed.
+stock, a flaky courier) through ``POST /api/definitions/order/sagas``, round robin over the
+coordinators, with saga ids of its own, retrying at the next coordinator while one is down
+(a start with a known id is idempotent), and keeps at most ``--in-flight`` of them unfinished,
+counted in the log. Once every saga has ended it checks the shop's books in the services'
+own databases (``services/world.py``, the checks the test suite uses) and the ownership audit
+of the log, prints the figures, and exits non-zero if a saga was lost, stuck, an effect applied
+twice, driven by two coordinators at once, or if an invariant failed.
 
 The services are subprocesses, not in-process participants: each has its own interpreter,
 database pool and event loop, as in production, and the figure they alone know (repeated
@@ -243,7 +243,8 @@ class Feed:
     ``window`` unfinished at a time."""
 
     urls: list[str]
-    """Each coordinator's ``.../api/sagas/order``; order ``i`` goes to ``urls[i % len]``."""
+    """Each coordinator's ``.../api/definitions/order/sagas``; order ``i`` goes to
+    ``urls[i % len]``."""
     log: SqlSagaLog
     window: int
     started: list[str] = field(default_factory=list)
@@ -423,7 +424,7 @@ async def run_soak(options: SoakOptions, root: Path, echo: Echo = click.echo) ->
         await fleet.start()
         echo(f"  running: nats {nats_url}, coordinator APIs {' '.join(fleet.urls)}")
         feed = Feed(
-            urls=[f"{url}/api/sagas/order" for url in fleet.urls],
+            urls=[f"{url}/api/definitions/order/sagas" for url in fleet.urls],
             log=log,
             window=options.in_flight,
         )

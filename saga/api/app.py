@@ -61,7 +61,8 @@ _PAGE_HEADERS = {
 ROUTES: list[tuple[str, str, Handler, Role | None]] = [
     ("GET", "/api/sagas", sagas.list_sagas, Role.VIEWER),
     ("GET", "/api/sagas/{saga}", sagas.get_saga, Role.VIEWER),
-    ("POST", "/api/sagas/{saga}", sagas.start_saga, Role.OPERATOR),
+    ("POST", "/api/sagas/{saga}", sagas.start_saga, Role.OPERATOR),  # deprecated: the next
+    ("POST", "/api/definitions/{name}/sagas", sagas.start_saga, Role.OPERATOR),
     ("POST", "/api/sagas/{saga}/actions/{action}", sagas.act, Role.OPERATOR),
     ("POST", "/api/sagas/{saga}/events/{event}", signals.send_event, Role.SIGNAL),
     ("GET", "/api/compensations", ops.compensations, Role.VIEWER),

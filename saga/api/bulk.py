@@ -16,7 +16,6 @@ from saga.api.ops_models import (
     BulkItem,
     BulkReply,
     BulkRequest,
-    parse,
 )
 from saga.api.problems import ApiError, bad_request, invalid
 from saga.engine import Action
@@ -53,9 +52,7 @@ async def bulk(request: web.Request) -> web.Response:
     if action is None:
         allowed = ", ".join(a.value for a in BULK_ACTIONS)
         raise ApiError(404, f"no bulk action {name!r}; one of {allowed}")
-    body = parse(
-        BulkRequest, await params.json_object(request, set(BulkRequest.model_fields)), status=422
-    )
+    body = await params.body(BulkRequest, request)
     if body.saga_ids is not None:
         bad = next((s for s in body.saga_ids if not is_saga_id(s)), None)
         if bad is not None:

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from saga.api import views
+from saga.api import params, views
 from saga.api.context import context
-from saga.api.ops_models import InboxItem, InboxQuery, InboxReply, parse
+from saga.api.ops_models import InboxItem, InboxQuery, InboxReply
 from saga.api.problems import bad_request
 from saga.engine import SagaState, replay
 from saga.errors import QueryError
@@ -91,7 +91,7 @@ def _reason(state: SagaState, kind: str, stalled: bool) -> str:
 async def inbox(request: web.Request) -> web.Response:
     """GET /api/inbox: stuck and needs-attention sagas, and failing compensations."""
     ctx = context(request)
-    query = parse(InboxQuery, dict(request.query))
+    query = params.query(InboxQuery, request.query)
     log = ctx.coordinator.log
     stalled = ctx.stalled_before_ms()
     try:

@@ -1,730 +1,480 @@
-"""The OpenAPI 3 description of the API, served at /openapi.json; a test checks it matches."""
+"""The OpenAPI 3.1 document, derived from ``saga.api.models``: served at /openapi.json.
+
+Each route is one ``Operation`` in ``OPERATIONS``, naming the models its handler validates
+with, so a parameter, body or answer cannot drift from the checks. A new route joins with
+one ``Operation`` in a list of its module, spliced into ``OPERATIONS`` below.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
+from collections.abc import Iterable
 from typing import Any
 
-from saga.api.openapi_ops import ops_paths, search_parameters
-from saga.definition import StepKind
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from saga.api import models, openapi_ops
+from saga.api.models import Operation, Query, Reply
+from saga.api.problems import MEDIA as PROBLEM_MEDIA
 from saga.engine import Action
-from saga.events import Health, SagaStatus
-from saga.protocol import Direction
 
 JSON = "application/json"
+REF = "#/components/schemas/{model}"
+
+TAGS = [
+    {"name": "sagas", "description": "Start, list and read sagas."},
+    {"name": "actions", "description": "Operator actions, audited in the saga's log."},
+    {"name": "events", "description": "Outside events for a saga's wait steps."},
+    {"name": "operations", "description": "What runs: definitions, services, coordinators."},
+    {"name": "health", "description": "Liveness, readiness, metrics and this document."},
+    {"name": "dashboard", "description": "The dashboard's page and assets."},
+]
+
+_PAGE_ERRORS = {400: "A bad query parameter (the message names it)."}
+_START_ERRORS = {
+    400: "The body is not JSON, or saga_id is invalid.",
+    404: "No saga definition of that name (or version).",
+    409: "A saga with that id exists with another name or input.",
+    413: "The body or the input is too large.",
+    422: "A field of the body is wrong (the message names it).",
+}
+_SAGA_LINKS = {
+    "read": {
+        "operationId": "get_api_sagas_saga",
+        "parameters": {"saga": "$response.body#/saga_id"},
+    },
+    **{
+        action.value: {
+            "operationId": f"post_api_sagas_saga_actions_{action.value}",
+            "parameters": {"saga": "$response.body#/saga_id"},
+        }
+        for action in Action
+    },
+    "event": {
+        "operationId": "post_api_sagas_saga_events_event",
+        "parameters": {"saga": "$response.body#/saga_id"},
+    },
+}
+"""What a client does next with a saga it started (schemathesis follows these too)."""
+_START_REPLIES = {
+    201: Reply(
+        description="Started.",
+        model=models.Started,
+        headers={"Location": "The saga's URL."},
+        links=_SAGA_LINKS,
+    ),
+    200: Reply(
+        description="A saga with that id existed; nothing started.",
+        model=models.Started,
+        headers={"Location": "The saga's URL."},
+        links=_SAGA_LINKS,
+    ),
+}
+_DEPRECATION = {
+    "Deprecation": "true: this path is deprecated.",
+    "Link": 'The successor: </api/definitions/{name}/sagas>; rel="successor-version".',
+}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _action(action: Action) -> Operation:
+    return Operation(
+        method="POST",
+        path=f"/api/sagas/{{saga}}/actions/{action.value}",
+        summary=f"{action.value}: {_ACTION_SUMMARY[action]} ?dry_run=1 only previews it.",
+        tag="actions",
+        replies={200: Reply(description="What it did (or would do).", model=models.Preview)},
+        errors={
+            400: "A bad saga id or dry_run value, or a body that is not JSON.",
+            404: "No saga with that id.",
+            409: "The action does not fit the saga's state now.",
+            413: "The body is too large.",
+            422: "A field of the body is wrong (the message names it).",
+        },
+        path_model=models.SagaPath,
+        query=models.ActionQuery,
+        body=models.ACTION_BODIES[action],
+        body_required=True,
+        write=True,
+    )
 
 
-def _reply(description: str, schema: str | None = None, media: str = JSON) -> dict[str, Any]:
-    found: dict[str, Any] = {"description": description}
-    if schema is not None:
-        found["content"] = {media: {"schema": _ref(schema)}}
+_ACTION_SUMMARY = {
+    Action.RETRY: "retry the current step or compensation now.",
+    Action.CANCEL: "compensate a saga that has not passed its pivot.",
+    Action.RESOLVE: "mark the failing compensation as done by hand, and go on compensating.",
+    Action.SKIP: "mark the failing forward step as done by hand (with a result), and go on.",
+    Action.FORCE_FORWARD: "at or past the pivot, take the pivot as done or retry without limit.",
+}
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        method="GET",
+        path="/api/sagas",
+        summary="List sagas, newest first.",
+        tag="sagas",
+        replies={200: Reply(description="A page of sagas.", model=models.SagaList)},
+        errors=_PAGE_ERRORS,
+        query=models.SagaListQuery,
+    ),
+    Operation(
+        method="GET",
+        path="/api/sagas/{saga}",
+        summary="One saga: status, health, input, results, timeline and actions.",
+        tag="sagas",
+        replies={200: Reply(description="The saga.", model=models.SagaDetail)},
+        errors={400: "The saga id is invalid.", 404: "No saga with that id."},
+        path_model=models.SagaPath,
+    ),
+    Operation(
+        method="POST",
+        path="/api/definitions/{name}/sagas",
+        summary="Start a saga of the named definition (idempotent with a saga_id).",
+        tag="sagas",
+        replies=_START_REPLIES,
+        errors=_START_ERRORS,
+        path_model=models.DefinitionPath,
+        body=models.StartRequest,
+        write=True,
+    ),
+    Operation(
+        method="POST",
+        path="/api/sagas/{saga}",
+        summary="Deprecated: start a saga; use POST /api/definitions/{name}/sagas.",
+        description="The same body and answers as POST /api/definitions/{name}/sagas, where"
+        " {saga} is a definition's name; every answer carries Deprecation and Link headers.",
+        tag="sagas",
+        replies={
+            status: Reply(
+                description=reply.description,
+                model=reply.model,
+                headers={**reply.headers, **_DEPRECATION},
+                links=reply.links,
+            )
+            for status, reply in _START_REPLIES.items()
+        },
+        errors=_START_ERRORS,
+        path_model=models.OldStartPath,
+        body=models.StartRequest,
+        write=True,
+        deprecated=True,
+    ),
+    *(_action(action) for action in Action),
+    Operation(
+        method="POST",
+        path="/api/sagas/{saga}/events/{event}",
+        summary="Deliver an outside event to the saga's wait step (idempotent by the event's"
+        " id); an event that comes before the saga reaches its step is kept for it. Needs the"
+        " signal or the operator role.",
+        tag="events",
+        replies={
+            201: Reply(
+                description="Recorded: it completed a wait step, or is kept.",
+                model=models.EventTaken,
+            ),
+            200: Reply(
+                description="A repeat of an event id; nothing changed.", model=models.EventTaken
+            ),
+        },
+        errors={
+            400: "A bad body, event id or event name, or a payload that is not a JSON object.",
+            404: "No saga with that id.",
+            409: "The saga is finished, or the step that waits for this event took another.",
+            413: "The body or the payload is too large.",
+            422: "No step of the saga waits for an event of that name.",
+            503: "The saga log is unavailable; try again.",
+        },
+        path_model=models.EventPath,
+        body=models.EventRequest,
+        body_required=True,
+        write=True,
+    ),
+    Operation(
+        method="GET",
+        path="/api/compensations",
+        summary="Sagas compensating, failing to compensate, or stuck.",
+        tag="sagas",
+        replies={200: Reply(description="A page of them.", model=models.Compensations)},
+        errors=_PAGE_ERRORS,
+        query=models.CompensationsQuery,
+    ),
+    Operation(
+        method="GET",
+        path="/api/definitions",
+        summary="Registered saga definitions.",
+        tag="operations",
+        replies={200: Reply(description="Them.", model=models.Definitions)},
+    ),
+    Operation(
+        method="GET",
+        path="/api/services",
+        summary="Flow control per participant service: queued, in flight, current limit.",
+        tag="operations",
+        replies={200: Reply(description="Them.", model=models.Services)},
+    ),
+    Operation(
+        method="GET",
+        path="/api/coordinators",
+        summary="The coordinators sharing the saga log (live, and ended in the last 10"
+        " minutes): leases and load.",
+        tag="operations",
+        replies={200: Reply(description="Them.", model=models.Coordinators)},
+    ),
+    Operation(
+        method="GET",
+        path="/api/me",
+        summary="The caller's identity and role.",
+        tag="operations",
+        replies={200: Reply(description="Me.", model=models.Me)},
+    ),
+    Operation(
+        method="GET",
+        path="/api/events",
+        summary="Server-sent events: one `saga` event per recorded change.",
+        tag="sagas",
+        replies={200: Reply(description="An event stream.", media="text/event-stream")},
+        errors=_PAGE_ERRORS,
+        query=models.EventsQuery,
+    ),
+    Operation(
+        method="GET",
+        path="/metrics",
+        summary="Prometheus metrics.",
+        tag="health",
+        replies={200: Reply(description="Text format.", media="text/plain")},
+    ),
+    Operation(
+        method="GET",
+        path="/healthz",
+        summary="Liveness.",
+        tag="health",
+        replies={200: Reply(description="Up.", model=models.Status)},
+        public=True,
+    ),
+    Operation(
+        method="GET",
+        path="/readyz",
+        summary="Readiness: the saga log answers and accepted the last write, and the"
+        " transport is connected.",
+        tag="health",
+        replies={
+            200: Reply(description="Ready.", model=models.Readiness),
+            503: Reply(description="Not ready, with each check's reason.", model=models.Readiness),
+        },
+        public=True,
+    ),
+    Operation(
+        method="GET",
+        path="/openapi.json",
+        summary="This document.",
+        tag="health",
+        replies={
+            200: Reply(description="OpenAPI 3.1.", media=JSON, schema={"type": "object"}),
+        },
+        public=True,
+    ),
+    Operation(
+        method="GET",
+        path="/",
+        summary="The dashboard.",
+        tag="dashboard",
+        replies={200: Reply(description="HTML.", media="text/html")},
+        public=True,
+    ),
+    Operation(
+        method="GET",
+        path="/static/{name}",
+        summary="Dashboard assets.",
+        tag="dashboard",
+        replies={200: Reply(description="An asset.", media="*/*")},
+        errors={404: "No such asset."},
+        path_model=models.AssetPath,
+        public=True,
+    ),
+    *openapi_ops.OPERATIONS,
+]
+"""Every route's contract. Another module's routes join here: ``*module.OPERATIONS``."""
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_MEDIA: {"schema": {"$ref": REF.format(model="Problem")}}},
+    }
+
+
+def _common_errors(op: Operation) -> dict[int, dict[str, Any]]:
+    # Every route: 421 for a Host name the server does not answer to (DNS rebinding). Every
+    # route with a token: 401, 403 (role), 429 (too many wrong tokens from this address).
+    found = {421: _problem("The Host is not one this server answers to.")}
+    if not op.public:
+        found[401] = _problem("No token, or a token that is not valid.")
+        found[403] = _problem("The token's role may not do this.")
+        found[429] = {
+            **_problem("Too many failed authentications from this address."),
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds until the oldest failure expires.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    if op.write:
+        found[403] = _problem(
+            "The token's role may not do this, or a browser page on another origin asked."
+        )
+        found[415] = _problem("The body is not application/json.")
     return found
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): _reply("An error, with the reason.", "Error") for s in statuses}
+def _no_null_defaults(schema: Any) -> Any:
+    """``schema`` without ``"default": null`` where null is not a value it takes (pydantic
+    writes the Python default of a field that may be left out but not sent as null)."""
+    if isinstance(schema, list):
+        return [_no_null_defaults(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    found = {key: _no_null_defaults(value) for key, value in schema.items()}
+    if found.get("default", 0) is None and {"type": "null"} not in found.get("anyOf", []):
+        del found["default"]
+    return found
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}  # fmt: skip
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query or path field's schema without the ``null`` branch of an optional field."""
+    branches = schema.get("anyOf")
+    if not branches:
+        return schema
+    kept = [b for b in branches if b != {"type": "null"}]
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    if len(kept) == 1:
+        return {**kept[0], **rest}
+    return {**rest, "anyOf": kept}
 
 
-def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    schema = schema or {"type": "string", "minLength": 1}
-    return {"name": name, "in": "path", "required": True, "schema": schema,
-            "description": description}  # fmt: skip
+def _parameters(model: type[Query], where: str, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    required = set(schema.get("required", []))
+    found = []
+    for name, field in model.model_fields.items():
+        prop = _without_null(dict(schema["properties"][name]))
+        description = prop.pop("description", None) or field.description or ""
+        prop.pop("title", None)
+        param: dict[str, Any] = {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+            "schema": prop,
+            "description": description,
+        }
+        if models.LIST in field.metadata:
+            param["style"], param["explode"] = "form", True
+        found.append(param)
+    return found
 
 
-def _enum_list(kind: Any) -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "string", "enum": [m.value for m in kind]}}
-
-
-TIME = {"type": "string", "description": "epoch milliseconds or ISO 8601"}
-NULLABLE_STR = {"type": "string", "nullable": True}
-NULLABLE_INT = {"type": "integer", "nullable": True}
-OBJECT = {"type": "object", "additionalProperties": True}
-PUBLIC: list[dict[str, list[str]]] = []
-OWNER = {
-    "owner": {
-        "type": "string",
-        "nullable": True,
-        "description": "The coordinator id that owns the saga (drives it, or drove it last);"
-        " null: none (handed back, or never claimed).",
-    },
-    "epoch": {
-        "type": "integer",
-        "description": "How many times the saga was claimed; its owner's writes carry it.",
-    },
-}
-PAGING = [
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (50)."),
-    _query("cursor", {"type": "string"}, "next_cursor from the previous page."),
-]
-
-MOMENT = {**NULLABLE_INT, "description": "epoch milliseconds"}
-GRAPH_SCHEMAS: dict[str, Any] = {
-    "Definition": {
-        "type": "object",
-        "required": ["name", "version", "steps"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "integer"},
-            "sequence": {
-                "type": "boolean",
-                "description": "No branches: each step follows the one before.",
-            },
-            "events": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Outside events its waits take.",
-            },
-            "steps": {"type": "array", "items": _ref("DefinitionStep")},
-        },
-    },
-    "DefinitionStep": {
-        "type": "object",
-        "required": ["name", "kind", "after", "depth"],
-        "properties": {
-            "name": {"type": "string"},
-            "kind": {"type": "string", "enum": [*(k.value for k in StepKind), "wait"]},
-            "after": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Steps that must succeed first (resolved).",
-            },
-            "depth": {
-                "type": "integer",
-                "description": "Longest chain of steps before it: its layer when drawn.",
-            },
-            "service": {**NULLABLE_STR, "description": "null for a wait."},
-            "command": NULLABLE_STR,
-            "compensation": NULLABLE_STR,
-            "event": {**NULLABLE_STR, "description": "A wait: the outside event it waits for."},
-            "timeout_ms": {
-                "type": "integer",
-                "description": "A step: its reply timeout; a wait: how long it waits.",
-            },
-            "long_running": {
-                "type": "boolean",
-                "description": "The participant may answer accepted and complete later.",
-            },
-            "completion_timeout_ms": NULLABLE_INT,
-            "poll_every_ms": NULLABLE_INT,
-        },
-    },
-    "TimelineEntry": {
-        "type": "object",
-        "required": ["step", "direction", "state", "attempts", "after", "lane"],
-        "properties": {
-            "step": {"type": "string"},
-            "direction": {"type": "string", "enum": [d.value for d in Direction]},
-            "state": {
-                "type": "string",
-                "enum": [
-                    "pending",
-                    "in_flight",
-                    "accepted",
-                    "awaiting",
-                    "succeeded",
-                    "rejected",
-                    "failed",
-                    "waiting",
-                    "stuck",
-                    "done_by_hand",
-                ],
-            },
-            "kind": {**NULLABLE_STR, "description": "The step kind, or wait."},
-            "service": NULLABLE_STR,
-            "command": NULLABLE_STR,
-            "event": {**NULLABLE_STR, "description": "A wait: the event it waits for."},
-            "signal": {
-                **NULLABLE_STR,
-                "description": "A wait that succeeded: the event id it took.",
-            },
-            "after": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Entries of the same direction it came after.",
-            },
-            "lane": {
-                **NULLABLE_INT,
-                "description": "Its row: entries in flight together have different lanes;"
-                " null while pending.",
-            },
-            "started_ms": MOMENT,
-            "ended_ms": {**MOMENT, "description": "null while in progress"},
-            "attempts": {
-                "type": "array",
-                "items": OBJECT,
-                "description": "attempt, sent_ms, outcome, finished_ms, error, retry_at_ms,"
-                " accepted_ms, deadline_ms, heartbeats",
-            },
-            "by_hand": {"type": "object", "nullable": True, "additionalProperties": True},
-            "stuck": {"type": "boolean"},
-        },
-    },
-    "ActiveStep": {
-        "type": "object",
-        "required": ["step", "direction", "phase", "attempt"],
-        "properties": {
-            "step": {"type": "string"},
-            "direction": {"type": "string", "enum": [d.value for d in Direction]},
-            "phase": {
-                "type": "string",
-                "description": "in_flight, accepted, awaiting, failed, waiting (a retry), ...",
-            },
-            "attempt": {"type": "integer"},
-            "deadline_ms": {
-                **MOMENT,
-                "description": "Accepted: when its outcome counts as unknown.",
-            },
-            "heartbeats": {"type": "integer"},
-            "waiting_for": {**NULLABLE_STR, "description": "Awaiting: the outside event."},
-            "timeout_at_ms": {
-                **MOMENT,
-                "description": "Awaiting: when the wait gives up; in flight: the reply timeout.",
-            },
-            "retry_at_ms": MOMENT,
-        },
-    },
-    "Signal": {
-        "type": "object",
-        "required": ["event", "id", "sender", "at_ms", "step"],
-        "properties": {
-            "event": {"type": "string"},
-            "id": {"type": "string"},
-            "sender": {"type": "string"},
-            "at_ms": {"type": "integer"},
-            "step": {
-                **NULLABLE_STR,
-                "description": "The wait step that took it; null: kept for a step not reached yet.",
-            },
-            "payload": OBJECT,
-        },
-    },
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["status", "code", "message"],
-                "properties": {
-                    "status": {"type": "integer"},
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                },
-            }
-        },
-    },
-    "SagaSummary": {
-        "type": "object",
-        "required": ["saga_id", "name", "version", "status", "health", "created_ms"],
-        "properties": {
-            "saga_id": {"type": "string"},
-            "name": {"type": "string"},
-            "version": {"type": "integer"},
-            "status": {"type": "string", "enum": [s.value for s in SagaStatus]},
-            "health": {"type": "string", "enum": [h.value for h in Health], "nullable": True},
-            "current_step": NULLABLE_STR,
-            "attempt": {"type": "integer", "nullable": True},
-            "waiting_for": {
-                **NULLABLE_STR,
-                "description": "The outside event the saga waits for now (a Wait step).",
-            },
-            "due_ms": {
-                **NULLABLE_INT,
-                "description": "The earliest deadline of its accepted long-running steps and"
-                " waits (epoch ms).",
-            },
-            "created_ms": {"type": "integer"},
-            "updated_ms": {"type": "integer"},
-            **OWNER,
-            "by_hand": {
-                "type": "boolean",
-                "description": "An operator resolved, skipped or forced a step.",
-            },
-        },
-    },
-    "SagaList": {
-        "type": "object",
-        "required": ["sagas", "next_cursor"],
-        "properties": {
-            "sagas": {"type": "array", "items": _ref("SagaSummary")},
-            "next_cursor": NULLABLE_STR,
-        },
-    },
-    "SagaDetail": {
-        "type": "object",
-        "required": ["saga_id", "name", "version", "status", "input", "timeline", "actions"],
-        "properties": {
-            "saga_id": {"type": "string"},
-            "name": {"type": "string"},
-            "version": {"type": "integer"},
-            "status": {"type": "string"},
-            "input": OBJECT,
-            "health": {"type": "object", "nullable": True, "additionalProperties": True},
-            "results": OBJECT,
-            "compensation": {"type": "object", "nullable": True, "additionalProperties": True},
-            "stuck": {"type": "object", "nullable": True, "additionalProperties": True},
-            "timeline": {
-                "type": "object",
-                "required": ["steps", "compensations", "operator_actions", "marks", "signals"],
-                "properties": {
-                    "steps": {"type": "array", "items": _ref("TimelineEntry")},
-                    "compensations": {"type": "array", "items": _ref("TimelineEntry")},
-                    "operator_actions": {"type": "array", "items": OBJECT},
-                    "marks": {"type": "array", "items": OBJECT},
-                    "signals": {"type": "array", "items": _ref("Signal")},
-                },
-            },
-            "active": {
-                "type": "array",
-                "items": _ref("ActiveStep"),
-                "description": "Every step or compensation in progress, in the order started:"
-                " several are branches in flight together.",
-            },
-            "signals": {
-                "type": "array",
-                "items": _ref("Signal"),
-                "description": "Outside events received, payloads redacted like the input.",
-            },
-            "actions": OBJECT,
-            "definition": {"allOf": [_ref("Definition")], "nullable": True},
-            **OWNER,
-        },
-    },
-    "StartRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "input": OBJECT,
-            "saga_id": {"type": "string", "minLength": 1, "maxLength": 200},
-            "version": {"type": "integer"},
-        },
-    },
-    "Started": {
-        "type": "object",
-        "required": ["saga_id", "created"],
-        "properties": {"saga_id": {"type": "string"}, "created": {"type": "boolean"}},
-    },
-    "EventRequest": {
-        "type": "object",
-        "required": ["id"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 200,
-                "description": "The sender's id for this event (the saga id grammar): a repeat"
-                " of an id is the same event, answered 200 with nothing changed.",
-            },
-            "payload": {
-                **OBJECT,
-                "description": "The event's data ({} when absent): the wait step's result.",
-            },
-        },
-    },
-    "EventTaken": {
-        "type": "object",
-        "required": ["saga_id", "event", "id", "recorded", "step", "status"],
-        "properties": {
-            "saga_id": {"type": "string"},
-            "event": {"type": "string"},
-            "id": {"type": "string"},
-            "recorded": {
-                "type": "boolean",
-                "description": "false: a repeat of an id the saga had received; nothing changed.",
-            },
-            "step": {
-                **NULLABLE_STR,
-                "description": "The wait step the event completed now; null: kept for a wait"
-                " step the saga has not reached yet (or a repeat).",
-            },
-            "status": {"type": "string", "enum": [s.value for s in SagaStatus]},
-        },
-    },
-    "ActionRequest": {
-        "type": "object",
-        "required": ["reason"],
-        "additionalProperties": False,
-        "properties": {
-            "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
-            "actor": {"type": "string", "minLength": 1, "maxLength": 100},
-            "result": {**OBJECT, "description": "skip only: the result to record."},
-        },
-    },
-    "Preview": {
-        "type": "object",
-        "required": ["saga_id", "action", "dry_run", "status", "compensations", "commands"],
-        "properties": {
-            "saga_id": {"type": "string"},
-            "action": {"type": "string", "enum": [a.value for a in Action]},
-            "dry_run": {"type": "boolean"},
-            "status": {"type": "string"},
-            "health": NULLABLE_STR,
-            "compensations": {"type": "array", "items": {"type": "string"}},
-            "commands": {"type": "array", "items": OBJECT},
-            "events": {"type": "array", "items": OBJECT},
-        },
-    },
-    "Compensations": {
-        "type": "object",
-        "required": ["compensations", "next_cursor"],
-        "properties": {
-            "compensations": {"type": "array", "items": OBJECT},
-            "next_cursor": NULLABLE_STR,
-        },
-    },
-    "Definitions": {
-        "type": "object",
-        "properties": {"sagas": {"type": "array", "items": _ref("Definition")}},
-    },
-    **GRAPH_SCHEMAS,
-    "Services": {
-        "type": "object",
-        "required": ["services"],
-        "properties": {
-            "services": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["service", "queued", "in_flight", "limit"],
-                    "properties": {
-                        "service": {"type": "string"},
-                        "queued": {
-                            "type": "integer",
-                            "description": "Commands waiting for a slot, not sent yet.",
-                        },
-                        "in_flight": {
-                            "type": "integer",
-                            "description": "Commands sent and not answered yet.",
-                        },
-                        "limit": {
-                            "type": "integer",
-                            "nullable": True,
-                            "description": "The current in-flight limit; null: unbounded.",
-                        },
-                    },
-                },
-            }
-        },
-    },
-    "Coordinators": {
-        "type": "object",
-        "required": ["this", "lease_ms", "now_ms", "coordinators"],
-        "properties": {
-            "this": {"type": "string", "description": "The id of the coordinator answering."},
-            "lease_ms": {"type": "integer", "description": "Its lease length."},
-            "now_ms": {"type": "integer", "description": "The database's clock."},
-            "coordinators": {"type": "array", "items": _ref("Coordinator")},
-        },
-    },
-    "Coordinator": {
-        "type": "object",
-        "required": [
-            "coordinator_id",
-            "name",
-            "api_url",
-            "started_ms",
-            "renewed_ms",
-            "lease_until_ms",
-            "stopped_ms",
-            "state",
-            "sagas",
-            "in_flight",
-            "fenced_writes",
-            "self",
-        ],
-        "properties": {
-            "coordinator_id": {
-                "type": "string",
-                "description": "Unique per start: what a saga's owner names.",
-            },
-            "name": {"type": "string", "description": "The name it was started with."},
-            "api_url": {**NULLABLE_STR, "description": "Its HTTP API, as it advertised it."},
-            "started_ms": {"type": "integer"},
-            "renewed_ms": {"type": "integer"},
-            "lease_until_ms": {"type": "integer"},
-            "stopped_ms": {**NULLABLE_INT, "description": "When it closed cleanly."},
-            "state": {
-                "type": "string",
-                "enum": ["live", "stopped", "expired"],
-                "description": "live: its lease lasts; stopped: closed cleanly; expired: its"
-                " lease ran out (it died, was paused, or restarted).",
-            },
-            "sagas": {"type": "integer", "description": "Sagas it owned at its last renewal."},
-            "in_flight": {
-                "type": "integer",
-                "description": "Commands it had in flight at its last renewal.",
-            },
-            "fenced_writes": {
-                "type": "integer",
-                "description": "Its writes refused because another coordinator had taken"
-                " the saga over (at its last renewal).",
-            },
-            "self": {"type": "boolean", "description": "This is the coordinator answering."},
-        },
-    },
-    "Me": {
-        "type": "object",
-        "required": ["name", "role", "auth"],
-        "properties": {
-            "name": {"type": "string"},
-            "role": {"type": "string"},
-            "auth": {"type": "boolean"},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
-}
-
-
-def _op(summary: str, responses: dict[str, Any], *, public: bool = False, **extra: Any) -> Any:
-    # Every route: 421 for a Host name the server does not answer to (DNS rebinding). Every
-    # route with a token: 401, 403 (role), 429 (too many wrong tokens from this address).
-    found = {"summary": summary, "responses": {**responses, **_errors(421)}, **extra}
-    if public:
-        found["security"] = PUBLIC
-    else:
-        found["responses"] = {
-            **found["responses"],
-            **_errors(401, 403),
-            "429": {
-                **_reply("Too many failed authentications from this address.", "Error"),
-                "headers": {
-                    "Retry-After": {
-                        "description": "Seconds until the oldest failure expires.",
-                        "schema": {"type": "integer"},
-                    }
-                },
-            },
+def _reply(reply: Reply, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {"description": reply.description}
+    if reply.model is not None:
+        found["content"] = {JSON: {"schema": refs[(reply.model, "serialization")]}}
+    elif reply.media is not None:
+        found["content"] = {reply.media: {"schema": dict(reply.schema)}}
+    if reply.links:
+        found["links"] = {name: dict(link) for name, link in reply.links.items()}
+    if reply.headers:
+        found["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in reply.headers.items()
         }
     return found
 
 
-WRITE_ERRORS = _errors(403, 415)
-"""A state-changing request: 403 when a browser says it comes from another origin
-(Origin, Sec-Fetch-Site), 415 when its body is not application/json."""
-
-
-SAGA = _path("saga", "A saga id (GET, actions), or a saga definition name (POST: start).")
-
-
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document."""
-    list_params = [
-        _query("status", _enum_list(SagaStatus), "Statuses (repeat or comma-separate)."),
-        _query("name", {"type": "string"}, "Saga definition name."),
-        _query("health", _enum_list(Health), "Health (stuck includes stalled sagas)."),
-        _query("step", {"type": "string"}, "Current step."),
-        _query("waiting_for", {"type": "string"}, "The outside event the saga waits for."),
-        _query("created_after", TIME, "Created at or after."),
-        _query("created_before", TIME, "Created before."),
-        _query("updated_after", TIME, "Updated at or after."),
-        _query("updated_before", TIME, "Updated before."),
-        *search_parameters(),
-        *PAGING,
-    ]
-    for param in list_params:
-        if param["schema"].get("type") == "array":
-            param["style"], param["explode"] = "form", True
-    paths: dict[str, Any] = {
-        "/api/sagas": {
-            "get": _op(
-                "List sagas, newest first.",
-                {"200": _reply("A page of sagas.", "SagaList"), **_errors(400)},
-                parameters=list_params,
-            )
-        },
-        "/api/sagas/{saga}": {
-            "get": _op(
-                "One saga: status, health, input, results and timeline.",
-                {"200": _reply("The saga.", "SagaDetail"), **_errors(404)},
-                parameters=[SAGA],
-            ),
-            "post": _op(
-                "Start the named saga (idempotent with a saga_id). Needs the operator role.",
-                {
-                    "201": _reply("Started.", "Started"),
-                    "200": _reply("A saga with that id existed; nothing started.", "Started"),
-                    **_errors(400, 404, 413, 422),
-                    **WRITE_ERRORS,
-                },
-                parameters=[SAGA],
-                requestBody={"content": {JSON: {"schema": _ref("StartRequest")}}},
-            ),
-        },
-        "/api/sagas/{saga}/actions/{action}": {
-            "post": _op(
-                "An operator action, audited in the saga's log; ?dry_run=1 only previews it.",
-                {
-                    "200": _reply("What it did (or would do).", "Preview"),
-                    **_errors(400, 404, 409, 413, 422),
-                    **WRITE_ERRORS,
-                },
-                parameters=[
-                    SAGA,
-                    _path(
-                        "action",
-                        "The action.",
-                        {"type": "string", "enum": [a.value for a in Action]},
-                    ),
-                    _query(
-                        "dry_run",
-                        {"type": "string", "enum": ["0", "1", "true", "false"]},
-                        "Answer what would happen, change nothing.",
-                    ),
-                ],
-                requestBody={
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("ActionRequest")}},
-                },
-            )
-        },
-        "/api/sagas/{saga}/events/{event}": {
-            "post": _op(
-                "Deliver an outside event to the saga's wait step (idempotent by the event's"
-                " id); an event that comes before the saga reaches its step is kept for it."
-                " Needs the signal or the operator role.",
-                {
-                    "201": _reply("Recorded: it completed a wait step, or is kept.", "EventTaken"),
-                    "200": _reply("A repeat of an event id; nothing changed.", "EventTaken"),
-                    "400": _reply(
-                        "A bad body, event id or event name, or a payload that is"
-                        " not a JSON object.",
-                        "Error",
-                    ),
-                    "404": _reply("No saga with that id.", "Error"),
-                    "409": _reply(
-                        "The saga is finished, or the step that waits for this event"
-                        " took another one.",
-                        "Error",
-                    ),
-                    "413": _reply("The body or the payload is too large.", "Error"),
-                    "422": _reply("No step of the saga waits for an event of that name.", "Error"),
-                    **_errors(503),
-                    **WRITE_ERRORS,
-                },
-                parameters=[
-                    _path("saga", "A saga id."),
-                    _path("event", "The event's name, as the saga's Wait step names it."),
-                ],
-                requestBody={
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("EventRequest")}},
-                },
-            )
-        },
-        "/api/compensations": {
-            "get": _op(
-                "Sagas compensating, failing to compensate, or stuck.",
-                {"200": _reply("A page of them.", "Compensations"), **_errors(400)},
-                parameters=[_query("name", {"type": "string"}, "Saga name."), *PAGING],
-            )
-        },
-        "/api/definitions": {
-            "get": _op("Registered saga definitions.", {"200": _reply("Them.", "Definitions")})
-        },
-        "/api/services": {
-            "get": _op(
-                "Flow control per participant service: queued, in flight, current limit.",
-                {"200": _reply("Them.", "Services")},
-            )
-        },
-        "/api/coordinators": {
-            "get": _op(
-                "The coordinators sharing the saga log (live, and ended in the last 10"
-                " minutes): leases and load.",
-                {"200": _reply("Them.", "Coordinators")},
-            )
-        },
-        "/api/me": {"get": _op("The caller's identity and role.", {"200": _reply("Me.", "Me")})},
-        "/api/events": {
-            "get": _op(
-                "Server-sent events: one `saga` event per recorded change.",
-                {
-                    "200": {
-                        "description": "An event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    }
-                },
-                parameters=[_query("saga_id", {"type": "string"}, "Only this saga's changes.")],
-            )
-        },
-        "/metrics": {
-            "get": _op(
-                "Prometheus metrics.",
-                {
-                    "200": {
-                        "description": "Text format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            )
-        },
-        "/healthz": {"get": _op("Liveness.", {"200": _reply("Up.", "Status")}, public=True)},
-        "/readyz": {
-            "get": _op(
-                "Readiness: the saga log answers and accepted the last write, and the transport"
-                " is connected.",
-                {"200": _reply("Ready.", "Status"), "503": _reply("Not ready.", "Status")},
-                public=True,
-            )
-        },
-        "/openapi.json": {
-            "get": _op(
-                "This document.",
-                {"200": {"description": "OpenAPI 3.", "content": {JSON: {"schema": OBJECT}}}},
-                public=True,
-            )
-        },
-        "/": {
-            "get": _op(
-                "The dashboard.",
-                {
-                    "200": {
-                        "description": "HTML.",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-                public=True,
-            )
-        },
-        "/static/{name}": {
-            "get": _op(
-                "Dashboard assets.",
-                {"200": {"description": "An asset."}, **_errors(404)},
-                public=True,
-                parameters=[_path("name", "File name.")],
-            )
-        },
+def _models(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    found: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
+        (models.Problem, "serialization"): None
     }
-    paths |= ops_paths()
+    for op in operations:
+        for model in (op.path_model, op.query, op.body):
+            if model is not None:
+                found[(model, "validation")] = None
+        for reply in op.replies.values():
+            if reply.model is not None:
+                found[(reply.model, "serialization")] = None
+    return list(found)
+
+
+def document(operations: Iterable[Operation] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations`` (default: ``OPERATIONS``, built once)."""
+    if operations is None:
+        # Deriving the schemas takes a quarter of a second on a busy machine: once per process.
+        return copy.deepcopy(_default_document())
+    return _document(list(operations))
+
+
+@functools.cache
+def _default_document() -> dict[str, Any]:
+    return _document(OPERATIONS)
+
+
+def _document(ops: list[Operation]) -> dict[str, Any]:
+    refs, defs = models_json_schema(_models(ops), ref_template=REF)
+    schemas: dict[str, Any] = _no_null_defaults(defs.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        parameters: list[dict[str, Any]] = []
+        for model, where in ((op.path_model, "path"), (op.query, "query")):
+            if model is not None:
+                parameters += _parameters(model, where, schemas[model.__name__])
+        responses: dict[str, Any] = {
+            str(status): _reply(reply, refs) for status, reply in op.replies.items()
+        }
+        errors = {status: _problem(text) for status, text in op.errors.items()}
+        for status, answer in sorted({**_common_errors(op), **errors}.items()):
+            responses.setdefault(str(status), answer)
+        found: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": _operation_id(op),
+            "tags": [op.tag],
+            "responses": responses,
+        }
+        if op.description:
+            found["description"] = op.description
+        if parameters:
+            found["parameters"] = parameters
+        if op.body is not None:
+            found["requestBody"] = {
+                "required": op.body_required,
+                "content": {JSON: {"schema": refs[(op.body, "validation")]}},
+            }
+        if op.public:
+            found["security"] = []
+        if op.deprecated:
+            found["deprecated"] = True
+        paths.setdefault(op.path, {})[op.method.lower()] = found
+    for op in ops:  # parameters are inlined above: their models are no components
+        for model in (op.path_model, op.query):
+            if model is not None:
+                schemas.pop(model.__name__, None)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "saga-coordinator",
             "version": "1",
             "description": "Monitor and operate sagas and their compensations. Requests "
             "with a body must be application/json (415); a browser page on another origin "
-            "may not change anything (403); only allowed Host names are served (421).",
+            "may not change anything (403); only allowed Host names are served (421). Every "
+            "error is a problem: {error: {status, code, message}}.",
         },
+        "tags": TAGS,
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
     }
+
+
+def _operation_id(op: Operation) -> str:
+    words = [w.strip("{}") for w in op.path.strip("/").replace(".", "_").split("/") if w]
+    return "_".join([op.method.lower(), *words]) or op.method.lower()

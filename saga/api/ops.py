@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from saga.api import params, views
+from saga.api import models, params, views
 from saga.api.context import context, identity
 from saga.api.events import stream
 from saga.api.problems import bad_request
@@ -25,12 +25,13 @@ async def compensations(request: web.Request) -> web.Response:
     ctx = context(request)
     log = ctx.coordinator.log
     stalled = ctx.stalled_before_ms()
+    found = params.query(models.CompensationsQuery, request.query)
     try:
         query = SagaQuery(
             statuses=[SagaStatus.COMPENSATING, SagaStatus.STUCK],
-            name=params.text(request.query, "name"),
-            limit=params.limit(request.query),
-            cursor=params.text(request.query, "cursor", max_len=2000),
+            name=found.name,
+            limit=found.limit,
+            cursor=found.cursor,
         )
     except QueryError as exc:
         raise bad_request(exc.message) from exc
@@ -88,7 +89,7 @@ async def me(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /api/events: server-sent events, one per recorded saga change."""
     ctx = context(request)
-    saga_id = params.text(request.query, "saga_id")
+    saga_id = params.query(models.EventsQuery, request.query).saga_id
     heartbeat = ctx.config.heartbeat.total_seconds()
     return await stream(request, ctx.hub, heartbeat, saga_id)
 

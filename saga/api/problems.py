@@ -17,6 +17,9 @@ from saga.errors import (
 
 log = logging.getLogger(__name__)
 
+MEDIA = "application/json"
+"""The media type of every problem answer (``{"error": {...}}``; /openapi.json says so)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CODES = {
@@ -47,7 +50,10 @@ class ApiError(Exception):
 
     def response(self) -> web.Response:
         return web.json_response(
-            problem(self.status, self.message), status=self.status, headers=self.headers
+            problem(self.status, self.message),
+            status=self.status,
+            headers=self.headers,
+            content_type=MEDIA,
         )
 
 

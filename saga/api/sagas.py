@@ -6,17 +6,16 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from saga.api import params, views
+from saga.api import models, params, views
 from saga.api.context import context, identity
-from saga.api.problems import ApiError, bad_request, invalid
+from saga.api.problems import ApiError, bad_request
+from saga.coordinator import Coordinator
 from saga.engine import Action, SagaState, replay
 from saga.engine.timeline import timeline
 from saga.errors import InvalidStartError, SagaConflictError
 from saga.events import Event
 from saga.log.base import SagaRecord
 from saga.names import SAGA_ID_RULE, is_saga_id
-
-MAX_REASON = 2000
 
 
 async def list_sagas(request: web.Request) -> web.Response:
@@ -83,22 +82,39 @@ async def get_saga(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+SUCCESSOR = "/api/definitions/{name}/sagas"
+"""Where a saga is started; POST /api/sagas/{name} is its deprecated old spelling."""
+
+
 async def start_saga(request: web.Request) -> web.Response:
-    """POST /api/sagas/{saga}: start the named saga; 201, or 200 when the id existed."""
+    """POST /api/definitions/{name}/sagas: start the named saga; 201, or 200 when the id
+    existed. The deprecated POST /api/sagas/{saga} does the same and says where it moved."""
     ctx = context(request)
     coordinator = ctx.coordinator
-    name = request.match_info["saga"]
+    deprecated = "saga" in request.match_info
+    name = request.match_info["saga" if deprecated else "name"]
+    headers = {}
+    if deprecated:
+        successor = SUCCESSOR.format(name=quote(name, safe=""))
+        headers = {"Deprecation": "true", "Link": f'<{successor}>; rel="successor-version"'}
+    try:
+        return await _start(request, coordinator, name, headers)
+    except ApiError as exc:
+        exc.headers = {**headers, **exc.headers}
+        raise
+
+
+async def _start(
+    request: web.Request, coordinator: Coordinator, name: str, headers: dict[str, str]
+) -> web.Response:
     if name not in coordinator.registry.names():
-        raise ApiError(404, f"no saga named {name!r} is registered")
-    body = await params.json_object(request, {"input", "saga_id", "version"})
-    saga_input = body.get("input", {})
-    if saga_input is None:  # Python's None means "no input"; JSON's null is a wrong type
-        raise invalid("input must be a JSON object, not null")
-    # The coordinator validates the fields (one place for Python and HTTP callers); here its
-    # errors only become statuses: a bad id is a bad URL-to-be (400), a big input 413.
+        raise ApiError(404, f"no saga named {name[:200]!r} is registered")
+    body = await params.body(models.StartRequest, request)
+    # The coordinator validates the fields too (one place for Python and HTTP callers); here
+    # its errors only become statuses: a bad id is a bad URL-to-be (400), a big input 413.
     try:
         handle = await coordinator.start(
-            name, saga_input, saga_id=body.get("saga_id"), version=body.get("version")
+            name, body.input, saga_id=body.saga_id, version=body.version
         )
     except InvalidStartError as exc:
         if exc.limit_bytes is not None:
@@ -114,7 +130,9 @@ async def start_saga(request: web.Request) -> web.Response:
         answer |= {"name": record.name, "version": record.version, "status": record.status.value}
     location = f"/api/sagas/{quote(handle.saga_id, safe='')}"
     return web.json_response(
-        answer, status=201 if handle.created else 200, headers={"Location": location}
+        answer,
+        status=201 if handle.created else 200,
+        headers={**headers, "Location": location},
     )
 
 
@@ -129,17 +147,10 @@ async def act(request: web.Request) -> web.Response:
         raise ApiError(
             404, f"no action {request.match_info['action']!r}; one of {allowed}"
         ) from exc
-    dry_run = params.flag(request.query, "dry_run")
-    body = await params.json_object(request, {"reason", "actor", "result"})
-    reason, actor, result = body.get("reason"), body.get("actor"), body.get("result")
-    if not isinstance(reason, str) or not reason.strip():
-        raise invalid("a reason is required: say why, for the audit log")
-    if len(reason) > MAX_REASON:
-        raise invalid(f"the reason is longer than {MAX_REASON} characters")
-    if actor is not None and (not isinstance(actor, str) or not 0 < len(actor) <= 100):
-        raise invalid("actor must be a string of 1 to 100 characters")
-    if result is not None and (action is not Action.SKIP or not isinstance(result, dict)):
-        raise invalid("result is only for skip, and must be a JSON object")
+    dry_run = params.query(models.ActionQuery, request.query).dry_run
+    body = await params.body(models.ACTION_BODIES[action], request)
+    reason, actor = body.reason, body.actor
+    result = body.result if isinstance(body, models.SkipRequest) else None
     token = identity(request)
     if token is None:
         who = actor or "anonymous"

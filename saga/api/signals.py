@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from saga.api import models, params
 from saga.api.context import context, identity
 from saga.api.problems import ApiError
 from saga.coordinator.signals import answer_signal, refused
@@ -64,6 +65,13 @@ async def send_event(request: web.Request) -> web.Response:
             shown = ", ".join(repr(key[:40]) for key in unknown[:5])
             raise ProtocolError(f"unknown fields {shown}; the body takes id and payload")
         signal = SignalRequest.from_json({**body, "saga_id": saga_id, "event": event})
+        # The protocol's checks first (their messages are those NATS senders get), then the
+        # contract's model, so nothing outside /openapi.json's EventRequest is taken.
+        params.query(models.EventPath, request.match_info)
+        params.decode(models.EventRequest, raw)
+    except ApiError as exc:
+        problem = SignalRefusal(code=INVALID, message=exc.message)
+        raise _error(refused(problem, sender=sender, event=event)) from exc
     except ProtocolError as exc:
         # A bad id, event name or body is the sender's malformed request: 400 (the body's
         # size is limited above, by aiohttp; the payload's by the coordinator).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from saga.api import params
 from saga.api.context import context
 from saga.api.ops_models import (
     FailingStepOut,
@@ -12,7 +13,6 @@ from saga.api.ops_models import (
     StatsQuery,
     StatsReply,
     Window,
-    parse,
 )
 from saga.events import Health
 from saga.log.tally import MINUTE_MS
@@ -24,7 +24,7 @@ async def stats(request: web.Request) -> web.Response:
     completed, compensated and stuck per minute, durations and compensation rate per saga
     name, and the steps that failed most."""
     ctx = context(request)
-    query = parse(StatsQuery, dict(request.query))
+    query = params.query(StatsQuery, request.query)
     now = ctx.coordinator.clock.now_ms()
     until = now - now % MINUTE_MS + MINUTE_MS  # the current minute, so far, is the last
     since = until - query.minutes * MINUTE_MS

@@ -52,8 +52,8 @@ async def test_search_by_id_prefix_and_input_field(
         ("input.order-id=1", "is not a field name"),
         ("input.a.b=1", "is not a field name"),
         ("input.=1", "is not a field name"),
-        ("saga_id=bad%20id", "is not a saga id"),
-        ("saga_id_prefix=-x", "is not a saga id"),
+        ("saga_id=bad%20id", "saga_id 'bad id' is invalid"),
+        ("saga_id_prefix=-x", "saga_id_prefix '-x' is invalid"),
         (f"input.f={'x' * 201}", "at most 200 characters"),
     ],
 )

@@ -90,7 +90,6 @@ async def test_stats_over_a_window(
         ("minutes=0", "minutes"),
         ("minutes=1441", "minutes"),
         ("minutes=soon", "minutes"),
-        ("window=5", "window"),
     ],
 )
 async def test_bad_stats_queries_are_400(client: Client, query: str, said: str) -> None:

@@ -61,6 +61,22 @@ def test_compensations_lists_the_stuck_saga(api: str) -> None:
     assert "credit" in done.output
 
 
+def test_stats_counts_match_the_list(api: str) -> None:
+    figures = json.loads(saga("stats", "--json", url=api).output)
+    for status, count in figures["statuses"].items():
+        listed = json.loads(
+            saga("list", "--json", "--status", status, "--limit", "1000", url=api).output
+        )
+        assert len(listed["sagas"]) == count, status
+    assert figures["stuck"] == figures["healths"]["stuck"] >= 1
+    text = saga("stats", "--minutes", "15", url=api)
+    assert text.exit_code == 0, text.output
+    assert f"stuck {figures['stuck']}, needs attention {figures['needs_attention']}" in text.output
+    assert any(line.split()[:2] == ["stuck", str(figures["statuses"]["stuck"])]
+               for line in text.output.splitlines())  # fmt: skip
+    assert saga("stats", "--minutes", "0", url=api).exit_code == 2
+
+
 def test_errors_are_clear_and_exit_non_zero(api: str) -> None:
     missing = saga("show", "ghost", url=api)
     assert missing.exit_code == 3

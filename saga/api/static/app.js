@@ -42,7 +42,8 @@ function ago(ms) {
   if (s < 86400) return `${Math.round(s / 3600)}h ago`;
   return `${Math.round(s / 86400)}d ago`;
 }
-const errorText = (error) => (error ? `${error.code || "error"}: ${error.message || ""}` : "");
+// An error in words: the API's human text when it has one, else the recorded code and message.
+const errorText = (error) => (error ? error.text || `${error.code || "error"}: ${error.message || ""}` : "");
 
 function toast(message) {
   const box = $("#toast");
