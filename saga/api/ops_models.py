@@ -24,8 +24,6 @@ from saga.log.base import INPUT_FIELD, INPUT_FIELD_RULE, MAX_INPUT_FILTERS, MAX_
 
 MAX_BULK = 200
 """The most sagas one bulk action takes."""
-MAX_REASON = 2000
-"""The longest reason an operator action records (as a single action's)."""
 
 # A JSON string names an enum member (the bodies are strict otherwise).
 _Statuses = list[Annotated[SagaStatus, Strict(False)]] | None

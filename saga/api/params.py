@@ -17,7 +17,6 @@ from saga.api.models import LIST, Request, SagaListQuery
 from saga.api.problems import ApiError, bad_request, invalid
 from saga.errors import QueryError
 from saga.log.base import SagaQuery, TimeRange
-from saga.log.paging import MAX_PAGE_SIZE
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=Request)
@@ -208,59 +207,3 @@ def input_fields(query_string: MultiMapping[str]) -> list[tuple[str, str]]:
         for key, value in query_string.items()
         if key.startswith(INPUT_PREFIX)
     ]
-
-
-# Older helpers, kept for routes not yet moved onto a model; new code uses query() and body().
-
-
-def limit(query: MultiMapping[str], default: int = 50) -> int:
-    value = query.get("limit")
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise bad_request("limit must be an integer") from exc
-    if not 1 <= number <= MAX_PAGE_SIZE:
-        raise bad_request(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-    return number
-
-
-def text(query: MultiMapping[str], key: str, *, max_len: int = 200) -> str | None:
-    value = query.get(key)
-    if value is None or value == "":
-        return None
-    if len(value) > max_len:
-        raise bad_request(f"{key} is longer than {max_len} characters")
-    return value
-
-
-def flag(query: MultiMapping[str], key: str) -> bool:
-    value = query.get(key, "0").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise bad_request(f"{key} must be 1 or 0 (true or false)")
-
-
-async def json_object(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    """The body as a JSON object with only ``allowed`` keys (an empty body is ``{}``)."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(413, f"the body is over the {request.client_max_size} byte limit") from exc
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise invalid("the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise invalid(
-            f"unknown fields: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-    return body
