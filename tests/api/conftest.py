@@ -75,3 +75,8 @@ async def start(client: TestClient[Any, Any], name: str = "order", **body: Any) 
     assert response.status in (200, 201), await response.text()
     saga_id: str = (await response.json())["saga_id"]
     return saga_id
+
+
+# The browser fixtures (server, page, shots) for every dashboard test here; imported last, as
+# they build on the names above.
+from tests.api.browser import page, server, shots  # noqa: E402, F401

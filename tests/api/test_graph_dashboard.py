@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,20 +9,12 @@ from typing import Any
 import pytest
 
 from saga import Coordinator, SagaStatus
-from saga.api import ApiConfig, HttpServer, start_http
+from saga.api import HttpServer
 from saga.log.base import SagaLog
 from saga.testing import InMemoryTransport
-from tests.api.conftest import TOKENS, settled
-from tests.api.test_dashboard import ARGS, CHROMIUM, SCREENSHOTS_ENV, _need_chromium
+from tests.api.conftest import settled
 from tests.api.test_graph import approval_saga, parallel_saga, participants
 from tests.coordinator.shop import Shop, order_saga
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -32,34 +23,6 @@ async def coordinator(shop: Shop, log: SagaLog) -> AsyncIterator[Coordinator]:
     coordinator = Coordinator(log, InMemoryTransport(participants(shop)), sagas=sagas)
     async with coordinator:
         yield coordinator
-
-
-@pytest.fixture
-async def server(coordinator: Coordinator) -> AsyncIterator[HttpServer]:
-    server = await start_http(
-        coordinator, host="127.0.0.1", port=0, config=ApiConfig(tokens=TOKENS)
-    )
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def page(server: HttpServer) -> AsyncIterator[Any]:
-    _need_chromium()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        await context.add_init_script("localStorage.setItem('sagaToken', 'operator-secret-1')")
-        page = await context.new_page()
-        await page.route(lambda url: not url.startswith(server.url), lambda route: route.abort())
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-        yield page
-        assert errors == []
-        await browser.close()
 
 
 async def boxes(page: Any, selector: str) -> dict[str, tuple[str, float, float]]:

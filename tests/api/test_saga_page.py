@@ -13,13 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from saga import Coordinator, Participant, Rejected, RetryPolicy, Saga, SagaStatus, Step, StepKind
-from saga.api import ApiConfig, HttpServer, create_app, start_http
+from saga.api import ApiConfig, HttpServer, create_app
 from saga.api.story import human_duration, human_text
 from saga.log.base import SagaLog
 from saga.participant import CommandContext
 from saga.testing import InMemoryTransport
 from tests.api.conftest import OPERATOR, TOKENS, VIEWER, reaches, settled
-from tests.api.test_dashboard import ARGS, CHROMIUM, SCREENSHOTS_ENV, _need_chromium
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=5), max_attempts=3)
 PATIENT = RetryPolicy(initial_interval=timedelta(milliseconds=100), backoff=1.0, max_attempts=100)
@@ -249,43 +248,6 @@ async def test_a_cancel_says_who_and_why_and_a_running_saga_speaks_in_the_presen
 
 
 # -- the picture ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    import os
-
-    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture
-async def server(coordinator: Coordinator) -> AsyncIterator[HttpServer]:
-    server = await start_http(
-        coordinator, host="127.0.0.1", port=0, config=ApiConfig(tokens=TOKENS)
-    )
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def page(server: HttpServer) -> AsyncIterator[Any]:
-    _need_chromium()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        await context.add_init_script("localStorage.setItem('sagaToken', 'operator-secret-1')")
-        page = await context.new_page()
-        await page.route(lambda url: not url.startswith(server.url), lambda route: route.abort())
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-        yield page
-        assert errors == []
-        await browser.close()
 
 
 OVERLAPS = """svg => {

@@ -32,8 +32,9 @@ def saga_dev(*args: str) -> list[str]:
 
 
 def started_pids(output: str) -> list[int]:
-    """Every child process saga dev said it started (not its own, in-process coordinator)."""
-    pids = [int(p) for p in re.findall(r"^  \S+ .*?pid (\d+)", output, re.M)]
+    """Every child process saga dev said it started (not its own, in-process coordinator),
+    once each: under load, "waiting for X (pid N) to exit" lines name a child again."""
+    pids = list(dict.fromkeys(int(p) for p in re.findall(r"^  \S+ .*?pid (\d+)", output, re.M)))
     return [pid for pid in pids if f"in this process, pid {pid}" not in output]
 
 

@@ -65,15 +65,16 @@ async function renderOverview() {
       el("div", { class: "card" }, el("h3", {}, "Steps that fail most"), failingSteps(stats.failing_steps))));
 }
 
+// Each series is drawn in its meaning's colour (saga.js's palette, app.css's --c-* variables).
 const SERIES = [
-  ["started", "#1565c0", (m) => ({ created_after: m.start_ms, created_before: m.start_ms + MINUTE })],
-  ["completed", "#2e7d32", (m) => ({ status: "completed", updated_after: m.start_ms, updated_before: m.start_ms + MINUTE })],
-  ["compensated", "#5d6b7a", (m) => ({ status: "compensated", updated_after: m.start_ms, updated_before: m.start_ms + MINUTE })],
-  ["stuck", "#c62828", () => ({ health: "stuck" })],
+  ["started", "running", (m) => ({ created_after: m.start_ms, created_before: m.start_ms + MINUTE })],
+  ["completed", "completed", (m) => ({ status: "completed", updated_after: m.start_ms, updated_before: m.start_ms + MINUTE })],
+  ["compensated", "compensated", (m) => ({ status: "compensated", updated_after: m.start_ms, updated_before: m.start_ms + MINUTE })],
+  ["stuck", "stuck", () => ({ health: "stuck" })],
 ];
 
 function seriesCharts(series) {
-  return el("div", { class: "series" }, SERIES.map(([key, color, filter]) => barChart(key, color, series, filter)));
+  return el("div", { class: "series" }, SERIES.map(([key, meaning, filter]) => barChart(key, colour(meaning), series, filter)));
 }
 
 function barChart(key, color, series, filter) {
@@ -130,7 +131,7 @@ function hbars(rows, { label, value, max, text, href, color, id }) {
 function byName(names) {
   return hbars(names, {
     id: "by-name", max: 1, label: (n) => n.name, value: (n) => Math.max(n.compensation_rate, 0.004),
-    color: (n) => (n.compensation_rate > 0.2 ? "#c62828" : n.compensation_rate > 0 ? "#b26a00" : "#2e7d32"),
+    color: (n) => colour(n.compensation_rate > 0.2 ? "failed" : n.compensation_rate > 0 ? "compensated" : "completed"),
     text: (n) => `${Math.round(n.compensation_rate * 100)}% compensated · p50 ${duration(n.p50_ms)} · p99 ${duration(n.p99_ms)}`,
     href: (n) => listLink({ name: n.name, status: "compensated" }),
   });
@@ -140,7 +141,7 @@ function failingSteps(steps) {
   const max = Math.max(1, ...steps.map((s) => s.failures));
   return hbars(steps, {
     id: "failing-steps", max, label: (s) => `${s.name} · ${s.step}${s.direction === "compensate" ? " (undo)" : ""}`,
-    value: (s) => s.failures, color: (s) => (s.direction === "compensate" ? "#c62828" : "#b26a00"),
+    value: (s) => s.failures, color: (s) => colour(s.direction === "compensate" ? "stuck" : "failed"),
     text: (s) => `${NUMBER.format(s.failures)} failed attempt${s.failures === 1 ? "" : "s"}`,
     href: (s) => listLink({ name: s.name, step: s.step }),
   });
