@@ -27,7 +27,7 @@ async function refreshCounts() {
   try {
     const stats = await api("/api/stats?minutes=1");
     setCount("#nav-stuck", stats.stuck, "stuck");
-    setCount("#nav-attention", stats.needs_attention, "need attention");
+    setCount("#nav-attention", stats.needs_attention, stats.needs_attention === 1 ? "needs attention" : "need attention");
   } catch (error) {
     /* the next tick tries again */
   }
