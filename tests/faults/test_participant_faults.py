@@ -213,9 +213,15 @@ async def test_replicas_killed_mid_handler_and_restarted_keep_the_books(
             feeding = asyncio.create_task(feed())
             released: list[int] = []
             kills = 0
-            # At least four kills, and on until one lands mid-handler (a kill is random, so on
-            # a loaded machine a few may miss) while orders are still coming in.
-            while kills < 4 or (sum(released) == 0 and not feeding.done()):
+
+            async def running() -> bool:
+                moving = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+                return not feeding.done() or any(r.status in moving for r in await log.unfinished())
+
+            # At least four kills, and on until one lands mid-handler while sagas still run (a
+            # kill is random and a restart slow on a loaded machine, so several may miss;
+            # orders stop coming after about 12 s, but their sagas run on).
+            while kills < 4 or (sum(released) == 0 and kills < 60 and await running()):
                 await asyncio.sleep(rng.uniform(0.5, 1.5))
                 victim = rng.choice(victims)
                 await services.kill(victim)
