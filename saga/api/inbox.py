@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
@@ -11,38 +10,20 @@ from saga.api import params, views
 from saga.api.context import context
 from saga.api.ops_models import InboxItem, InboxQuery, InboxReply
 from saga.api.problems import bad_request
+from saga.api.story import human_text
 from saga.engine import SagaState, replay
 from saga.errors import QueryError
 from saga.events import Event, EventType, Health, SagaStatus
 from saga.log.base import SagaQuery, SagaRecord
 from saga.protocol import Direction
 
-_DURATION = re.compile(r"\b(\d+):(\d\d):(\d\d)(?:\.(\d+))?\b")
 _FAILURES = (EventType.STEP_FAILED, EventType.STEP_REJECTED)
-
-
-def _seconds(match: re.Match[str]) -> str:
-    hours, minutes, seconds = int(match[1]), int(match[2]), int(match[3])
-    fraction = float(f"0.{match[4]}") if match[4] else 0.0
-    parts = []
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes:
-        parts.append(f"{minutes} min")
-    if seconds or fraction or not parts:
-        parts.append(f"{seconds + fraction:g} s")
-    return " ".join(parts)
-
-
-def human(text: str) -> str:
-    """``text`` with Python's timedelta spellings (``0:00:05``) in words (``5 s``)."""
-    return _DURATION.sub(_seconds, text)
 
 
 def _message(error: Any) -> str | None:
     if isinstance(error, dict):
         message = error.get("message") or error.get("code")
-        return None if message is None else human(str(message))
+        return None if message is None else human_text(str(message))
     return None
 
 
@@ -73,7 +54,7 @@ def _reason(state: SagaState, kind: str, stalled: bool) -> str:
         compensating = pointer.direction is Direction.COMPENSATE
         what = f"the compensation of {pointer.step}" if compensating else pointer.step
     if state.stuck is not None:
-        reason = human(str(state.stuck.get("reason") or "stuck"))
+        reason = human_text(str(state.stuck.get("reason") or "stuck"))
         error = _message(state.stuck.get("error"))
         return reason if error is None or error in reason else f"{reason}: {error}"
     if stalled:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from saga import Coordinator, SagaStatus
-from saga.api import ApiConfig, HttpServer, start_http
+from saga.api import HttpServer
 from saga.log.base import SagaLog
-from tests.api.conftest import TOKENS, settled
+from tests.api.conftest import settled
 from tests.coordinator.shop import Shop
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,22 +45,8 @@ def _need_chromium() -> None:
     pytest.skip(f"dashboard browser test: {missing}")
 
 
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture
-async def server(coordinator: Coordinator) -> AsyncIterator[HttpServer]:
-    server = await start_http(
-        coordinator, host="127.0.0.1", port=0, config=ApiConfig(tokens=TOKENS)
-    )
-    yield server
-    await server.close()
-
-
+# shots and server: tests/api/browser.py (through the conftest); this page, unlike that
+# one, fails only on page errors, not on console errors.
 @pytest.fixture
 async def page(server: HttpServer) -> AsyncIterator[Any]:
     _need_chromium()

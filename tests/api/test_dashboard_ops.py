@@ -21,7 +21,7 @@ from saga.events import Health
 from saga.log.base import SagaLog
 from saga.testing import InMemoryTransport
 from tests.api.conftest import OPERATOR, reaches, settled
-from tests.api.test_dashboard import page, server, shots  # noqa: F401 - fixtures
+from tests.api.test_dashboard import page  # noqa: F401 - fixture (server, shots: conftest)
 from tests.coordinator.shop import Shop, order_saga, pivot_saga
 
 
